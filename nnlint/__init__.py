@@ -1,0 +1,45 @@
+"""nnlint: audit a PyTorch model and a sample batch for a bad training setup, and fix it.
+
+    report = nnlint.check(model, batch)
+    result = nnlint.fix(model, batch)
+    nnlint.guard(model, optimizer)
+
+Importing nnlint does not import torch; the entry points do, when called.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["check", "fix", "guard", "Report", "Diagnostic", "Fix", "Location", "NNLintError", "__version__"]
+
+
+def __getattr__(name):
+    if name == "check":
+        from nnlint.api import check
+
+        return check
+    if name == "fix":
+        from nnlint.fix.api import fix
+
+        return fix
+    if name == "guard":
+        from nnlint.guard import guard
+
+        return guard
+    if name == "Report":
+        from nnlint.report import Report
+
+        return Report
+    if name in ("Diagnostic", "Fix", "Location"):
+        from nnlint import diagnostics
+
+        return getattr(diagnostics, name)
+    if name == "NNLintError":
+        from nnlint.errors import NNLintError
+
+        return NNLintError
+    if name == "integrations":
+        import importlib
+
+        return importlib.import_module("nnlint.integrations")
+    raise AttributeError(f"module 'nnlint' has no attribute {name!r}")

@@ -1,0 +1,58 @@
+"""The Python entry points: nnlint.check (and, through nnlint.fix, the fixer)."""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional
+
+from nnlint.config import Config
+from nnlint.diagnostics import Diagnostic
+from nnlint.errors import ConfigError, NNLintError
+from nnlint.registry import select_rules, validate_codes
+from nnlint.report import Report
+
+
+def check(
+    model,
+    batch,
+    *,
+    target: Any = None,
+    loss_fn: Optional[Callable] = None,
+    optimizer: Any = None,
+    select: Optional[Iterable[str]] = None,
+    ignore: Optional[Iterable[str]] = None,
+    config: Optional[Config] = None,
+    train_transform: Any = None,
+    source_origins: Optional[dict] = None,
+) -> Report:
+    """Run the model once on `batch` (train forward+backward, eval forward) and apply every selected rule.
+
+    The model is left exactly as it was found. Raises an NNLintError subclass when the check cannot
+    run (the model raised, the batch does not fit); the message says what to change.
+    """
+    from nnlint.trace.tracer import run_trace
+
+    config = config or Config()
+    select = list(select) if select is not None else list(config.select or [])
+    ignore = list(ignore or []) + list(config.ignore or [])
+    unknown = validate_codes(select + ignore)
+    if unknown:
+        raise ConfigError(f"unknown rule code(s): {', '.join(unknown)}; `nnlint rules` lists them")
+    trace = run_trace(model, batch, target=target, loss_fn=loss_fn, optimizer=optimizer,
+                      train_transform=train_transform, source_origins=source_origins)
+    diagnostics = run_rules(trace, select=select or None, ignore=ignore, config=config)
+    return Report(diagnostics=diagnostics, model_name=trace.model_type, batch_description=trace.batch_description,
+                  seconds=trace.seconds, notes=list(trace.notes), trace=trace)
+
+
+def run_rules(trace, *, select=None, ignore=(), config: Optional[Config] = None) -> list[Diagnostic]:
+    """Apply the selected rules to a trace; config supplies options, severities and per-module ignores."""
+    config = config or Config()
+    out: list[Diagnostic] = []
+    for cls in select_rules(select, ignore):
+        try:
+            rule = cls(config.rule_options.get(cls.code), config.severity.get(cls.code))
+        except KeyError as exc:
+            raise ConfigError(str(exc.args[0])) from None
+        for d in rule.check(trace):
+            if not config.is_ignored(d, trace):
+                out.append(d)
+    return out

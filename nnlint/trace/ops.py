@@ -1,0 +1,68 @@
+"""Naming the torch calls the tracer sees: a normalized kind per function, and which ones get statistics."""
+from __future__ import annotations
+
+RELU_FAMILY = {"relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "mish", "hardswish", "prelu", "rrelu", "softplus"}
+SATURATING = {"sigmoid", "tanh"}
+ACTIVATIONS = RELU_FAMILY | SATURATING | {"hardsigmoid", "hardtanh", "softmax", "log_softmax", "softsign", "logsigmoid"}
+WEIGHT_OPS = {"linear", "conv", "matmul", "embedding", "bilinear"}
+NORM_OPS = {"batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm"}
+RANDOM_OPS = {"dropout", "random"}
+
+_KIND_BY_NAME = {
+    "linear": "linear", "bilinear": "bilinear",
+    "conv1d": "conv", "conv2d": "conv", "conv3d": "conv",
+    "conv_transpose1d": "conv", "conv_transpose2d": "conv", "conv_transpose3d": "conv", "_convolution": "conv",
+    "matmul": "matmul", "mm": "matmul", "bmm": "matmul", "addmm": "matmul", "einsum": "matmul", "__matmul__": "matmul",
+    "embedding": "embedding",
+    "relu": "relu", "relu_": "relu", "relu6": "relu6", "leaky_relu": "leaky_relu", "leaky_relu_": "leaky_relu",
+    "elu": "elu", "elu_": "elu", "selu": "selu", "selu_": "selu", "celu": "celu", "gelu": "gelu", "silu": "silu",
+    "mish": "mish", "hardswish": "hardswish", "prelu": "prelu", "rrelu": "rrelu", "softplus": "softplus",
+    "sigmoid": "sigmoid", "sigmoid_": "sigmoid", "tanh": "tanh", "tanh_": "tanh",
+    "hardsigmoid": "hardsigmoid", "hardtanh": "hardtanh", "hardtanh_": "hardtanh",
+    "softmax": "softmax", "log_softmax": "log_softmax", "softsign": "softsign", "logsigmoid": "logsigmoid",
+    "add": "add", "add_": "add", "__add__": "add", "__radd__": "add", "__iadd__": "add",
+    "sub": "sub", "sub_": "sub", "__sub__": "sub", "__rsub__": "sub", "__isub__": "sub",
+    "mul": "mul", "mul_": "mul", "__mul__": "mul", "__rmul__": "mul", "__imul__": "mul", "addcmul": "mul",
+    "div": "div", "div_": "div", "__truediv__": "div", "__rtruediv__": "div", "__itruediv__": "div",
+    "exp": "exp", "exp_": "exp", "log": "log", "pow": "pow", "__pow__": "pow", "sqrt": "sqrt", "rsqrt": "rsqrt",
+    "cat": "cat", "concat": "cat", "concatenate": "cat", "stack": "cat",
+    "batch_norm": "batch_norm", "layer_norm": "layer_norm", "group_norm": "group_norm",
+    "instance_norm": "instance_norm", "rms_norm": "rms_norm",
+    "dropout": "dropout", "dropout1d": "dropout", "dropout2d": "dropout", "dropout3d": "dropout",
+    "alpha_dropout": "dropout", "feature_alpha_dropout": "dropout", "dropout_": "dropout",
+    "bernoulli": "random", "bernoulli_": "random", "rand": "random", "rand_like": "random", "randn": "random",
+    "randn_like": "random", "randint": "random", "randint_like": "random", "normal": "random", "normal_": "random",
+    "uniform_": "random", "multinomial": "random", "randperm": "random", "exponential_": "random",
+    "lstm": "rnn", "gru": "rnn", "rnn_tanh": "rnn", "rnn_relu": "rnn",
+    "multi_head_attention_forward": "attention", "scaled_dot_product_attention": "attention",
+    "max_pool1d": "pool", "max_pool2d": "pool", "max_pool3d": "pool", "avg_pool1d": "pool", "avg_pool2d": "pool",
+    "avg_pool3d": "pool", "adaptive_avg_pool1d": "pool", "adaptive_avg_pool2d": "pool", "adaptive_avg_pool3d": "pool",
+    "adaptive_max_pool2d": "pool", "max_pool2d_with_indices": "pool", "mean": "mean",
+}
+
+# Ops whose output is a view or a copy of their input's values: no statistics worth taking, but lineage
+# flows through them.
+PASSTHROUGH = {
+    "view", "reshape", "flatten", "permute", "transpose", "t", "unsqueeze", "squeeze", "contiguous", "expand",
+    "expand_as", "__getitem__", "split", "chunk", "detach", "clone", "to", "type", "float", "half", "bfloat16",
+    "unflatten", "narrow", "select", "view_as", "reshape_as", "movedim", "unbind", "repeat", "tile", "flip",
+    "masked_fill", "pad", "roll", "cpu", "cuda", "double", "long", "int", "bool",
+}
+
+# Never record these: metadata getters and shape queries (they return no tensor).
+IGNORED = {"__get__", "dim", "size", "numel", "is_floating_point", "__len__", "is_contiguous", "stride",
+           "__bool__", "item", "tolist", "__format__", "__repr__", "__hash__", "__eq__", "__ne__",
+           "requires_grad_", "data_ptr", "storage_offset", "element_size", "__setstate__", "__reduce_ex__",
+           "get_device", "is_complex", "__iter__", "__index__", "__int__", "__float__", "has_names", "__set__",
+           "untyped_storage", "_is_view", "is_nonzero", "__contains__", "__array__", "__deepcopy__"}
+
+
+def kind_of(name: str) -> str:
+    return _KIND_BY_NAME.get(name, name)
+
+
+def func_name(func) -> str:
+    name = getattr(func, "__name__", None)
+    if name is None:
+        name = getattr(getattr(func, "__func__", None), "__name__", None) or type(func).__name__
+    return name

@@ -1,0 +1,71 @@
+"""Leave the model exactly as it was found: the check is an observation, never a side effect.
+
+What a forward+backward can change, and how each is put back:
+- buffers (BatchNorm running stats, num_batches_tracked): copied before, copied back in place after;
+- every module's `training` flag: recorded and re-set one by one (not with .train(), which a module
+  may override);
+- `.grad`: each parameter's grad object is set aside before the backward and put back after, so an
+  existing gradient is neither accumulated into nor replaced;
+- `requires_grad`: recorded and re-set;
+- the RNG of the CPU and of every initialized CUDA device (dropout consumes it).
+Parameters are not copied (a 1B model would double its memory); instead their version counters are
+compared, and an in-place write by the model's own forward is reported.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ModelState:
+    training: list[tuple[Any, bool]]
+    buffers: list[tuple[Any, Any]]
+    requires_grad: list[tuple[Any, bool]]
+    grads: list[tuple[Any, Any]] = field(default_factory=list)
+    param_versions: list[tuple[str, Any, int]] = field(default_factory=list)
+    cpu_rng: Any = None
+    cuda_rng: Any = None
+
+    @classmethod
+    def capture(cls, model) -> "ModelState":
+        import torch
+
+        params = list(model.named_parameters(remove_duplicate=True))
+        state = cls(
+            training=[(m, m.training) for m in model.modules()],
+            buffers=[(b, b.detach().clone()) for b in model.buffers() if b is not None],
+            requires_grad=[(p, p.requires_grad) for _, p in params],
+            param_versions=[(n, p, p._version) for n, p in params],
+            cpu_rng=torch.get_rng_state(),
+        )
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state.cuda_rng = torch.cuda.get_rng_state_all()
+        return state
+
+    def detach_grads(self) -> None:
+        """Set every existing .grad aside so that our backward writes fresh ones."""
+        self.grads = [(p, p.grad) for p, _ in self.requires_grad]
+        for p, _ in self.requires_grad:
+            p.grad = None
+
+    def mutated_parameters(self) -> list[str]:
+        return [n for n, p, v in self.param_versions if p._version != v]
+
+    def restore(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            for buf, saved in self.buffers:
+                if buf.shape == saved.shape:
+                    buf.copy_(saved)
+        for module, flag in self.training:
+            module.training = flag
+        for p, flag in self.requires_grad:
+            if p.requires_grad != flag:
+                p.requires_grad_(flag)
+        for p, grad in self.grads:
+            p.grad = grad
+        torch.set_rng_state(self.cpu_rng)
+        if self.cuda_rng is not None:
+            torch.cuda.set_rng_state_all(self.cuda_rng)

@@ -1,0 +1,169 @@
+"""Statistics taken on the fly, on the tensor's own device, with cheap reductions.
+
+Nothing is synced to the host per op: every reduction is queued as a small tensor in a `PendingStats`
+and all of them are read back with one transfer per device at the end of the pass. The reductions are
+the fast ones measured in DESIGN.md (sum, vector_norm, a uint8 count), not var_mean.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from nnlint.trace.records import TensorSummary
+
+# A reduction over this many elements or more is taken on a strided sample of positions: at that
+# size a statistic's sampling error is far below any rule threshold, and the cost stays flat.
+SAMPLE_ABOVE = 1 << 22
+
+
+class PendingStats:
+    """Queue of device tensors to read back once; each entry resolves into a Python value later."""
+
+    def __init__(self):
+        self._tensors: list[Any] = []
+        self._callbacks: list[Callable[[list[float]], None]] = []
+
+    def defer(self, tensors: list[Any], callback: Callable[[list[float]], None]) -> None:
+        """Read `tensors` (each 0-d or 1-d) at the end and call `callback` with their flattened values."""
+        self._tensors.append(tensors)
+        self._callbacks.append(callback)
+
+    def resolve(self) -> None:
+        import torch
+
+        by_device: dict[Any, list[Any]] = {}
+        flat_refs: list[list[tuple[Any, int, int]]] = []
+        for group in self._tensors:
+            refs = []
+            for t in group:
+                t = t.detach().reshape(-1).to(torch.float64)
+                chunks = by_device.setdefault(t.device, [])
+                start = sum(c.numel() for c in chunks)
+                chunks.append(t)
+                refs.append((t.device, start, t.numel()))
+            flat_refs.append(refs)
+        values = {dev: (torch.cat(chunks).tolist() if chunks else []) for dev, chunks in by_device.items()}
+        for refs, callback in zip(flat_refs, self._callbacks):
+            out: list[float] = []
+            for dev, start, n in refs:
+                out.extend(values[dev][start:start + n])
+            callback(out)
+        self._tensors.clear()
+        self._callbacks.clear()
+
+
+def _sampled(x):
+    """A flat view of x, or a strided sample of it when it is very large."""
+    flat = x.reshape(-1) if x.is_contiguous() else x.flatten()
+    n = flat.numel()
+    if n >= SAMPLE_ABOVE:
+        flat = flat[:: max(1, n // (SAMPLE_ABOVE // 4))]
+    return flat
+
+
+def summarize(x, pending: PendingStats, store: Callable[[TensorSummary], None]) -> None:
+    """Queue mean/std/non-finite of a floating tensor; `store` receives the TensorSummary."""
+    import torch
+
+    shape = tuple(x.shape)
+    dtype = str(x.dtype).replace("torch.", "")
+    if x.numel() == 0:
+        store(TensorSummary(shape, dtype, 0.0, 0.0, False))
+        return
+    flat = _sampled(x.detach())
+    n = flat.numel()
+    s = torch.sum(flat, dtype=torch.float32)
+    norm = torch.linalg.vector_norm(flat, dtype=torch.float32)
+
+    def done(values: list[float]) -> None:
+        total, nrm = values
+        finite = total == total and abs(total) != float("inf") and nrm == nrm and nrm != float("inf")
+        mean = total / n if finite else float("nan")
+        var = max(nrm * nrm / n - mean * mean, 0.0) if finite else float("nan")
+        store(TensorSummary(shape, dtype, mean, var ** 0.5 if finite else float("nan"), not finite))
+
+    pending.defer([s, norm], done)
+
+
+def summarize_exact(x, pending: PendingStats, store: Callable[[TensorSummary], None]) -> None:
+    """Like summarize, with var_mean (exact even when the mean dwarfs the std); for small tensors."""
+    import torch
+
+    shape = tuple(x.shape)
+    dtype = str(x.dtype).replace("torch.", "")
+    if x.numel() < 2:
+        summarize(x, pending, store)
+        return
+    xf = x.detach().float()
+    var, mean = torch.var_mean(xf, correction=0)
+    bad = (~torch.isfinite(xf)).any().float()
+
+    def done(values: list[float]) -> None:
+        v, m, b = values
+        store(TensorSummary(shape, dtype, m, max(v, 0.0) ** 0.5, bool(b) or v != v))
+
+    pending.defer([var, mean, bad], done)
+
+
+def unit_dims(x, unit_dim: int) -> tuple[int, ...]:
+    d = unit_dim % x.dim()
+    return tuple(i for i in range(x.dim()) if i != d)
+
+
+def active_fraction_per_unit(y, unit_dim: int, pending: PendingStats, store: Callable[[list[float]], None]) -> None:
+    """Fraction of positions where each unit (channel or feature) is > 0, for ReLU-family outputs."""
+    import torch
+
+    y = y.detach()
+    if y.dim() == 0 or y.numel() == 0:
+        return
+    if y.dim() == 1:
+        y = y.unsqueeze(0)
+        unit_dim = 1
+    dims = unit_dims(y, unit_dim)
+    positions = y.numel() // y.shape[unit_dim]
+    counts = (y > 0).view(torch.uint8).sum(dim=dims, dtype=torch.int32)
+    pending.defer([counts], lambda v: store([c / positions for c in v]))
+
+
+def saturated_fraction(z, threshold: float, pending: PendingStats, store: Callable[[float], None]) -> None:
+    """Fraction of pre-activations with |z| > threshold (the flat region of sigmoid/tanh)."""
+    import torch
+
+    z = _sampled(z.detach())
+    n = z.numel()
+    if n == 0:
+        return
+    count = (z > threshold).view(torch.uint8).sum(dtype=torch.int64) + (z < -threshold).view(torch.uint8).sum(dtype=torch.int64)
+    pending.defer([count], lambda v: store(v[0] / n))
+
+
+def channel_moments(x, channel_dim: int, pending: PendingStats, store: Callable[[list[float], list[float]], None]) -> None:
+    """Per-channel mean and std of an input tensor (exact; inputs are small next to activations)."""
+    import torch
+
+    xf = x.detach().float()
+    if xf.dim() < 2:
+        return
+    dims = unit_dims(xf, channel_dim)
+    var, mean = torch.var_mean(xf, dim=dims, correction=0)
+    c = mean.numel()
+    pending.defer([mean, var], lambda v: store(v[:c], [max(a, 0.0) ** 0.5 for a in v[c:]]))
+
+
+def mean_abs_correlation(x, pending: PendingStats, store: Callable[[float], None], max_features: int = 512) -> None:
+    """Mean absolute off-diagonal correlation of a 2-D (samples x features) input."""
+    import torch
+
+    if x.dim() != 2 or x.shape[0] < 3 or not (2 <= x.shape[1] <= max_features):
+        return
+    xf = x.detach().float()
+    xc = xf - xf.mean(dim=0, keepdim=True)
+    std = xc.pow(2).mean(dim=0).sqrt()
+    keep = std > 1e-12
+    if int(keep.sum()) < 2:
+        return
+    xc = xc[:, keep] / std[keep]
+    corr = (xc.T @ xc) / xf.shape[0]
+    f = corr.shape[0]
+    off = (corr.abs().sum() - corr.diagonal().abs().sum()) / (f * (f - 1))
+    pending.defer([off], lambda v: store(v[0]))

@@ -1,0 +1,1 @@
+"""NN2xx: activations."""

@@ -1,0 +1,1 @@
+"""NN3xx: inputs and data."""

@@ -1,0 +1,1 @@
+"""NN1xx: weight initialization."""

@@ -1,0 +1,1 @@
+"""NN0xx: the check itself."""

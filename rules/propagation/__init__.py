@@ -1,0 +1,1 @@
+"""NN4xx: signal propagation through depth."""
