@@ -8,7 +8,18 @@ Importing nnlint does not import torch; the entry points do, when called.
 """
 from __future__ import annotations
 
+import os as _os
+
 __version__ = "0.1.0"
+
+# The rule catalog lives in the top-level rules/ folder and is installed as nnlint.rules (pyproject's
+# package-dir mapping). When nnlint is imported straight from a source checkout (the checkout on
+# sys.path ahead of the installed package, as under pytest), that mapping is not in play: let the
+# package also look beside itself, so that nnlint.rules resolves to the same rules/ folder.
+_checkout = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if _os.path.isfile(_os.path.join(_checkout, "rules", "__init__.py")) and not _os.path.isdir(
+        _os.path.join(_os.path.dirname(__file__), "rules")):
+    __path__.append(_checkout)  # type: ignore[name-defined]
 
 __all__ = ["check", "fix", "guard", "Report", "Diagnostic", "Fix", "Location", "NNLintError", "__version__"]
 

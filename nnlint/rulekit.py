@@ -1,0 +1,150 @@
+"""Small helpers the rules share: number formatting and the gain-correct re-init for a layer.
+
+No torch here: the gains are torch.nn.init.calculate_gain's values, written out.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+from nnlint.diagnostics import Fix
+from nnlint.trace.graph import Follower, Graph
+from nnlint.trace.records import OpRecord, Trace
+
+# torch.nn.init.calculate_gain, for the nonlinearities nnlint recognises. GELU/SiLU/Mish behave like
+# ReLU for signal propagation, so Kaiming's ReLU gain is the standard choice for them too.
+GAINS = {
+    "linear": 1.0, "identity": 1.0, "conv": 1.0, "sigmoid": 1.0, "tanh": 5.0 / 3, "relu": math.sqrt(2.0),
+    "selu": 3.0 / 4, "gelu": math.sqrt(2.0), "silu": math.sqrt(2.0), "mish": math.sqrt(2.0),
+    "relu6": math.sqrt(2.0), "elu": math.sqrt(2.0), "hardswish": math.sqrt(2.0), "celu": math.sqrt(2.0),
+}
+XAVIER_FAMILY = {"tanh", "sigmoid", "linear", "identity", "softmax", "log_softmax", "hardsigmoid", "hardtanh"}
+
+
+def fmt(x: float, digits: int = 2) -> str:
+    """A number as a person reads it: 0.036, 0.5, 1.3e-05, 2.4e+03."""
+    if x != x:
+        return "nan"
+    if x in (float("inf"), float("-inf")):
+        return "inf" if x > 0 else "-inf"
+    if x == 0:
+        return "0"
+    a = abs(x)
+    if a >= 1e4 or a < 1e-3:
+        return f"{x:.{max(digits - 1, 1)}e}"
+    return f"{x:.{digits}g}" if a < 1 else f"{x:.{digits + (1 if a >= 10 else 0) + (1 if a >= 100 else 0) + (1 if a >= 1000 else 0)}g}"
+
+
+def pct(f: float) -> str:
+    return f"{100 * f:.0f}%"
+
+
+def nonlinearity_after(graph: Graph, op: OpRecord) -> tuple[str, Optional[float]]:
+    """The nonlinearity a weight layer feeds ("relu", "tanh", "linear" ...) and a LeakyReLU's slope."""
+    f: Follower = graph.follower(op)
+    if f.kind == "activation" and f.activation:
+        slope = f.op.args.get("negative_slope") if f.op is not None else None
+        return f.activation, slope
+    if f.kind == "norm" and f.op is not None:
+        # A norm between the layer and its activation: the activation after the norm decides.
+        after = graph.follower(f.op)
+        if after.kind == "activation" and after.activation:
+            return after.activation, after.op.args.get("negative_slope") if after.op is not None else None
+    return "linear", None
+
+
+def expected_std(fan_in: int, fan_out: int, nonlinearity: str, slope: Optional[float] = None) -> float:
+    """The gain-correct std: Kaiming gain/sqrt(fan_in) for the ReLU family, Xavier for the rest."""
+    if nonlinearity == "leaky_relu":
+        s = 0.01 if slope is None else slope
+        return math.sqrt(2.0 / (1 + s * s)) / math.sqrt(max(fan_in, 1))
+    if nonlinearity in XAVIER_FAMILY or nonlinearity not in GAINS:
+        gain = GAINS.get(nonlinearity, 1.0)
+        return gain * math.sqrt(2.0 / max(fan_in + fan_out, 1))
+    return GAINS[nonlinearity] / math.sqrt(max(fan_in, 1))
+
+
+def initializer_for(nonlinearity: str, slope: Optional[float] = None) -> dict:
+    """The torch.nn.init call that gives the gain-correct std for this nonlinearity, as Fix params."""
+    if nonlinearity in ("relu", "relu6", "gelu", "silu", "mish", "elu", "celu", "hardswish", "selu"):
+        return {"initializer": "kaiming_normal_", "nonlinearity": "relu", "mode": "fan_in",
+                "call": "nn.init.kaiming_normal_({w}, nonlinearity='relu')"}
+    if nonlinearity == "leaky_relu":
+        a = 0.01 if slope is None else slope
+        return {"initializer": "kaiming_normal_", "nonlinearity": "leaky_relu", "a": a, "mode": "fan_in",
+                "call": f"nn.init.kaiming_normal_({{w}}, a={a}, nonlinearity='leaky_relu')"}
+    gain_name = nonlinearity if nonlinearity in ("tanh", "sigmoid") else "linear"
+    gain = GAINS.get(gain_name, 1.0)
+    call = "nn.init.xavier_normal_({w})" if gain == 1.0 else f"nn.init.xavier_normal_({{w}}, gain=nn.init.calculate_gain('{gain_name}'))"
+    return {"initializer": "xavier_normal_", "nonlinearity": gain_name, "gain": gain, "call": call}
+
+
+def reinit_fix(trace: Trace, module: str, nonlinearity: str, slope: Optional[float] = None, *, why: str = "") -> Fix:
+    init = initializer_for(nonlinearity, slope)
+    weight = f"self.{module}.weight" if module else "weight"
+    call = init["call"].format(w=weight)
+    return Fix(kind="reinit", target=module, description=f"re-initialize {module}.weight: {call}" + (f" ({why})" if why else ""),
+               params={**init, "param": "weight", "zero_bias": True}, safe=True)
+
+
+def is_functional(trace: Trace, op: OpRecord) -> bool:
+    """True when the op was called functionally (torch.sigmoid(x) in a forward), not by its own
+    torch.nn module (nn.Sigmoid)."""
+    rec = trace.modules.get(op.module)
+    return rec is None or not (rec.is_torch_builtin and rec.is_leaf)
+
+
+def location_for(trace: Trace, module: str, op: Optional[OpRecord] = None):
+    """Where a finding points: the line that built the module; for a functional op, its call line."""
+    if op is not None and is_functional(trace, op) and op.location is not None:
+        return op.location
+    loc = trace.location_of(module)
+    return loc if loc is not None else (op.location if op is not None else None)
+
+
+def describe_op(trace: Trace, op: OpRecord) -> str:
+    """`tanh` for a module, `torch.tanh in block.forward` for a functional call."""
+    if is_functional(trace, op):
+        where = f" in {op.module}.forward" if op.module else " in forward"
+        return f"{op.func}(){where}"
+    return op.kind
+
+
+def ops_using(graph: Graph, param: str) -> list[OpRecord]:
+    return [o for o in graph.ops if o.weight == param]
+
+
+def is_intentional_zero_layer(graph: Graph, op: OpRecord) -> bool:
+    """Zero-init is a known good practice for: the last layer of a residual branch (each block starts
+    as the identity), the model's final layer (no weight layer downstream), and gate/modulation
+    projections (their output multiplies)."""
+    if graph.feeds_weight_layer(op) is None:
+        return True
+    current = op
+    for _ in range(4):
+        f = graph.follower(current)
+        if f.kind == "gate":
+            return True
+        if f.kind == "add" and f.op is not None:
+            return any(r.op.index == f.op.index and r.branch in graph.descendant_serials(op) | set(op.outputs)
+                       for r in graph.residual_adds)
+        if f.kind == "norm" and f.op is not None:
+            current = f.op
+            continue
+        return False
+    return False
+
+
+def normalize_call(mean: list[float], std: list[float]) -> str:
+    """`Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))` from measured channels."""
+    def seq(v):
+        vals = ", ".join(f"{x:.4g}" for x in v[:8]) + (", ..." if len(v) > 8 else "")
+        return f"({vals},)" if len(v) == 1 else f"({vals})"
+
+    if len(mean) == 1:
+        return f"Normalize({mean[0]:.4g}, {std[0]:.4g})"
+    return f"Normalize(mean={seq(mean)}, std={seq(std)})"
+
+
+def input_location(trace: Trace):
+    return trace.target_info.get("batch_location")

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from nnlint.diagnostics import Fix
+from nnlint.registry import Rule
+from nnlint.rulekit import describe_op, is_functional, location_for
+from nnlint.trace import ops as opnames
+from nnlint.trace.graph import Graph
+
+
+class SigmoidTanhHidden(Rule):
+    """## What it does
+    Finds sigmoid or tanh used as a hidden-layer nonlinearity: its output feeds another weight layer
+    (Linear, Conv, RNN) directly, rather than gating a product or being the model's output.
+
+    ## Why is this bad?
+    Their derivative is at most 1 (tanh) or 0.25 (sigmoid) and falls towards 0 away from the origin,
+    so gradients shrink layer by layer; sigmoid's output is also not zero-centered. ReLU-family
+    activations train deep networks faster and more reliably.
+
+    Not reported: sigmoid/tanh as a gate (`x * torch.sigmoid(g)`, SE blocks, GLU, LSTM/GRU gates), inside
+    an activation formula that multiplies its input (GPT-2's tanh GELU, hand-written Swish or Mish), and
+    at the output. Info on its own; raised to warning when NN202 finds the same activation saturated.
+
+    ## Example
+    ```python
+    self.net = nn.Sequential(nn.Linear(784, 256), nn.Sigmoid(), nn.Linear(256, 10))
+    ```
+
+    ## Use instead
+    ```python
+    self.net = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+    # and nn.init.kaiming_normal_(self.net[0].weight, nonlinearity="relu")
+    ```
+
+    ## Options
+    None.
+
+    ## Fix safety
+    Unsafe: swapping the activation changes the architecture (and what a trained checkpoint means).
+    """
+
+    code = "NN201"
+    name = "sigmoid-tanh-hidden"
+    severity = "info"
+    summary = "sigmoid/tanh used as a hidden-layer nonlinearity (not a gate or output)"
+    fixable = "unsafe"
+
+    def check(self, trace):
+        graph = Graph(trace)
+        saturated = _saturated_sites(trace)
+        reported: set[tuple[str, int]] = set()
+        for op in graph.ops:
+            if op.kind not in opnames.SATURATING:
+                continue
+            consumer = graph.feeds_weight_layer(op)
+            if consumer is None or graph.is_formula_gate(op):
+                continue
+            key = (op.module, op.location.line if op.location else -1) if is_functional(trace, op) else (op.module, -1)
+            if key in reported:
+                continue
+            reported.add(key)
+            sat = (op.module, op.index) in saturated
+            yield self.diagnostic(
+                op.module,
+                f"{describe_op(trace, op)} is a hidden-layer nonlinearity (it feeds {consumer.module or consumer.func}): "
+                "gradients shrink through it; use nn.ReLU (or GELU) with Kaiming init"
+                + (" (it is also saturated, see NN202)" if sat else ""),
+                severity="warning" if sat else None,
+                location=location_for(trace, op.module, op),
+                evidence={"activation": op.kind, "feeds": consumer.module, "saturated": sat},
+                fix=Fix(kind="swap_activation", target=op.module,
+                        description=f"replace {op.kind} with ReLU and re-initialize the layer before it with Kaiming",
+                        params={"from": op.kind, "to": "relu", "functional": is_functional(trace, op),
+                                "line": op.location.line if op.location else None,
+                                "file": op.location.file if op.location else None},
+                        safe=False),
+            )
+
+
+def _saturated_sites(trace) -> set[tuple[str, int]]:
+    out = set()
+    for op in trace.ops_in("train"):
+        if op.kind in opnames.SATURATING and op.stats.get("saturated", 0.0) > 0.2:
+            out.add((op.module, op.index))
+    return out

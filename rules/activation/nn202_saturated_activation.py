@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from nnlint.registry import Rule
+from nnlint.rulekit import describe_op, fmt, location_for, nonlinearity_after, pct, reinit_fix
+from nnlint.trace import ops as opnames
+from nnlint.trace.graph import Graph
+
+FLAT_REGION = {"tanh": 2.2, "sigmoid": 4.4}
+
+
+class SaturatedActivation(Rule):
+    """## What it does
+    Measures, for every sigmoid and tanh call, the fraction of its pre-activations that sit in the flat
+    region, where the derivative is under 5% of its peak: |z| > 2.2 for tanh, |z| > 4.4 for sigmoid.
+
+    ## Why is this bad?
+    In the flat region the gradient is close to zero: those units barely learn, and the layers before
+    them receive almost nothing. It is the classic result of weights too large for tanh/sigmoid (std 1
+    instead of Xavier's sqrt(2/(fan_in+fan_out))) or of un-normalized inputs.
+
+    Not reported for tanh/sigmoid inside an activation formula that multiplies its own input
+    (`0.5 * x * (1 + tanh(...))`, Swish, Mish): saturation there is the formula working as intended.
+
+    ## Example
+    ```python
+    nn.init.normal_(self.fc1.weight, std=1.0)   # then nn.Tanh()
+    ```
+
+    ## Use instead
+    ```python
+    nn.init.xavier_normal_(self.fc1.weight, gain=nn.init.calculate_gain("tanh"))
+    ```
+    and normalize the inputs; or use a ReLU-family activation.
+
+    ## Options
+    - `warning_fraction` (default 0.2): fraction of saturated pre-activations for a warning.
+    - `error_fraction` (default 0.5): fraction for an error.
+
+    The thresholds of the flat region (derivative under 5% of its peak) are fixed: tanh'(2.2) = 0.048,
+    sigmoid'(4.4)/sigmoid'(0) = 0.047.
+
+    ## Fix safety
+    Safe: Xavier re-init (with tanh's gain 5/3) of the weight layer that feeds the activation.
+    """
+
+    code = "NN202"
+    name = "saturated-activation"
+    severity = "warning"
+    summary = "sigmoid/tanh pre-activations sit in the flat region; gradients vanish"
+    options = {"warning_fraction": 0.2, "error_fraction": 0.5}
+    fixable = "safe"
+
+    def check(self, trace):
+        graph = Graph(trace)
+        for op in graph.ops:
+            if op.kind not in opnames.SATURATING:
+                continue
+            frac = op.stats.get("saturated")
+            if frac is None or frac <= self.opts["warning_fraction"] or graph.is_formula_gate(op):
+                continue
+            severity = "error" if frac > self.opts["error_fraction"] else "warning"
+            feeding = graph.feeding_weight_op(op)
+            fix = None
+            if feeding is not None and feeding.weight is not None:
+                nonlin, slope = nonlinearity_after(graph, feeding)
+                fix = reinit_fix(trace, feeding.module, op.kind if nonlin == "linear" else nonlin, slope)
+            z = op.stats.get("in")
+            yield self.diagnostic(
+                op.module,
+                f"{pct(frac)} of {describe_op(trace, op)} inputs are in the flat region (|z| > {FLAT_REGION[op.kind]}"
+                + (f", input std {fmt(z.std)}" if z is not None else "")
+                + "); gradients vanish"
+                + (f": Xavier-init {feeding.module} and normalize the inputs" if feeding is not None else ": scale its input down"),
+                severity=severity,
+                location=location_for(trace, op.module, op),
+                evidence={"saturated_fraction": frac, "threshold": FLAT_REGION[op.kind],
+                          "input_std": None if z is None else z.std, "feeding_layer": feeding.module if feeding else None},
+                fix=fix,
+            )

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from nnlint.diagnostics import Fix
+from nnlint.registry import Rule
+from nnlint.rulekit import describe_op, location_for, pct
+from nnlint.trace import ops as opnames
+from nnlint.trace.graph import Graph
+
+
+class DeadRelu(Rule):
+    """## What it does
+    For every ReLU-family activation call (ReLU, LeakyReLU, ReLU6, GELU, SiLU, ELU ...), counts the
+    units (channels of a conv map, features of a linear layer) that are active (> 0) on under 1% of the
+    batch's positions.
+
+    ## Why is this bad?
+    A ReLU unit that never activates passes no gradient, so the weights that feed it never change: it
+    is dead for good. A large share of dead units at init wastes the layer, and usually means a bias
+    that is too negative, weights too large or badly centered inputs.
+
+    Measured per call site: a ReLU module called several times (torchvision's ResNet calls one
+    `self.relu` three times per block) is judged at each call.
+
+    ## Example
+    ```python
+    nn.init.constant_(self.fc1.bias, -5.0)   # then nn.ReLU()
+    ```
+
+    ## Use instead
+    ```python
+    nn.init.kaiming_normal_(self.fc1.weight, nonlinearity="relu")
+    nn.init.zeros_(self.fc1.bias)          # or a small positive bias, 0.01
+    ```
+    or `nn.LeakyReLU(0.01)`, whose units cannot die.
+
+    Not reported when the layer feeding the activation is all-zero or constant (NN101/NN102): that is
+    the cause, and its fix clears this too.
+
+    ## Options
+    - `warning_fraction` (default 0.2): fraction of dead units for a warning.
+    - `error_fraction` (default 0.5): fraction of dead units for an error.
+    - `active_below` (default 0.01): a unit active on fewer than this fraction of positions is dead.
+    - `min_positions` (default 16): fewer positions per unit than this (a tiny batch) and the layer is
+      not judged: with 4 samples a healthy unit is silent 6% of the time by chance.
+
+    ## Fix safety
+    Safe: Kaiming re-init of the layer that feeds the activation, with a zero bias.
+    """
+
+    code = "NN203"
+    name = "dead-relu"
+    severity = "warning"
+    summary = "most units of a ReLU-family layer never activate on the batch"
+    options = {"warning_fraction": 0.2, "error_fraction": 0.5, "active_below": 0.01, "min_positions": 16}
+    fixable = "safe"
+
+    def check(self, trace):
+        graph = Graph(trace)
+        for op in graph.ops:
+            if op.kind not in opnames.RELU_FAMILY:
+                continue
+            active = op.stats.get("unit_active")
+            out = op.out
+            if not active or out is None:
+                continue
+            unit_dim = op.args.get("unit_dim", len(out.shape) - 1)
+            positions = out.numel // max(out.shape[unit_dim], 1) if out.shape else 0
+            if positions < self.opts["min_positions"]:
+                continue
+            dead = sum(1 for a in active if a < self.opts["active_below"])
+            frac = dead / len(active)
+            if frac <= self.opts["warning_fraction"]:
+                continue
+            severity = "error" if frac > self.opts["error_fraction"] else "warning"
+            unit = "channels" if unit_dim == 1 and len(out.shape) >= 3 else "units"
+            feeding = graph.feeding_weight_op(op)
+            if feeding is not None and _degenerate(trace, feeding.weight):
+                continue   # an all-zero or constant layer upstream (NN101/NN102) is the cause: report that
+            fix = None
+            if feeding is not None and feeding.weight is not None:
+                fix = Fix(kind="reinit", target=feeding.module,
+                          description=f"re-initialize {feeding.module} with nn.init.kaiming_normal_(..., nonlinearity='relu') and a zero bias",
+                          params={"initializer": "kaiming_normal_", "nonlinearity": "relu", "mode": "fan_in",
+                                  "param": "weight", "zero_bias": True}, safe=True)
+            yield self.diagnostic(
+                op.module,
+                f"{pct(frac)} of {describe_op(trace, op)} {unit} ({dead}/{len(active)}) never activate on this batch "
+                f"(active on under {pct(self.opts['active_below'])} of {positions} positions): they pass no gradient"
+                + (f"; Kaiming-init {feeding.module} with a zero or small positive bias" if feeding is not None else ""),
+                severity=severity,
+                location=location_for(trace, op.module, op),
+                evidence={"dead_fraction": frac, "dead_units": dead, "units": len(active), "positions": positions,
+                          "call_index": op.call_index, "feeding_layer": feeding.module if feeding else None},
+                fix=fix,
+            )
+
+
+def _degenerate(trace, param) -> bool:
+    rec = trace.params.get(param) if param else None
+    return rec is not None and (rec.all_zero or rec.rows_identical)

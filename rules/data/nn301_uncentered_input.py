@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from nnlint.diagnostics import Fix
+from nnlint.registry import Rule
+from nnlint.rulekit import fmt, input_location, normalize_call
+
+
+class UncenteredInput(Rule):
+    """## What it does
+    Measures the per-channel (images: dim 1 of an NCHW batch) or per-feature mean and std of every
+    floating-point model input, and reports inputs where most channels have |mean| > 0.5 std.
+
+    ## Why is this bad?
+    With inputs that are all positive (pixels in [0, 1]), every weight of a first-layer unit receives a
+    gradient of the same sign, so the weights can only move together, in a zig-zag (LeCun et al.,
+    Efficient BackProp). An offset also shifts the pre-activations of the first layer away from where
+    the activations are useful (and saturates sigmoid/tanh).
+
+    Integer inputs (token ids) are not checked.
+
+    ## Example
+    ```python
+    batch = torch.rand(64, 3, 32, 32)          # pixels in [0, 1], mean 0.5
+    ```
+
+    ## Use instead
+    ```python
+    transforms.Normalize(mean=(0.5, 0.5, 0.5), std=(0.29, 0.29, 0.29))   # measured on your data
+    ```
+
+    ## Options
+    - `mean_to_std` (default 0.5): a channel is off-center when |mean| > this times its std.
+    - `channel_fraction` (default 0.5): report when more than this fraction of channels are off-center.
+
+    ## Fix safety
+    Unsafe: inserts an input normalization (the mean and std measured on the batch) in front of the
+    model; better done in the data pipeline, where the message's `Normalize(...)` goes.
+    """
+
+    code = "NN301"
+    name = "uncentered-input"
+    severity = "warning"
+    summary = "model inputs are not zero-centered (per-channel |mean| > 0.5 std)"
+    options = {"mean_to_std": 0.5, "channel_fraction": 0.5}
+    fixable = "unsafe"
+
+    def check(self, trace):
+        for rec in trace.inputs:
+            if not rec.is_float or not rec.channel_mean or rec.summary.nonfinite:
+                continue
+            means, stds = rec.channel_mean, rec.channel_std
+            off = [i for i, (m, s) in enumerate(zip(means, stds)) if abs(m) > self.opts["mean_to_std"] * s and abs(m) > 1e-6]
+            if len(off) / len(means) <= self.opts["channel_fraction"]:
+                continue
+            what = "channel" if rec.channel_dim == 1 and len(rec.summary.shape) >= 3 else "feature"
+            if len(means) <= 4:
+                detail = (f"{what} means {', '.join(fmt(m) for m in means)} "
+                          f"(std {', '.join(fmt(s) for s in stds)})")
+                suggestion = normalize_call(means, stds)
+            else:
+                # Many features (a flattened image, a table): one overall mean/std is the readable advice.
+                overall = rec.summary
+                detail = (f"{len(off)}/{len(means)} {what}s off-center; overall mean {fmt(overall.mean)} "
+                          f"(std {fmt(overall.std)})")
+                suggestion = normalize_call([overall.mean], [overall.std]) + f" or per {what}"
+            yield self.diagnostic(
+                "",
+                f"{rec.path}: {detail}: subtract the mean, e.g. {suggestion}",
+                location=input_location(trace),
+                evidence={"input": rec.path, "channel_dim": rec.channel_dim, "mean": means, "std": stds,
+                          "off_center": len(off), "channels": len(means)},
+                fix=Fix(kind="normalize_input", target="", safe=False,
+                        description=f"normalize {rec.path} with the measured {normalize_call(means, stds)}",
+                        params={"input": rec.path, "channel_dim": rec.channel_dim, "mean": means,
+                                "std": [s if s > 0 else 1.0 for s in stds]}),
+            )

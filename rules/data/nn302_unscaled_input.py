@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import statistics
+
+from nnlint.diagnostics import Fix
+from nnlint.registry import Rule
+from nnlint.rulekit import fmt, input_location, normalize_call
+
+
+class UnscaledInput(Rule):
+    """## What it does
+    Measures the per-channel / per-feature std of every floating-point model input and reports inputs
+    whose typical (median) channel std is outside [0.2, 5] (images in [0, 255] have std ~70), or whose
+    features' scales differ by more than 100x.
+
+    ## Why is this bad?
+    The first layer's init assumes unit-variance inputs: a 60x larger input makes its pre-activations
+    60x too large (saturating tanh/sigmoid, exploding the signal), a tiny one makes them vanish. Features
+    on very different scales give the loss surface a bad condition number: the learning rate that suits
+    one feature is too large or too small for another.
+
+    ## Example
+    ```python
+    batch = torch.randint(0, 256, (64, 3, 32, 32)).float()   # raw pixels
+    ```
+
+    ## Use instead
+    ```python
+    x = x / 255.0   # then transforms.Normalize(mean, std)
+    ```
+
+    ## Options
+    - `min_std` (default 0.2), `max_std` (default 5.0): the accepted range of the median channel std.
+    - `max_scale_ratio` (default 100): the largest accepted ratio between two features' stds.
+
+    ## Fix safety
+    Unsafe: inserts an input normalization in front of the model (better done in the data pipeline).
+    """
+
+    code = "NN302"
+    name = "unscaled-input"
+    severity = "warning"
+    summary = "model inputs are not scaled (channel std outside [0.2, 5], or feature scales differ 100x)"
+    options = {"min_std": 0.2, "max_std": 5.0, "max_scale_ratio": 100.0}
+    fixable = "unsafe"
+
+    def check(self, trace):
+        for rec in trace.inputs:
+            if not rec.is_float or not rec.channel_std or rec.summary.nonfinite:
+                continue
+            stds = rec.channel_std
+            live = [s for s in stds if s > 1e-12]
+            if not live:
+                continue
+            median = statistics.median(live)
+            ratio = max(live) / min(live)
+            what = "channel" if rec.channel_dim == 1 and len(rec.summary.shape) >= 3 else "feature"
+            if median < self.opts["min_std"] or median > self.opts["max_std"]:
+                problem = (f"{rec.path}: typical {what} std is {fmt(median)} (expected about 1, accepted "
+                           f"[{self.opts['min_std']}, {self.opts['max_std']}])")
+            elif ratio > self.opts["max_scale_ratio"]:
+                lo, hi = stds.index(min(live)), stds.index(max(live))
+                problem = (f"{rec.path}: {what} scales differ {fmt(ratio)}x ({what} {hi} std {fmt(max(live))}, "
+                           f"{what} {lo} std {fmt(min(live))})")
+            else:
+                continue
+            means = rec.channel_mean
+            yield self.diagnostic(
+                "",
+                f"{problem}: divide by the per-{what} std, e.g. {normalize_call(means, stds)}",
+                location=input_location(trace),
+                evidence={"input": rec.path, "median_std": median, "scale_ratio": ratio, "std": stds},
+                fix=Fix(kind="normalize_input", target="", safe=False,
+                        description=f"normalize {rec.path} with the measured {normalize_call(means, stds)}",
+                        params={"input": rec.path, "channel_dim": rec.channel_dim, "mean": means,
+                                "std": [s if s > 0 else 1.0 for s in stds]}),
+            )

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from nnlint.registry import Rule
+from nnlint.rulekit import describe_op, location_for
+
+
+class NonFiniteOutput(Rule):
+    """## What it does
+    Finds NaN or Inf produced by the forward pass on the sample batch, and names the first op (in
+    execution order) whose output went non-finite.
+
+    ## Why is this bad?
+    A non-finite value propagates to the loss and every gradient: the first optimizer step turns every
+    weight it touches into NaN and training is over. The first module to produce it is where to look:
+    an `exp` of large values, a `log` or `sqrt` of a negative, a division by zero, an overflow in
+    float16.
+
+    ## Example
+    ```python
+    def forward(self, x):
+        return torch.exp(self.fc(x) * 100)   # overflows to inf
+    ```
+
+    ## Use instead
+    Keep the argument in range (`torch.clamp`, `F.softplus` instead of `exp`, `log1p`, an epsilon in
+    divisions), or compute in float32.
+
+    ## Options
+    None.
+
+    ## Fix safety
+    No automatic fix: the cure depends on the formula.
+    """
+
+    code = "NN002"
+    name = "non-finite-output"
+    severity = "error"
+    summary = "the forward pass produced NaN/Inf; names the first op that did"
+
+    def check(self, trace):
+        bad_inputs = [i for i in trace.inputs if i.is_float and i.summary.nonfinite]
+        if bad_inputs:
+            yield self.diagnostic(
+                "",
+                f"the input {bad_inputs[0].path} already contains NaN or Inf: clean the data "
+                "(torch.nan_to_num, or drop the bad samples) before the model sees it",
+                evidence={"input": bad_inputs[0].path},
+            )
+            return
+        for op in trace.ops_in("train"):
+            out = op.out
+            if out is not None and out.nonfinite:
+                yield self.diagnostic(
+                    op.module,
+                    f"{describe_op(trace, op)} produced NaN/Inf on the sample batch (first in execution order; "
+                    f"its input std was {_in_std(op)}): keep its argument in range (clamp, softplus, log1p, an epsilon)",
+                    location=location_for(trace, op.module, op),
+                    evidence={"op": op.func, "op_index": op.index, "input_std": _in_std(op)},
+                )
+                return
+
+
+def _in_std(op) -> str:
+    s = op.stats.get("in")
+    if s is None:
+        ops = op.stats.get("operands")
+        s = ops[0] if ops else None
+    return "unknown" if s is None else f"{s.std:.3g}"
