@@ -1,0 +1,1 @@
+"""pytest plugin for nnlint (registered through the pytest11 entry point). Imports no torch."""

@@ -1,0 +1,132 @@
+"""`nnlint.check` is an observation: the model must come back exactly as it was found."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import nnlint
+
+
+class BNDropoutNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.drop = nn.Dropout(0.3)
+        self.frozen = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 4)
+        for p in self.frozen.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x):
+        h = F.relu(self.bn(self.conv(x)))
+        h = h.mean(dim=(2, 3))
+        h = self.drop(self.frozen(h))
+        return self.head(h)
+
+
+def snapshot(model):
+    return {
+        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "training": {n: m.training for n, m in model.named_modules()},
+        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
+        "grads": {n: (None if p.grad is None else p.grad.detach().clone()) for n, p in model.named_parameters()},
+        "grad_ids": {n: id(p.grad) for n, p in model.named_parameters()},
+        "hooks": {n: (dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks))
+                  for n, m in model.named_modules()},
+    }
+
+
+def assert_same(before, after):
+    assert before["state"].keys() == after["state"].keys()
+    for k in before["state"]:
+        assert torch.equal(before["state"][k], after["state"][k]), f"{k} changed"
+    assert before["training"] == after["training"]
+    assert before["requires_grad"] == after["requires_grad"]
+    assert before["grad_ids"] == after["grad_ids"]
+    for k, g in before["grads"].items():
+        if g is None:
+            assert after["grads"][k] is None, f"{k}.grad appeared"
+        else:
+            assert torch.equal(g, after["grads"][k]), f"{k}.grad changed"
+    assert before["hooks"].keys() == after["hooks"].keys()
+    for k in before["hooks"]:
+        for b, a in zip(before["hooks"][k], after["hooks"][k]):
+            assert b == a, f"hooks of {k!r} changed"
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_parameters_buffers_flags_grads_and_hooks_are_untouched(mode):
+    torch.manual_seed(0)
+    model = BNDropoutNet()
+    getattr(model, mode)()
+    # An existing gradient (as after a previous step) must be neither accumulated into nor replaced.
+    model.head.weight.grad = torch.full_like(model.head.weight, 0.5)
+    calls = []
+    model.conv.register_forward_hook(lambda m, i, o: calls.append("user hook"))
+    before = snapshot(model)
+    bn_mean = model.bn.running_mean.clone()
+    batches_tracked = model.bn.num_batches_tracked.clone()
+
+    nnlint.check(model, torch.randn(16, 3, 8, 8) * 3 + 1)
+
+    assert_same(before, snapshot(model))
+    assert torch.equal(model.bn.running_mean, bn_mean)          # BatchNorm running stats
+    assert torch.equal(model.bn.num_batches_tracked, batches_tracked)
+    assert calls, "the user's own hook still ran during the check (it is part of the model)"
+
+
+def test_mixed_training_flags_are_restored_one_by_one():
+    model = BNDropoutNet().eval()
+    model.drop.train()            # a deliberately odd state; check must not "normalize" it
+    before = snapshot(model)
+    nnlint.check(model, torch.randn(8, 3, 8, 8))
+    assert_same(before, snapshot(model))
+
+
+def test_rng_state_is_restored():
+    model = BNDropoutNet()
+    batch = torch.randn(8, 3, 8, 8)
+    torch.manual_seed(123)
+    expected = torch.rand(5)
+    torch.manual_seed(123)
+    nnlint.check(model, batch)   # dropout consumes the RNG inside
+    assert torch.equal(torch.rand(5), expected)
+
+
+def test_global_hooks_and_function_mode_are_removed():
+    from torch.nn.modules import module as module_mod
+
+    pre = dict(module_mod._global_forward_pre_hooks)
+    post = dict(module_mod._global_forward_hooks)
+    nnlint.check(BNDropoutNet(), torch.randn(8, 3, 8, 8))
+    assert dict(module_mod._global_forward_pre_hooks) == pre
+    assert dict(module_mod._global_forward_hooks) == post
+    assert not torch.overrides._get_current_function_mode_stack()
+
+
+def test_state_is_restored_when_the_model_raises():
+    class Broken(BNDropoutNet):
+        def forward(self, x):
+            super().forward(x)
+            raise ValueError("boom")
+
+    model = Broken().eval()
+    before = snapshot(model)
+    with pytest.raises(nnlint.NNLintError, match="boom"):
+        nnlint.check(model, torch.randn(8, 3, 8, 8))
+    assert_same(before, snapshot(model))
+    from torch.nn.modules import module as module_mod
+    assert not module_mod._global_forward_hooks
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_rng_state_is_restored():  # pragma: no cover - runs where a GPU is present
+    model = BNDropoutNet().cuda()
+    torch.cuda.manual_seed(7)
+    expected = torch.rand(5, device="cuda")
+    torch.cuda.manual_seed(7)
+    nnlint.check(model, torch.randn(8, 3, 8, 8, device="cuda"))
+    assert torch.equal(torch.rand(5, device="cuda"), expected)

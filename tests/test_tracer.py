@@ -1,0 +1,144 @@
+"""The tracer works where torch.fx does not, and records per call site."""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nnlint.trace.graph import Graph
+from nnlint.trace.tracer import run_trace
+
+
+def kinds(trace, phase="train"):
+    return [op.kind for op in trace.ops_in(phase)]
+
+
+def test_shared_relu_module_is_measured_per_call_site():
+    class Block(nn.Module):  # torchvision's BasicBlock reuses one nn.ReLU
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(8, 8), nn.Linear(8, 8)
+            self.relu = nn.ReLU(inplace=True)
+            with torch.no_grad():
+                self.fc2.bias.fill_(-100.0)   # the second call site is dead, the first is not
+
+        def forward(self, x):
+            return self.relu(self.fc2(self.relu(self.fc1(x))))
+
+    trace = run_trace(Block(), torch.randn(32, 8))
+    relus = [op for op in trace.ops_in() if op.kind == "relu"]
+    assert [op.call_index for op in relus] == [0, 1]
+    assert {op.module for op in relus} == {"relu"}
+    first, second = (sum(a > 0 for a in op.stats["unit_active"]) for op in relus)
+    assert first >= 6 and second == 0
+
+
+def test_data_dependent_control_flow_dict_input_and_dataclass_output():
+    @dataclasses.dataclass
+    class Output:
+        logits: torch.Tensor
+        hidden: torch.Tensor
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(50, 16)
+            self.fc = nn.Linear(16, 4)
+
+        def forward(self, input_ids, attention_mask=None):
+            h = self.embed(input_ids)
+            if h.mean() > -10:           # data-dependent branch: fx cannot trace this
+                h = torch.tanh(h)
+            if attention_mask is not None:
+                h = h * attention_mask.unsqueeze(-1)
+            return Output(self.fc(h), h)
+
+    batch = {"input_ids": torch.randint(0, 50, (4, 6)), "attention_mask": torch.ones(4, 6)}
+    trace = run_trace(Model(), batch)
+    assert "embedding" in kinds(trace) and "tanh" in kinds(trace) and "linear" in kinds(trace)
+    assert [i.path for i in trace.inputs] == ["batch['input_ids']", "batch['attention_mask']"]
+    assert trace.inputs[0].is_float is False
+    assert trace.backward_ran
+    assert trace.params["embed.weight"].grad_norm > 0     # both outputs drive the surrogate loss
+    assert trace.batch_description == "{input_ids: 4x6, attention_mask: 4x6}"
+
+
+def test_in_place_residual_add_keeps_lineage():
+    class Res(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+
+        def forward(self, x):
+            out = self.fc(x)
+            out += x                     # in place, as torchvision writes it
+            return F.relu(out)
+
+    trace = run_trace(Res(), torch.randn(16, 8))
+    graph = Graph(trace)
+    adds = graph.residual_adds
+    assert len(adds) == 1 and adds[0].op.func in ("__iadd__", "add_")
+    a, b = adds[0].op.stats["operands"]
+    assert a.std > 0 and b.std > 0
+
+
+def test_functional_activations_are_recorded_with_their_source_line():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+
+        def forward(self, x):
+            return torch.sigmoid(self.fc(x))   # the line recorded below
+
+    trace = run_trace(Net(), torch.randn(16, 8))
+    op = next(o for o in trace.ops_in() if o.kind == "sigmoid")
+    assert op.module == "" and op.location is not None
+    assert op.location.file == __file__
+    assert "torch.sigmoid(self.fc(x))" in open(__file__).read().splitlines()[op.location.line - 1]
+    assert op.stats["saturated"] >= 0.0
+
+
+def test_model_without_parameters_and_integer_input():
+    class Pure(nn.Module):
+        def forward(self, x):
+            return F.one_hot(x, 5).float().relu()
+
+    trace = run_trace(Pure(), torch.randint(0, 5, (8,)))
+    assert trace.params == {} and not trace.backward_ran
+    assert trace.inputs[0].is_float is False
+
+
+def test_eval_pass_sees_functional_dropout_without_training_flag():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+
+        def forward(self, x):
+            return F.dropout(self.fc(x), 0.5)
+
+    trace = run_trace(Net(), torch.randn(16, 8))
+    eval_dropouts = [o for o in trace.ops_in("eval") if o.kind == "dropout"]
+    assert eval_dropouts and eval_dropouts[0].args == {"p": 0.5, "training": True}
+    assert trace.eval_rng_consumed
+
+
+def test_module_construction_lines_from_source():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(
+                nn.Linear(4, 4),
+                nn.ReLU(),
+            )
+
+        def forward(self, x):
+            return self.body(x)
+
+    trace = run_trace(Net(), torch.randn(4, 4))
+    lines = open(__file__).read().splitlines()
+    assert "nn.Linear(4, 4)," in lines[trace.modules["body.0"].location.line - 1]
+    assert "nn.ReLU()," in lines[trace.modules["body.1"].location.line - 1]
