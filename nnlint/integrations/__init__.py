@@ -1,0 +1,1 @@
+"""Integrations with training frameworks (Lightning, Hugging Face); each imports its library lazily."""

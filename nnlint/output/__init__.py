@@ -1,0 +1,1 @@
+"""Output emitters: one module per format, each exposing render(report) -> str."""
