@@ -12,7 +12,8 @@ from nnlint.trace.records import TensorSummary
 
 # A reduction over this many elements or more is taken on a strided sample of positions: at that
 # size a statistic's sampling error is far below any rule threshold, and the cost stays flat.
-SAMPLE_ABOVE = 1 << 22
+SAMPLE_ABOVE = 1 << 20
+SAMPLE_SIZE = 1 << 18
 
 
 class PendingStats:
@@ -31,17 +32,19 @@ class PendingStats:
         import torch
 
         by_device: dict[Any, list[Any]] = {}
+        offsets: dict[Any, int] = {}
         flat_refs: list[list[tuple[Any, int, int]]] = []
         for group in self._tensors:
             refs = []
             for t in group:
                 t = t.detach().reshape(-1).to(torch.float64)
-                chunks = by_device.setdefault(t.device, [])
-                start = sum(c.numel() for c in chunks)
-                chunks.append(t)
+                start = offsets.get(t.device, 0)
+                by_device.setdefault(t.device, []).append(t)
+                offsets[t.device] = start + t.numel()
                 refs.append((t.device, start, t.numel()))
             flat_refs.append(refs)
-        values = {dev: (torch.cat(chunks).tolist() if chunks else []) for dev, chunks in by_device.items()}
+        # One transfer per device: the only host sync of the whole trace.
+        values = {dev: torch.cat(chunks).tolist() for dev, chunks in by_device.items()}
         for refs, callback in zip(flat_refs, self._callbacks):
             out: list[float] = []
             for dev, start, n in refs:
@@ -56,14 +59,27 @@ def _sampled(x):
     flat = x.reshape(-1) if x.is_contiguous() else x.flatten()
     n = flat.numel()
     if n >= SAMPLE_ABOVE:
-        flat = flat[:: max(1, n // (SAMPLE_ABOVE // 4))]
+        step = n // SAMPLE_SIZE
+        # An odd stride walks across channels and features instead of landing on the same few.
+        flat = flat[:: step | 1]
     return flat
 
 
-def summarize(x, pending: PendingStats, store: Callable[[TensorSummary], None]) -> None:
-    """Queue mean/std/non-finite of a floating tensor; `store` receives the TensorSummary."""
+def summarize(x, pending: PendingStats, store: Callable[[TensorSummary], None],
+              cache: dict | None = None, key: Any = None) -> None:
+    """Queue mean/std/non-finite of a floating tensor; `store` receives the TensorSummary.
+
+    With a `cache` and a `key` naming this value of this tensor, a tensor already summarized is not
+    reduced again: one op's output is the next op's input and often a module's output as well.
+    """
     import torch
 
+    if cache is not None:
+        if key in cache:
+            cache[key].append(store)
+            return
+        stores = cache[key] = [store]
+        store = lambda s: [f(s) for f in stores]  # noqa: E731
     shape = tuple(x.shape)
     dtype = str(x.dtype).replace("torch.", "")
     if x.numel() == 0:
@@ -119,6 +135,15 @@ def active_fraction_per_unit(y, unit_dim: int, pending: PendingStats, store: Cal
     if y.dim() == 1:
         y = y.unsqueeze(0)
         unit_dim = 1
+    if unit_dim % y.dim() == 1 and y.dim() >= 3:
+        # A conv map: count on a spatial grid of at most ~64k positions per channel. A dead channel
+        # is silent everywhere, so a regular subsample of positions finds it just as surely.
+        spatial = y.numel() // (y.shape[0] * y.shape[1])
+        stride = 1
+        while y.shape[0] * spatial // (stride ** (y.dim() - 2)) > (1 << 16):
+            stride += 1
+        if stride > 1:
+            y = y[(slice(None), slice(None)) + (slice(None, None, stride),) * (y.dim() - 2)]
     dims = unit_dims(y, unit_dim)
     positions = y.numel() // y.shape[unit_dim]
     counts = (y > 0).view(torch.uint8).sum(dim=dims, dtype=torch.int32)

@@ -31,7 +31,7 @@ from nnlint.trace.source import construction_sites, user_location
 from nnlint.trace.state import ModelState
 
 SATURATION_THRESHOLD = {"tanh": 2.2, "sigmoid": 4.4}
-EVAL_SLICE = 4   # samples in the eval-mode pass: it looks for modes and RNG use, not statistics
+EVAL_SLICE = 2   # samples in the eval-mode pass: it looks for modes and RNG use, not statistics
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,6 +171,7 @@ class _Recorder:
         self.opaque: list[dict[str, Any]] = []
         self.failure: Optional[dict[str, Any]] = None
         self.busy = False   # True while nnlint itself computes statistics: those calls are not the model's
+        self.summaries: dict[tuple[int, int], list] = {}   # (serial, version) -> stores, see summarize()
         for name, module in model.named_modules(remove_duplicate=False):
             self.names.setdefault(id(module), name)
         self.param_serials: dict[int, str] = {}
@@ -189,6 +190,10 @@ class _Recorder:
         self.next_serial += 1
         self.serials[t] = s
         return s
+
+    def summarize(self, t, store) -> None:
+        """Summarize a tensor once per value, however many ops and modules read it."""
+        stats.summarize(t, self.pending, store, cache=self.summaries, key=(self.serial(t), t._version))
 
     # -- module hooks --
     def module_name(self, module) -> str:
@@ -226,7 +231,7 @@ class _Recorder:
         if self.phase == "train" and out_tensors and out_tensors[0].is_floating_point():
             self.busy = True
             try:
-                stats.summarize(out_tensors[0], self.pending, lambda s, c=call: setattr(c, "output_summary", s))
+                self.summarize(out_tensors[0], lambda s, c=call: setattr(c, "output_summary", s))
             finally:
                 self.busy = False
 
@@ -318,10 +323,10 @@ class _Recorder:
         """Statistics of the inputs, taken before the call (an in-place op would overwrite them)."""
         put = op.stats.__setitem__
         if kind in opnames.SATURATING:
-            stats.summarize(first, self.pending, lambda s: put("in", s))
+            self.summarize(first, lambda s: put("in", s))
             stats.saturated_fraction(first, SATURATION_THRESHOLD[kind], self.pending, lambda f: put("saturated", f))
         elif kind in opnames.ACTIVATIONS or kind in opnames.WEIGHT_OPS or kind in opnames.NORM_OPS:
-            stats.summarize(first, self.pending, lambda s: put("in", s))
+            self.summarize(first, lambda s: put("in", s))
         elif kind == "add":
             operands = [t for t in in_tensors if t.is_floating_point() and t.dim() > 0]
             if len(operands) == 2:
@@ -333,11 +338,11 @@ class _Recorder:
                         put("operands", list(results))
 
                 for i, t in enumerate(operands):
-                    stats.summarize(t, self.pending, lambda s, i=i: store(i, s))
+                    self.summarize(t, lambda s, i=i: store(i, s))
 
     def _post_stats(self, op: OpRecord, kind: str, out, out_serial: int) -> None:
         put = op.stats.__setitem__
-        stats.summarize(out, self.pending, lambda s: put("out", s))
+        self.summarize(out, lambda s: put("out", s))
         if kind in opnames.RELU_FAMILY:
             unit_dim = 1 if (self.unit_kind.get(out_serial) == "conv" and out.dim() >= 3) else -1
             op.args["unit_dim"] = unit_dim % max(out.dim(), 1)
@@ -427,8 +432,10 @@ def run_trace(
         model.train()
         state.detach_grads()
         with torch.enable_grad():
+            rng_before = _rng_snapshot(torch)
             with _Instrumented(recorder, "train"):
                 output = _forward(model, batch, recorder)
+            train_used_rng = _rng_changed(torch, rng_before, _rng_snapshot(torch))
             out_tensors = [t for t in iter_tensors(output) if t.is_floating_point()]
             trace.output_serials = [recorder.serial(t) for t in iter_tensors(output)]
             loss = _loss(output, out_tensors, target, loss_fn, trace)
@@ -441,8 +448,12 @@ def run_trace(
             if loss is not None:
                 stats.summarize(loss.reshape(1), pending, lambda s: setattr(trace, "loss", s.mean))
         _grad_stats(model, params, pending)
-        if eval_pass:
+        if eval_pass and (train_used_rng or any(o.kind in opnames.RANDOM_OPS for o in recorder.ops)):
             _eval_pass(model, batch, recorder, trace)
+        elif eval_pass:
+            # Nothing random ran in training mode, so nothing can in eval mode: the eval pass (which
+            # looks only for RNG use) would find nothing, and skipping it saves ~10% of the check.
+            trace.eval_ran = True
     finally:
         mutated = state.mutated_parameters()
         state.restore()
@@ -516,16 +527,33 @@ def _loss(output, out_tensors, target, loss_fn, trace: Trace):
         except Exception as exc:
             raise ModelRaised("the loss function", exc) from exc
     # The surrogate: a fixed random projection of every floating output. Its gradient does not
-    # depend on the output's value, so a zero-initialized final layer still passes gradients.
+    # depend on the output's value, so a zero-initialized final layer still passes gradients. The
+    # projection direction is rank one (a (rows,) vector times a (last dim,) vector): as good as a full
+    # random tensor for this purpose, and it costs one mat-vec instead of a randn the size of the
+    # logits (25M floats for GPT-2's vocabulary).
     losses = []
     for i, t in enumerate(out_tensors):
         if not t.requires_grad or t.numel() == 0:
             continue
         gen = torch.Generator(device=t.device)
         gen.manual_seed(1234 + i)
-        direction = torch.randn(t.shape, generator=gen, device=t.device, dtype=torch.float32)
-        losses.append((t.float() * direction).sum() / (t.numel() ** 0.5))
+        flat = t.reshape(-1, t.shape[-1]) if t.dim() > 0 else t.reshape(1, 1)
+        cols = torch.randn(flat.shape[1], generator=gen, device=t.device, dtype=torch.float32)
+        rows = torch.randn(flat.shape[0], generator=gen, device=t.device, dtype=torch.float32)
+        losses.append((flat.float() @ cols) @ rows / (t.numel() ** 0.5))
     return sum(losses) if losses else None
+
+
+def _rng_snapshot(torch) -> list:
+    """Comparable RNG states of the CPU and every initialized CUDA device."""
+    states = [torch.get_rng_state()]
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states += torch.cuda.get_rng_state_all()
+    return states
+
+
+def _rng_changed(torch, before: list, after: list) -> bool:
+    return len(before) != len(after) or any(not torch.equal(a, b) for a, b in zip(before, after))
 
 
 def _eval_pass(model, batch, recorder: _Recorder, trace: Trace) -> None:
@@ -535,8 +563,7 @@ def _eval_pass(model, batch, recorder: _Recorder, trace: Trace) -> None:
     model.eval()
     small = slice_batch(batch, EVAL_SLICE)
     for candidate in ([small, batch] if small is not None and small is not batch else [batch]):
-        cpu_before = torch.get_rng_state()
-        cuda_before = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+        rng_before = _rng_snapshot(torch)
         try:
             with torch.no_grad(), _Instrumented(recorder, "eval"):
                 call_model(model, candidate)
@@ -547,10 +574,7 @@ def _eval_pass(model, batch, recorder: _Recorder, trace: Trace) -> None:
             recorder.calls[:] = [c for c in recorder.calls if c.phase != "eval"]
             recorder.call_counts = {k: v for k, v in recorder.call_counts.items() if k[0] != "eval"}
             continue
-        consumed = not torch.equal(cpu_before, torch.get_rng_state())
-        if cuda_before is not None:
-            consumed = consumed or any(not torch.equal(a, b) for a, b in zip(cuda_before, torch.cuda.get_rng_state_all()))
-        trace.eval_rng_consumed = consumed
+        trace.eval_rng_consumed = _rng_changed(torch, rng_before, _rng_snapshot(torch))
         trace.eval_ran = True
         return
     trace.notes.append("the eval-mode pass raised, so the eval-mode rules (NN501) did not run")
