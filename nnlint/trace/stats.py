@@ -65,6 +65,13 @@ def _sampled(x):
     return flat
 
 
+def accumulation_dtype(x):
+    """float32 for half/bfloat16/float32 tensors (no overflow, no copy); float64 stays float64."""
+    import torch
+
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
 def summarize(x, pending: PendingStats, store: Callable[[TensorSummary], None],
               cache: dict | None = None, key: Any = None) -> None:
     """Queue mean/std/non-finite of a floating tensor; `store` receives the TensorSummary.
@@ -87,8 +94,9 @@ def summarize(x, pending: PendingStats, store: Callable[[TensorSummary], None],
         return
     flat = _sampled(x.detach())
     n = flat.numel()
-    s = torch.sum(flat, dtype=torch.float32)
-    norm = torch.linalg.vector_norm(flat, dtype=torch.float32)
+    acc = accumulation_dtype(flat)
+    s = torch.sum(flat, dtype=acc)
+    norm = torch.linalg.vector_norm(flat, dtype=acc)
 
     def done(values: list[float]) -> None:
         total, nrm = values

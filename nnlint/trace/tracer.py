@@ -221,7 +221,7 @@ class _Recorder:
         call.end_op = len(self.ops)
         out_tensors = list(iter_tensors(output))
         in_tensors = list(iter_tensors(args))
-        if call.end_op == call.first_op and self.phase == "train" and any(True for _ in module.parameters(recurse=False)):
+        if call.end_op == call.first_op and self.phase == "train" and any(True for _ in module.parameters()):
             # A module with weights ran and the mode saw nothing inside it: TorchScript, a compiled
             # region or a C++ extension. Link its inputs to its outputs so lineage stays connected.
             self.opaque.append({"module": name, "type": mtype})
@@ -411,7 +411,11 @@ def run_trace(
     if not isinstance(model, torch.nn.Module):
         raise NNLintError(f"expected a torch.nn.Module to check, got {type(model).__name__}")
     started = time.perf_counter()
+    batch = materialize_batch(batch)
+    validate_batch(batch)
     pending = stats.PendingStats()
+    if _on_meta_device(model, batch):
+        return _static_trace(model, batch, source_origins, optimizer, train_transform, pending, started)
     state = ModelState.capture(model)
     recorder = _Recorder(model, pending)
 
@@ -433,7 +437,7 @@ def run_trace(
         state.detach_grads()
         with torch.enable_grad():
             rng_before = _rng_snapshot(torch)
-            with _Instrumented(recorder, "train"):
+            with _Instrumented(recorder, "train"), _eager():
                 output = _forward(model, batch, recorder)
             train_used_rng = _rng_changed(torch, rng_before, _rng_snapshot(torch))
             out_tensors = [t for t in iter_tensors(output) if t.is_floating_point()]
@@ -466,6 +470,77 @@ def run_trace(
     return trace
 
 
+def materialize_batch(batch):
+    """A generator, iterator or DataLoader given as the batch: its first element is the batch."""
+    import torch
+
+    if isinstance(batch, (torch.Tensor, Mapping, list, tuple)) or batch is None:
+        return batch
+    if hasattr(batch, "__next__"):
+        try:
+            return next(batch)
+        except StopIteration:
+            raise NNLintError("the batch iterator is empty: give nnlint one batch (a tensor, tuple or dict)") from None
+    if hasattr(batch, "__iter__") and not isinstance(batch, (str, bytes)):
+        return materialize_batch(iter(batch))
+    return batch
+
+
+def validate_batch(batch) -> None:
+    tensors = list(iter_tensors(batch))
+    if batch is None:
+        raise NNLintError("no batch was given: pass one sample batch, e.g. torch.randn(16, 3, 32, 32)")
+    if tensors and all(t.dim() > 0 and t.shape[0] == 0 for t in tensors):
+        raise NNLintError(f"the batch is empty ({describe_batch(batch)}): give at least a few samples (16-64 "
+                          "is typical), so that the statistics mean something")
+
+
+def _on_meta_device(model, batch) -> bool:
+    return any(p.device.type == "meta" for p in model.parameters()) or any(
+        t.device.type == "meta" for t in iter_tensors(batch))
+
+
+def _static_trace(model, batch, origins, optimizer, train_transform, pending, started) -> Trace:
+    """A model on the meta device has shapes but no values: record its structure (modes, options,
+    optimizer), which the structural rules read, and say that nothing was measured."""
+    trace = Trace(model_type=type(model).__name__, modules=_module_records(model, origins),
+                  params=_param_records(model, pending), ops=[], inputs=[], output_serials=[],
+                  root_training=model.training, batch_description=describe_batch(batch), device="meta")
+    trace.optimizer = _optimizer_record(optimizer, model)
+    trace.train_transform = describe_transform(train_transform)
+    trace.notes.append("the model is on the meta device (no values): only the structural rules ran "
+                       "(modes, BatchNorm options, optimizer); move it to a real device to measure it")
+    pending.resolve()
+    trace.seconds = time.perf_counter() - started
+    return trace
+
+
+class _eager:
+    """Run torch.compile'd code eagerly while tracing: the tracer sees every op, and no compile cost
+    is paid for a single step. torch.compiler.set_stance exists from torch 2.6; before, compiled
+    regions show up as NN001 instead."""
+
+    def __enter__(self):
+        import warnings
+
+        import torch
+
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.filterwarnings("ignore", message=r".*torch.compile\(module\)` when there are global hooks.*")
+        set_stance = getattr(getattr(torch, "compiler", None), "set_stance", None)
+        self._stance = set_stance("force_eager") if set_stance is not None else None
+        if self._stance is not None:
+            self._stance.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._stance is not None:
+            self._stance.__exit__(*exc)
+        self._warnings.__exit__(*exc)
+        return False
+
+
 def _forward(model, batch, recorder: _Recorder):
     try:
         return call_model(model, batch)
@@ -477,6 +552,17 @@ def _forward(model, batch, recorder: _Recorder):
 
 def _explain_forward_failure(model, batch, recorder: _Recorder, exc: Exception) -> NNLintError:
     failure = recorder.failure
+    text = str(exc)
+    if failure is not None and failure["exc"] is exc and any(w in text for w in ("dtype", "scalar type", "Half", "Double", "BFloat16")):
+        where = failure["stack"][-1][0] if failure["stack"] else type(model).__name__
+        param = next((p for p in model.parameters() if p.is_floating_point()), None)
+        batch_dtypes = sorted({str(t.dtype).replace("torch.", "") for t in iter_tensors(batch) if t.is_floating_point()})
+        want = str(param.dtype).replace("torch.", "") if param is not None else "?"
+        return BatchMismatch(
+            f"the batch's dtype ({', '.join(batch_dtypes) or 'integer'}) does not match the model's parameters "
+            f"({want}) at {where}: convert the batch (e.g. batch.to(torch.{want})) or the model.\n"
+            f"torch said: {text.splitlines()[0]}"
+        )
     if failure is not None and failure["exc"] is exc and isinstance(exc, (RuntimeError, ValueError, IndexError)) \
             and failure["stack"]:
         name, mtype = failure["stack"][-1]
@@ -538,9 +624,10 @@ def _loss(output, out_tensors, target, loss_fn, trace: Trace):
         gen = torch.Generator(device=t.device)
         gen.manual_seed(1234 + i)
         flat = t.reshape(-1, t.shape[-1]) if t.dim() > 0 else t.reshape(1, 1)
-        cols = torch.randn(flat.shape[1], generator=gen, device=t.device, dtype=torch.float32)
-        rows = torch.randn(flat.shape[0], generator=gen, device=t.device, dtype=torch.float32)
-        losses.append((flat.float() @ cols) @ rows / (t.numel() ** 0.5))
+        acc = torch.float64 if t.dtype == torch.float64 else torch.float32
+        cols = torch.randn(flat.shape[1], generator=gen, device=t.device, dtype=acc)
+        rows = torch.randn(flat.shape[0], generator=gen, device=t.device, dtype=acc)
+        losses.append(((flat.to(acc) @ cols) @ rows / (t.numel() ** 0.5)).float())
     return sum(losses) if losses else None
 
 
@@ -565,7 +652,7 @@ def _eval_pass(model, batch, recorder: _Recorder, trace: Trace) -> None:
     for candidate in ([small, batch] if small is not None and small is not batch else [batch]):
         rng_before = _rng_snapshot(torch)
         try:
-            with torch.no_grad(), _Instrumented(recorder, "eval"):
+            with torch.no_grad(), _Instrumented(recorder, "eval"), _eager():
                 call_model(model, candidate)
         except Exception:
             # A model that cannot run on a slice (a fixed batch size) gets the full batch; one that
@@ -640,7 +727,7 @@ def _grad_stats(model, params: dict[str, ParamRecord], pending: stats.PendingSta
         if p.grad is None:
             continue
         g = p.grad.detach()
-        norm = torch.linalg.vector_norm(g.reshape(-1), dtype=torch.float32)
+        norm = torch.linalg.vector_norm(g.reshape(-1), dtype=stats.accumulation_dtype(g))
 
         def store(v, rec=rec):
             n = v[0]

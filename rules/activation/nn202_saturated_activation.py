@@ -55,6 +55,8 @@ class SaturatedActivation(Rule):
         for op in graph.ops:
             if op.kind not in opnames.SATURATING:
                 continue
+            if op.out is not None and op.out.nonfinite:
+                continue   # NN002's finding
             frac = op.stats.get("saturated")
             if frac is None or frac <= self.opts["warning_fraction"] or graph.is_formula_gate(op):
                 continue

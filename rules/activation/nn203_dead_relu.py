@@ -61,8 +61,8 @@ class DeadRelu(Rule):
                 continue
             active = op.stats.get("unit_active")
             out = op.out
-            if not active or out is None:
-                continue
+            if not active or out is None or out.nonfinite:
+                continue   # NaN compares false: a non-finite map is NN002's finding, not dead units
             unit_dim = op.args.get("unit_dim", len(out.shape) - 1)
             positions = out.numel // max(out.shape[unit_dim], 1) if out.shape else 0
             if positions < self.opts["min_positions"]:
