@@ -1,0 +1,116 @@
+"""Per-layer numbers through depth, read from a Trace: what the HTML report plots.
+
+One value per layer call in execution order (training pass): activation std and mean after each weight
+layer, the fraction of dead units of each ReLU-family call, the saturated fraction of each sigmoid/tanh
+call, the relative gradient of each weight, and the variance of the residual stream after each
+residual add. Pure Python over the Trace (no torch), so it runs wherever the report is rendered.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+from nnlint.output.svg import format_number as _num
+from nnlint.trace import ops as opnames
+
+# NN203's default: a unit active on fewer than this fraction of positions is dead.
+DEAD_ACTIVE_BELOW = 0.01
+
+
+@dataclass
+class LayerValue:
+    position: int                 # 1-based place among the plotted layers, in execution order
+    site: str                     # "layer1.0.relu" or "layer1.0.relu (call 2)"
+    module: str                   # qualified module name, to match diagnostics
+    module_type: str
+    value: Optional[float]        # None: not measured here (no gradient reached it ...)
+    detail: str                   # the numbers behind the value, for hover text
+    secondary: Optional[float] = None   # a second series at the same layer (the activation mean)
+
+
+@dataclass
+class DepthProfile:
+    activations: list[LayerValue] = field(default_factory=list)   # value: std of the output, secondary: mean
+    dead: list[LayerValue] = field(default_factory=list)          # value: fraction of dead units
+    saturated: list[LayerValue] = field(default_factory=list)     # value: fraction in the flat region
+    gradients: list[LayerValue] = field(default_factory=list)     # value: grad_norm / weight norm
+    residual: list[LayerValue] = field(default_factory=list)      # value: variance of the stream after the add
+    backward_ran: bool = False
+
+
+def depth_profile(trace, active_below: float = DEAD_ACTIVE_BELOW) -> DepthProfile:
+    ops = [o for o in trace.ops if o.phase == "train"]
+    profile = DepthProfile(backward_ran=bool(getattr(trace, "backward_ran", False)))
+    weight_layers = [o for o in ops if _is_weight_layer(o)]
+    for op in weight_layers:
+        out = op.out
+        if out is None:
+            continue
+        profile.activations.append(_value(profile.activations, op, out.std,
+                                          f"output std {_num(out.std)}, mean {_num(out.mean)}"
+                                          + (" (non-finite values)" if out.nonfinite else ""),
+                                          secondary=out.mean))
+    for op in ops:
+        active = op.stats.get("unit_active")
+        if op.kind in opnames.RELU_FAMILY and active:
+            dead = sum(1 for a in active if a < active_below)
+            profile.dead.append(_value(profile.dead, op, dead / len(active),
+                                       f"{dead}/{len(active)} units dead ({100 * dead / len(active):.0f}%)"))
+        saturated = op.stats.get("saturated")
+        if op.kind in opnames.SATURATING and saturated is not None:
+            profile.saturated.append(_value(profile.saturated, op, float(saturated),
+                                            f"{100 * saturated:.0f}% of {op.kind} inputs in the flat region"))
+    if profile.backward_ran:
+        seen: set[str] = set()
+        for op in weight_layers:
+            rec = trace.params.get(op.weight) if op.weight else None
+            if rec is None or op.weight in seen or not rec.requires_grad:
+                continue
+            seen.add(op.weight)
+            value, detail = _relative_gradient(rec)
+            profile.gradients.append(_value(profile.gradients, op, value, detail))
+    for add in _residual_adds(trace):
+        out = add.out
+        if out is None:
+            continue
+        detail = f"stream variance {_num(out.var)}"
+        operands = add.stats.get("operands")
+        if operands and len(operands) == 2 and all(o is not None for o in operands):
+            detail += f" (operands {_num(operands[0].var)} + {_num(operands[1].var)})"
+        profile.residual.append(_value(profile.residual, add, out.var, detail))
+    return profile
+
+
+def _is_weight_layer(op) -> bool:
+    return op.kind in ("linear", "conv") or (op.kind in opnames.WEIGHT_OPS and op.weight is not None)
+
+
+def _relative_gradient(rec) -> tuple[Optional[float], str]:
+    if rec.grad_norm is None:
+        return None, f"{rec.name}: no gradient reached it"
+    if rec.grad_nonfinite:
+        return math.inf, f"{rec.name}: gradient is non-finite"
+    if rec.norm == 0:
+        # An all-zero weight: any gradient is infinitely large relative to it.
+        return (math.inf if rec.grad_norm > 0 else 0.0), f"{rec.name}: weight norm 0, gradient norm {_num(rec.grad_norm)}"
+    return rec.grad_norm / rec.norm, (f"{rec.name}: gradient norm {_num(rec.grad_norm)} / weight norm "
+                                      f"{_num(rec.norm)} = {_num(rec.grad_norm / rec.norm)}")
+
+
+def _residual_adds(trace) -> list:
+    """The add ops of residual connections, in order. The residual detection lives in the graph
+    module and is still evolving: accept whatever shape it returns, and plot nothing if it fails."""
+    try:
+        from nnlint.trace.graph import Graph
+
+        found = Graph(trace).residual_adds
+    except Exception:   # noqa: BLE001 - a report must render even if structure detection breaks
+        return []
+    adds = [getattr(a, "op", a) for a in found]
+    return sorted((a for a in adds if getattr(a, "phase", "train") == "train"), key=lambda o: o.index)
+
+
+def _value(existing: list[LayerValue], op, value, detail, secondary=None) -> LayerValue:
+    return LayerValue(position=len(existing) + 1, site=op.site, module=op.module, module_type=op.module_type,
+                      value=value, detail=detail, secondary=secondary)
