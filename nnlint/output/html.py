@@ -86,7 +86,10 @@ def _summary(report) -> str:
     fix_hint = ""
     if s["fixable"]:
         target = escape(report.source_file) if report.source_file else "model.py"
-        fix_hint = f'<p class="hint">Apply the safe fixes with <code>nnlint fix {target}</code> (add <code>--unsafe-fixes</code> for the rest).</p>'
+        unsafe = sum(1 for d in report.fixable if not d.fix.safe)
+        fix_hint = (f'<p class="hint">Preview the fixes with <code>nnlint fix {target} --diff</code>'
+                    + (f"; {unsafe} change the architecture and need <code>--unsafe-fixes</code>" if unsafe else "")
+                    + ".</p>")
     notes = list(report.notes)
     trace = report.trace
     if trace is not None:
@@ -159,47 +162,54 @@ def _depth_section(profile: DepthProfile, diagnostics: list[Diagnostic]) -> str:
             "Standard deviation (and |mean|, dashed) of every linear/conv output, log scale. A steady fall "
             "or rise through depth is a vanishing or exploding signal (NN401/NN402).",
             profile.activations, by_module, "weight layer, execution order", "activation (log)", log_y=True,
-            secondary=("|mean|", True), primary_name="std", empty="No linear or convolution layer ran."),
+            secondary=("|mean|", True), primary_name="std", empty="no linear or convolution layer ran"),
         _chart_block(
             "Dead units after each ReLU",
             "Fraction of units active on under 1% of the batch's positions (NN203).",
             profile.dead, by_module, "ReLU-family call, execution order", "dead fraction", y_range=(0.0, 1.0),
-            references=_threshold_refs("NN203"), empty="No ReLU-family activation ran."),
+            references=_threshold_refs("NN203"), empty="no ReLU-family activation ran"),
         _chart_block(
             "Saturated sigmoid/tanh",
             "Fraction of pre-activations in the flat region, where the derivative is under 5% of its peak (NN202).",
             profile.saturated, by_module, "sigmoid/tanh call, execution order", "saturated fraction",
-            y_range=(0.0, 1.0), references=_threshold_refs("NN202"), empty="No sigmoid or tanh ran."),
+            y_range=(0.0, 1.0), references=_threshold_refs("NN202"), empty="no sigmoid or tanh ran"),
         _chart_block(
             "Gradient through depth",
             "Gradient norm relative to the weight norm, per weight, log scale. A fall of 1000x from the last "
             "layer to the first is a vanishing gradient (NN404).",
             profile.gradients, by_module, "weight, execution order", "|grad| / |weight| (log)", log_y=True,
-            empty="No backward pass ran, so there are no gradients to show." if not profile.backward_ran
-            else "No trainable weight received a gradient."),
+            empty="gradients: no backward pass ran" if not profile.backward_ran
+            else "gradients: no trainable weight received one"),
         _chart_block(
             "Residual stream variance",
             "Variance of the stream after each residual add, log scale. Roughly constant or linear growth is "
             "healthy; doubling per block is the un-normalized growth NN403 reports.",
             profile.residual, by_module, "residual add, execution order", "variance (log)", log_y=True,
-            related_codes=("NN403",), empty="No residual connection found."),
+            related_codes=("NN403",), empty="no residual connection found"),
     ]
     legend = ('<p class="legend">Layers with a finding: <span class="dot sev-error"></span>error '
               '<span class="dot sev-warning"></span>warning <span class="dot sev-info"></span>info '
               '<span class="dot plain"></span>none. Hover a point for its module and numbers.</p>')
-    return f'<section id="depth"><h2>Through depth</h2>{legend}<div class="charts">{"".join(charts)}</div></section>'
+    # A chart with nothing to plot becomes one line below the others instead of an empty box.
+    drawn = [c for c in charts if c.startswith("<figure")]
+    missing = [c for c in charts if not c.startswith("<figure")]
+    note = f'<p class="empty">Not plotted: {escape("; ".join(missing))}.</p>' if missing else ""
+    return (f'<section id="depth"><h2>Through depth</h2>{legend}<div class="charts">{"".join(drawn)}</div>'
+            f"{note}</section>")
 
 
 def _chart_block(title: str, caption: str, values: list[LayerValue], by_module: dict[str, list[Diagnostic]],
                  x_label: str, y_label: str, *, log_y: bool = False, y_range=None, references=(),
                  secondary: Optional[tuple[str, bool]] = None, primary_name: str = "", empty: str = "",
                  related_codes: tuple[str, ...] = ()) -> str:
-    """One chart with its caption. A point takes the findings on its own module; for `related_codes`
-    also those on a module inside it or around it (a residual-growth finding on a block's branch layer,
-    or on the stage that holds a run of blocks)."""
-    head = f'<figure class="chart-block"><figcaption><h3>{escape(title)}</h3><p>{escape(caption)}</p></figcaption>'
+    """One chart with its caption, or, with no values, the `empty` sentence saying why there is none.
+
+    A point takes the findings on its own module; for `related_codes` also those on a module inside
+    it or around it (a residual-growth finding on a block's branch layer, or on the stage that holds a
+    run of blocks)."""
     if not values:
-        return head + f'<p class="empty">{escape(empty)}</p></figure>'
+        return empty
+    head = f'<figure class="chart-block"><figcaption><h3>{escape(title)}</h3><p>{escape(caption)}</p></figcaption>'
     related = [d for ds in by_module.values() for d in ds if d.code in related_codes]
     points = []
     for v in values:

@@ -149,6 +149,31 @@ def format_number(v: float) -> str:
 
 # ---------------------------------------------------------------- charts
 
+@dataclass(frozen=True)
+class _Box:
+    """The plotting area inside the viewBox, in pixels."""
+
+    width: int                    # of the whole chart
+    height: int
+    top: float = MARGIN_TOP
+
+    @property
+    def left(self) -> float:
+        return MARGIN_LEFT
+
+    @property
+    def right(self) -> float:
+        return self.width - MARGIN_RIGHT
+
+    @property
+    def bottom(self) -> float:
+        return self.height - MARGIN_BOTTOM
+
+
+# Room above the plotting area for a legend, so it never covers the data.
+LEGEND_HEIGHT = 22
+
+
 def line_chart(
     series: Sequence[Series],
     *,
@@ -168,24 +193,30 @@ def line_chart(
     On a log axis, values <= 0 are drawn as a downward triangle on the bottom edge and +inf as an
     upward triangle on the top edge (with their true value in the hover text), so nothing disappears.
     """
+    legend = len(series) > 1
+    box = _Box(width, height, MARGIN_TOP + (LEGEND_HEIGHT if legend else 0))
     values = [p.y for s in series for p in s.points if p.y is not None and math.isfinite(p.y)]
     values += [r.y for r in references]
-    scale_y = _y_scale(values, log_y, y_range, height)
+    scale_y = _y_scale(values, log_y, y_range, box)
     xs = [p.x for s in series for p in s.points]
     x_lo, x_hi = (min(xs), max(xs)) if xs else (0.0, 1.0)
     pad = 0.5 if x_hi - x_lo < 20 else (x_hi - x_lo) * 0.02
-    scale_x = _Scale(x_lo - pad, x_hi + pad, MARGIN_LEFT, width - MARGIN_RIGHT)
-    body: list[str] = [_frame(width, height)]
-    body += _y_axis(scale_y, width)
-    body += _x_axis(scale_x, height, x_lo, x_hi, x_tick_labels)
-    body += _references(references, scale_y, width)
+    scale_x = _Scale(x_lo - pad, x_hi + pad, box.left, box.right)
+    body: list[str] = [_frame(box)]
+    body += _y_axis(scale_y, box)
+    body += _x_axis(scale_x, box, x_lo, x_hi, x_tick_labels)
+    body += _references(references, scale_y, box)
     for s in series:
-        body += _series(s, scale_x, scale_y, height)
-    body += _axis_labels(x_label, y_label, width, height)
-    if len(series) > 1:
-        body += _legend(series, width)
-    body += _clip_note(series, scale_y, width, height)
+        body += _series(s, scale_x, scale_y, box)
+    body += _axis_labels(x_label, y_label, box)
+    if legend:
+        body += _legend(series, box)
+    body += _clip_note(series, scale_y, box)
     return _svg(body, width, height, aria_label, standalone)
+
+
+# Bars wider than this look like blocks, not bars (three channels of an RGB image).
+MAX_BAR_WIDTH = 44
 
 
 def bar_chart(
@@ -201,81 +232,76 @@ def bar_chart(
     standalone: bool = False,
 ) -> str:
     """Vertical bars from zero (negative values hang down), with optional whiskers (value +- error)."""
+    box = _Box(width, height)
     values = [0.0] + [b.value for b in bars if math.isfinite(b.value)] + [r.y for r in references]
     for b in bars:
         if b.error is not None and math.isfinite(b.value) and math.isfinite(b.error):
             values += [b.value - b.error, b.value + b.error]
-    scale_y = _y_scale(values, False, y_range, height)
+    scale_y = _y_scale(values, False, y_range, box)
     n = max(len(bars), 1)
-    scale_x = _Scale(-0.5, n - 0.5, MARGIN_LEFT, width - MARGIN_RIGHT)
-    slot = (width - MARGIN_LEFT - MARGIN_RIGHT) / n
-    bar_w = max(slot * 0.7, 1.0)
+    scale_x = _Scale(-0.5, n - 0.5, box.left, box.right)
+    bar_w = min(max((box.right - box.left) / n * 0.7, 1.0), MAX_BAR_WIDTH)
     zero = scale_y(0.0)
-    body: list[str] = [_frame(width, height)]
-    body += _y_axis(scale_y, width)
+    body: list[str] = [_frame(box)]
+    body += _y_axis(scale_y, box)
     labels = {float(i): b.label for i, b in enumerate(bars)}
-    body += _x_axis(scale_x, height, 0, n - 1, labels)
+    body += _x_axis(scale_x, box, 0, n - 1, labels)
     body.append('<g class="bars">')
     for i, b in enumerate(bars):
         cx = scale_x(i)
         v = b.value if math.isfinite(b.value) else (scale_y.hi if b.value > 0 else scale_y.lo)
         top = min(scale_y(v), zero)
         h = max(abs(scale_y(v) - zero), 0.5)
-        cls = _classes("bar", b.mark)
         whisker = ""
         if b.error is not None and math.isfinite(b.error) and math.isfinite(b.value):
             y1, y2 = scale_y(b.value - b.error), scale_y(b.value + b.error)
             cap = min(bar_w / 2, 6)
             whisker = (f'<path class="whisker" stroke="#555" fill="none" d="M{cx:.1f},{y1:.1f}V{y2:.1f}'
                        f'M{cx - cap:.1f},{y1:.1f}h{2 * cap:.1f}M{cx - cap:.1f},{y2:.1f}h{2 * cap:.1f}"/>')
-        body.append(f'<g class="{cls}"><rect x="{cx - bar_w / 2:.1f}" y="{top:.1f}" width="{bar_w:.1f}" '
-                    f'height="{h:.1f}" fill="#5a6372"/>{whisker}{_title(b.title)}</g>')
+        body.append(f'<g class="{_classes("bar", b.mark)}"><rect x="{cx - bar_w / 2:.1f}" y="{top:.1f}" '
+                    f'width="{bar_w:.1f}" height="{h:.1f}" fill="#5a6372"/>{whisker}{_title(b.title)}</g>')
     body.append("</g>")
     if scale_y.lo < 0 < scale_y.hi:
-        body.append(f'<line class="baseline" x1="{MARGIN_LEFT}" x2="{width - MARGIN_RIGHT}" y1="{zero:.1f}" '
+        body.append(f'<line class="baseline" x1="{box.left}" x2="{box.right}" y1="{zero:.1f}" '
                     f'y2="{zero:.1f}" stroke="#666"/>')
-    body += _references(references, scale_y, width)
-    body += _axis_labels(x_label, y_label, width, height)
+    body += _references(references, scale_y, box)
+    body += _axis_labels(x_label, y_label, box)
     return _svg(body, width, height, aria_label, standalone)
 
 
 # ---------------------------------------------------------------- pieces
 
-def _y_scale(values: list[float], log_y: bool, y_range, height: int) -> _Scale:
-    bottom, top = height - MARGIN_BOTTOM, MARGIN_TOP
+def _y_scale(values: list[float], log_y: bool, y_range, box: _Box) -> _Scale:
     if y_range is not None:
-        return _Scale(y_range[0], y_range[1], bottom, top, log=log_y)
+        return _Scale(y_range[0], y_range[1], box.bottom, box.top, log=log_y)
     if log_y:
         positive = [v for v in values if v > 0]
         lo, hi = (min(positive), max(positive)) if positive else (0.1, 10.0)
         lo, hi = log_range(lo, hi)
-        return _Scale(lo, hi, bottom, top, log=True)
+        return _Scale(lo, hi, box.bottom, box.top, log=True)
     lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
     lo, hi = nice_range(lo, hi)
-    return _Scale(lo, hi, bottom, top)
+    return _Scale(lo, hi, box.bottom, box.top)
 
 
-def _frame(width: int, height: int) -> str:
-    w = width - MARGIN_LEFT - MARGIN_RIGHT
-    h = height - MARGIN_TOP - MARGIN_BOTTOM
-    return (f'<rect class="plot-area" x="{MARGIN_LEFT}" y="{MARGIN_TOP}" width="{w}" height="{h}" '
-            f'fill="none" stroke="#999"/>')
+def _frame(box: _Box) -> str:
+    return (f'<rect class="plot-area" x="{box.left}" y="{box.top}" width="{box.right - box.left}" '
+            f'height="{box.bottom - box.top}" fill="none" stroke="#999"/>')
 
 
-def _y_axis(scale: _Scale, width: int) -> list[str]:
+def _y_axis(scale: _Scale, box: _Box) -> list[str]:
     ticks = log_ticks(scale.lo, scale.hi) if scale.log else nice_ticks(scale.lo, scale.hi)
     out = ['<g class="axis y-axis">']
     for t in ticks:
         y = scale(t)
-        out.append(f'<line class="grid" x1="{MARGIN_LEFT}" x2="{width - MARGIN_RIGHT}" y1="{y:.1f}" y2="{y:.1f}" '
-                   f'stroke="#ddd"/>')
-        out.append(f'<text class="tick" x="{MARGIN_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{format_number(t)}</text>')
+        out.append(f'<line class="grid" x1="{box.left}" x2="{box.right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
+        out.append(f'<text class="tick" x="{box.left - 6}" y="{y + 4:.1f}" text-anchor="end">{format_number(t)}</text>')
     out.append("</g>")
     return out
 
 
-def _x_axis(scale: _Scale, height: int, lo: float, hi: float, labels: Optional[dict[float, str]]) -> list[str]:
-    y = height - MARGIN_BOTTOM
+def _x_axis(scale: _Scale, box: _Box, lo: float, hi: float, labels: Optional[dict[float, str]]) -> list[str]:
+    y = box.bottom
     out = ['<g class="axis x-axis">']
     if labels:
         keys = sorted(labels)
@@ -283,8 +309,10 @@ def _x_axis(scale: _Scale, height: int, lo: float, hi: float, labels: Optional[d
         room = max(int((scale.pixel_hi - scale.pixel_lo) / 36), 1)
         stride = max(1, math.ceil(len(keys) / room))
         ticks = [(k, labels[k]) for i, k in enumerate(keys) if i % stride == 0]
+    elif hi > lo:
+        ticks = [(t, format_number(t)) for t in nice_ticks(lo, hi, max_ticks=10) if t == int(t)]
     else:
-        ticks = [(t, format_number(t)) for t in nice_ticks(lo, hi, max_ticks=10) if t == int(t)] if hi > lo else [(lo, format_number(lo))]
+        ticks = [(lo, format_number(lo))]
     for t, label in ticks:
         x = scale(t)
         out.append(f'<line class="tick-mark" x1="{x:.1f}" x2="{x:.1f}" y1="{y}" y2="{y + 4}" stroke="#999"/>')
@@ -293,21 +321,20 @@ def _x_axis(scale: _Scale, height: int, lo: float, hi: float, labels: Optional[d
     return out
 
 
-def _references(refs: Sequence[Reference], scale: _Scale, width: int) -> list[str]:
+def _references(refs: Sequence[Reference], scale: _Scale, box: _Box) -> list[str]:
     out = []
     for r in refs:
         if scale.log and r.y <= 0:
             continue
         y = scale(r.y)
-        out.append(f'<g class="{_classes("reference", r.css_class)}"><line x1="{MARGIN_LEFT}" x2="{width - MARGIN_RIGHT}" '
+        out.append(f'<g class="{_classes("reference", r.css_class)}"><line x1="{box.left}" x2="{box.right}" '
                    f'y1="{y:.1f}" y2="{y:.1f}" stroke="#888" stroke-dasharray="4 3"/>'
-                   f'<text class="ref-label" x="{width - MARGIN_RIGHT - 4}" y="{y - 4:.1f}" text-anchor="end">'
+                   f'<text class="ref-label" x="{box.right - 4}" y="{y - 4:.1f}" text-anchor="end">'
                    f'{escape(r.label)}</text></g>')
     return out
 
 
-def _series(s: Series, sx: _Scale, sy: _Scale, height: int) -> list[str]:
-    bottom, top = height - MARGIN_BOTTOM, MARGIN_TOP
+def _series(s: Series, sx: _Scale, sy: _Scale, box: _Box) -> list[str]:
     out = [f'<g class="{_classes("series", s.css_class)}">']
     # The line: broken at missing values (None, nan) so a gap reads as a gap.
     runs: list[list[str]] = [[]]
@@ -315,22 +342,23 @@ def _series(s: Series, sx: _Scale, sy: _Scale, height: int) -> list[str]:
         if p.y is None or p.y != p.y:
             runs.append([])
             continue
-        runs[-1].append(f"{sx(p.x):.1f},{_plot_y(p.y, sy, bottom, top):.1f}")
+        runs[-1].append(f"{sx(p.x):.1f},{_plot_y(p.y, sy, box):.1f}")
     dash = ' stroke-dasharray="5 4"' if s.dashed else ""
     for run in runs:
         if len(run) > 1:
-            out.append(f'<polyline class="line" fill="none" stroke="#5a6372" stroke-width="1.6"{dash} points="{" ".join(run)}"/>')
+            out.append(f'<polyline class="line" fill="none" stroke="#5a6372" stroke-width="1.6"{dash} '
+                       f'points="{" ".join(run)}"/>')
     plain_markers = len(s.points) <= MAX_MARKERS
     for p in s.points:
         if not plain_markers and not p.mark:
             continue
         x = sx(p.x)
         if p.y is None or p.y != p.y:
-            shape = f'<circle class="missing" cx="{x:.1f}" cy="{bottom:.1f}" r="3.5" fill="none" stroke="#888"/>'
-        elif (sy.log and p.y <= 0) or p.y < sy.lo or p.y == -math.inf:
-            shape = _triangle(x, bottom, down=True)
+            shape = f'<circle class="missing" cx="{x:.1f}" cy="{box.bottom:.1f}" r="3.5" fill="none" stroke="#888"/>'
+        elif (sy.log and p.y <= 0) or p.y < sy.lo:
+            shape = _triangle(x, box.bottom, down=True)
         elif p.y > sy.hi:
-            shape = _triangle(x, top, down=False)
+            shape = _triangle(x, box.top, down=False)
         else:
             shape = f'<circle cx="{x:.1f}" cy="{sy(p.y):.1f}" r="{4.5 if p.mark else 3}" fill="#5a6372"/>'
         out.append(f'<g class="{_classes("point", p.mark)}">{shape}{_title(p.title)}</g>')
@@ -338,7 +366,7 @@ def _series(s: Series, sx: _Scale, sy: _Scale, height: int) -> list[str]:
     return out
 
 
-def _clip_note(series: Sequence[Series], sy: _Scale, width: int, height: int) -> list[str]:
+def _clip_note(series: Sequence[Series], sy: _Scale, box: _Box) -> list[str]:
     """Explain the edge markers when there are any: a point off a log axis is still a measurement."""
     ys = [p.y for s in series for p in s.points if p.y is not None and p.y == p.y]
     notes = []
@@ -350,15 +378,15 @@ def _clip_note(series: Sequence[Series], sy: _Scale, width: int, height: int) ->
         notes.append("\u25cb not measured")
     if not notes:
         return []
-    return [f'<text class="clip-note" x="{width - MARGIN_RIGHT}" y="{height - 8}" text-anchor="end">'
+    return [f'<text class="clip-note" x="{box.right}" y="{box.height - 8}" text-anchor="end">'
             f'{escape("   ".join(notes))}</text>']
 
 
-def _plot_y(v: float, sy: _Scale, bottom: float, top: float) -> float:
+def _plot_y(v: float, sy: _Scale, box: _Box) -> float:
     if (sy.log and v <= 0) or v < sy.lo:
-        return bottom
+        return box.bottom
     if v > sy.hi:
-        return top
+        return box.top
     return sy(v)
 
 
@@ -367,26 +395,28 @@ def _triangle(x: float, y: float, down: bool) -> str:
     return f'<path class="clipped" d="{d}" fill="#5a6372"/>'
 
 
-def _axis_labels(x_label: str, y_label: str, width: int, height: int) -> list[str]:
+def _axis_labels(x_label: str, y_label: str, box: _Box) -> list[str]:
     out = []
     if x_label:
-        cx = (MARGIN_LEFT + width - MARGIN_RIGHT) / 2
-        out.append(f'<text class="axis-label" x="{cx:.1f}" y="{height - 8}" text-anchor="middle">{escape(x_label)}</text>')
+        cx = (box.left + box.right) / 2
+        out.append(f'<text class="axis-label" x="{cx:.1f}" y="{box.height - 8}" text-anchor="middle">'
+                   f'{escape(x_label)}</text>')
     if y_label:
-        cy = (MARGIN_TOP + height - MARGIN_BOTTOM) / 2
+        cy = (box.top + box.bottom) / 2
         out.append(f'<text class="axis-label" transform="translate(14 {cy:.1f}) rotate(-90)" text-anchor="middle">'
                    f'{escape(y_label)}</text>')
     return out
 
 
-def _legend(series: Sequence[Series], width: int) -> list[str]:
+def _legend(series: Sequence[Series], box: _Box) -> list[str]:
     out = ['<g class="legend">']
-    x = MARGIN_LEFT + 10
+    x = box.left
+    y = box.top - LEGEND_HEIGHT + 8
     for s in series:
         dash = ' stroke-dasharray="5 4"' if s.dashed else ""
         out.append(f'<g class="{_classes("series", s.css_class)}"><line class="line" x1="{x}" x2="{x + 22}" '
-                   f'y1="{MARGIN_TOP + 12}" y2="{MARGIN_TOP + 12}" stroke="#5a6372" stroke-width="2"{dash}/>'
-                   f'<text class="legend-label" x="{x + 28}" y="{MARGIN_TOP + 16}">{escape(s.name)}</text></g>')
+                   f'y1="{y}" y2="{y}" stroke="#5a6372" stroke-width="2"{dash}/>'
+                   f'<text class="legend-label" x="{x + 28}" y="{y + 4}">{escape(s.name)}</text></g>')
         x += 40 + 7 * len(s.name)
     out.append("</g>")
     return out
@@ -416,6 +446,7 @@ svg.chart .plot-area { stroke: var(--chart-frame, #b8bcc4); fill: var(--chart-bg
 svg.chart .grid { stroke: var(--chart-grid, #e6e8ec); }
 svg.chart .tick-mark { stroke: var(--chart-frame, #b8bcc4); }
 svg.chart .tick, svg.chart .legend-label, svg.chart .ref-label { fill: var(--chart-text-muted, #5b6270); }
+svg.chart .ref-label, svg.chart .clip-note { paint-order: stroke; stroke: var(--chart-bg-solid, #fff); stroke-width: 3px; stroke-linejoin: round; }
 svg.chart .axis-label { fill: var(--chart-text, #2b2f36); font-weight: 600; }
 svg.chart .reference line { stroke: var(--chart-ref, #8a909c); }
 svg.chart .ref-warning line { stroke: var(--sev-warning, #b26a00); }
