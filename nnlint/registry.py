@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
-import textwrap
 from typing import Any, ClassVar, Iterable, Iterator, Optional
 
 from nnlint.diagnostics import Diagnostic, Fix, Location
@@ -57,7 +56,9 @@ class Rule:
 
     @classmethod
     def documentation(cls) -> str:
-        return textwrap.dedent(cls.__doc__ or "").strip()
+        # cleandoc, not dedent: the docstring's first line starts right after the quotes, unindented,
+        # and dedent would then leave every later line indented (a code block, in markdown).
+        return inspect.cleandoc(cls.__doc__ or "").strip()
 
 
 _catalog: Optional[dict[str, type[Rule]]] = None
