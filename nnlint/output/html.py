@@ -533,7 +533,7 @@ h4 { font-size: 14px; margin: 0 0 4px; }
 .table-wrap { overflow-x: auto; border: 1px solid var(--border); border-radius: 8px; }
 table.findings { border-collapse: collapse; width: 100%; font-size: 14px; }
 .findings th { text-align: left; font-size: 12px; text-transform: uppercase; letter-spacing: 0.05em; color: var(--muted); background: var(--bg-soft); padding: 8px 10px; border-bottom: 1px solid var(--border); }
-.findings td { padding: 9px 10px; border-bottom: 1px solid var(--border); vertical-align: top; }
+.findings td { padding: 9px 10px; border-bottom: 1px solid var(--border); vertical-align: top; overflow-wrap: anywhere; }
 .findings tbody tr:last-child td { border-bottom: none; }
 .findings tr.row-error td:first-child { box-shadow: inset 4px 0 0 var(--sev-error); }
 .findings tr.row-warning td:first-child { box-shadow: inset 4px 0 0 var(--sev-warning); }
@@ -541,9 +541,10 @@ table.findings { border-collapse: collapse; width: 100%; font-size: 14px; }
 .findings td.code a { font-weight: 700; font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
 .findings .rule-name { color: var(--muted); font-size: 12px; white-space: nowrap; }
 .findings td.module code { white-space: nowrap; }
+.findings td.module, .findings td.line, .findings td.code, .findings td:first-child { width: 1%; }
 .findings td.line { white-space: nowrap; color: var(--muted); }
-.findings td.message { width: 42%; min-width: 260px; }
-.findings td.fix { font-size: 13px; color: var(--muted); width: 30%; min-width: 200px; }
+.findings td.message { width: 48%; min-width: 260px; }
+.findings td.fix { font-size: 13px; color: var(--muted); min-width: 220px; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 999px; font-size: 12px; font-weight: 600; border: 1px solid currentColor; white-space: nowrap; }
 .badge.sev-error { color: var(--sev-error); background: var(--sev-error-bg); }
 .badge.sev-warning { color: var(--sev-warning); background: var(--sev-warning-bg); }
