@@ -173,7 +173,8 @@ def test_every_layer_appears_in_the_plots_with_its_module_name_on_hover(report, 
     assert len(profile.gradients) == len(profile.activations)
     for series in (profile.activations, profile.dead, profile.saturated, profile.gradients, profile.residual):
         for v in series:
-            assert any(t.startswith(f"#{v.position} {v.site} (") for t in titles), v.site
+            assert any(t.startswith(f"#{v.position} {v.label}\n") for t in titles), v.label
+    assert "mlp.fc2 (Linear)" in {v.label for v in profile.activations}
 
 
 def test_layers_with_a_finding_are_drawn_in_their_severity_color(report, page):
@@ -219,6 +220,40 @@ def test_dark_mode_and_print_styles_are_present(page):
     assert "@media (prefers-color-scheme: dark)" in page
     assert "@media print" in page
     assert '<meta name="color-scheme" content="light dark">' in page
+
+
+class Exploding(nn.Module):
+    """Functional activations in a custom forward, and an exp that overflows to inf (then NaN)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 8), nn.Linear(8, 4)
+        nn.init.normal_(self.fc1.weight, std=60.0)
+
+    def forward(self, x):
+        return self.fc2(torch.exp(torch.relu(self.fc1(x))))
+
+
+def test_functional_calls_and_non_finite_values_still_render():
+    torch.manual_seed(0)
+    r = nnlint.check(Exploding(), torch.randn(64, 4))
+    assert "NN002" in {d.code for d in r.diagnostics}
+    page = html.render(r)
+    titles = parsed(page).titles
+    assert any(t.startswith("#1 relu() in forward\n") for t in titles)
+    assert any(t.startswith("#2 fc2 (Linear)\n") and "non-finite" in t for t in titles)
+    assert "\u25cb not measured" in page      # the NaN std keeps its place on the chart, as a hollow marker
+
+
+def test_a_broken_residual_detection_costs_only_its_chart(report, monkeypatch):
+    from nnlint.trace import graph
+
+    def broken(self):
+        raise RuntimeError("structure detection failed")
+
+    monkeypatch.setattr(graph.Graph, "residual_adds", property(broken))
+    page = html.render(report)
+    assert "no residual connection found" in page and "Dead units after each ReLU" in page
 
 
 # ---------------------------------------------------------------- hand-made reports

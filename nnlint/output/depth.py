@@ -24,6 +24,7 @@ class LayerValue:
     site: str                     # "layer1.0.relu" or "layer1.0.relu (call 2)"
     module: str                   # qualified module name, to match diagnostics
     module_type: str
+    label: str                    # for people: "layer1.0.relu (ReLU)", "relu() in block.forward"
     value: Optional[float]        # None: not measured here (no gradient reached it ...)
     detail: str                   # the numbers behind the value, for hover text
     secondary: Optional[float] = None   # a second series at the same layer (the activation mean)
@@ -47,7 +48,7 @@ def depth_profile(trace, active_below: float = DEAD_ACTIVE_BELOW) -> DepthProfil
         out = op.out
         if out is None:
             continue
-        profile.activations.append(_value(profile.activations, op, out.std,
+        profile.activations.append(_value(trace, profile.activations, op, out.std,
                                           f"output std {_num(out.std)}, mean {_num(out.mean)}"
                                           + (" (non-finite values)" if out.nonfinite else ""),
                                           secondary=out.mean))
@@ -55,11 +56,11 @@ def depth_profile(trace, active_below: float = DEAD_ACTIVE_BELOW) -> DepthProfil
         active = op.stats.get("unit_active")
         if op.kind in opnames.RELU_FAMILY and active:
             dead = sum(1 for a in active if a < active_below)
-            profile.dead.append(_value(profile.dead, op, dead / len(active),
+            profile.dead.append(_value(trace, profile.dead, op, dead / len(active),
                                        f"{dead}/{len(active)} units dead ({100 * dead / len(active):.0f}%)"))
         saturated = op.stats.get("saturated")
         if op.kind in opnames.SATURATING and saturated is not None:
-            profile.saturated.append(_value(profile.saturated, op, float(saturated),
+            profile.saturated.append(_value(trace, profile.saturated, op, float(saturated),
                                             f"{100 * saturated:.0f}% of {op.kind} inputs in the flat region"))
     if profile.backward_ran:
         seen: set[str] = set()
@@ -69,7 +70,7 @@ def depth_profile(trace, active_below: float = DEAD_ACTIVE_BELOW) -> DepthProfil
                 continue
             seen.add(op.weight)
             value, detail = _relative_gradient(rec)
-            profile.gradients.append(_value(profile.gradients, op, value, detail))
+            profile.gradients.append(_value(trace, profile.gradients, op, value, detail))
     for add in _residual_adds(trace):
         out = add.out
         if out is None:
@@ -78,7 +79,7 @@ def depth_profile(trace, active_below: float = DEAD_ACTIVE_BELOW) -> DepthProfil
         operands = add.stats.get("operands")
         if operands and len(operands) == 2 and all(o is not None for o in operands):
             detail += f" (operands {_num(operands[0].var)} + {_num(operands[1].var)})"
-        profile.residual.append(_value(profile.residual, add, out.var, detail))
+        profile.residual.append(_value(trace, profile.residual, add, out.var, detail))
     return profile
 
 
@@ -111,6 +112,17 @@ def _residual_adds(trace) -> list:
     return sorted((a for a in adds if getattr(a, "phase", "train") == "train"), key=lambda o: o.index)
 
 
-def _value(existing: list[LayerValue], op, value, detail, secondary=None) -> LayerValue:
+def _value(trace, existing: list[LayerValue], op, value, detail, secondary=None) -> LayerValue:
     return LayerValue(position=len(existing) + 1, site=op.site, module=op.module, module_type=op.module_type,
-                      value=value, detail=detail, secondary=secondary)
+                      label=_label(trace, op), value=value, detail=detail, secondary=secondary)
+
+
+def _label(trace, op) -> str:
+    """The module and its type for a layer run by its own torch.nn module; for a functional call
+    (torch.relu(x) inside some forward) the function and the forward it was called from."""
+    rec = trace.modules.get(op.module)
+    if rec is not None and rec.is_leaf and rec.is_torch_builtin:
+        return f"{op.site} ({op.module_type})" if op.module_type else op.site
+    if op.kind == "add":
+        return f"{op.site} ({op.module_type})" if op.module and op.module_type else (op.site or "forward")
+    return f"{op.func}() in {op.site}.forward" if op.module else f"{op.func}() in forward"

@@ -232,7 +232,7 @@ def _nested(a: str, b: str) -> bool:
 
 
 def _hover(v: LayerValue, found: list[Diagnostic]) -> str:
-    lines = [f"#{v.position} {v.site} ({v.module_type})" if v.module_type else f"#{v.position} {v.site}", v.detail]
+    lines = [f"#{v.position} {v.label}", v.detail]
     for d in found:
         message = d.message if len(d.message) <= 160 else d.message[:157] + "..."
         lines.append(f"{d.code} {d.severity}: {message}")

@@ -374,7 +374,7 @@ def _clip_note(series: Sequence[Series], sy: _Scale, box: _Box) -> list[str]:
         notes.append("\u25bc zero or below the axis" if sy.log else "\u25bc below the axis")
     if any(y > sy.hi for y in ys):
         notes.append("\u25b2 infinite or above the axis")
-    if any(p.y is None for s in series for p in s.points):
+    if any(p.y is None or p.y != p.y for s in series for p in s.points):
         notes.append("\u25cb not measured")
     if not notes:
         return []
