@@ -25,6 +25,7 @@ import nnlint  # noqa: E402
 from nnlint.diagnostics import Diagnostic, Fix, Location  # noqa: E402
 from nnlint.output import html  # noqa: E402
 from nnlint.output.depth import depth_profile  # noqa: E402
+from nnlint.output.markdown import markdown_to_html  # noqa: E402
 from nnlint.report import Report  # noqa: E402
 
 
@@ -277,7 +278,7 @@ def test_a_clean_report_says_so():
 
 
 def test_markdown_subset_is_escaped_and_structured():
-    out = html.markdown_to_html(
+    out = markdown_to_html(
         "## Why is this bad?\nA <b> tag & `x < y` and **bold** and [paper](https://arxiv.org/abs/1).\n\n"
         "- first item\n  continued\n- `second`\n\n1. one\n2. two\n\n```python\nif a < b:\n    f()\n```\n")
     assert out.startswith("<h4>Why is this bad?</h4>")

@@ -8,14 +8,14 @@ to apply, and the documentation of every rule that fired. It reads the Report an
 from __future__ import annotations
 
 import inspect
-import math
 import os
-import re
+from dataclasses import dataclass, field
 from html import escape
 from typing import Optional
 
 from nnlint.diagnostics import SEVERITY_RANK, Diagnostic
 from nnlint.output import svg
+from nnlint.output.markdown import markdown_to_html
 from nnlint.output.depth import DepthProfile, LayerValue, depth_profile
 
 SEVERITY_LABEL = {"error": "Error", "warning": "Warning", "info": "Info"}
@@ -88,24 +88,13 @@ def _summary(report) -> str:
         target = escape(report.source_file) if report.source_file else "model.py"
         unsafe = sum(1 for d in report.fixable if not d.fix.safe)
         fix_hint = (f'<p class="hint">Preview the fixes with <code>nnlint fix {target} --diff</code>'
-                    + (f"; {unsafe} change the architecture and need <code>--unsafe-fixes</code>" if unsafe else "")
+                    + (f"; {unsafe} of them change the architecture and need <code>--unsafe-fixes</code>" if unsafe else "")
                     + ".</p>")
-    notes = list(report.notes)
-    trace = report.trace
-    if trace is not None:
-        notes += [_incomplete_note(r) for r in trace.incomplete]
+    notes = list(report.notes)   # regions the tracer could not see are NN001 findings, not notes
     note_html = ""
     if notes:
         note_html = '<ul class="notes">' + "".join(f"<li>{escape(str(n))}</li>" for n in notes) + "</ul>"
     return f'<section class="summary"><div class="cards">{cards}</div>{verdict}{fix_hint}{note_html}</section>'
-
-
-def _incomplete_note(region) -> str:
-    if isinstance(region, dict):
-        where = region.get("module") or region.get("name") or ""
-        why = region.get("reason") or region.get("why") or ""
-        return f"not traced: {where} {why}".strip()
-    return f"not traced: {region}"
 
 
 # ---------------------------------------------------------------- findings table
@@ -154,77 +143,82 @@ def _fix_cell(d: Diagnostic) -> str:
 
 # ---------------------------------------------------------------- through depth
 
+@dataclass
+class _Chart:
+    """One plot through depth: what it shows, how, and what to say when there is nothing to plot."""
+
+    title: str
+    caption: str
+    values: list[LayerValue]
+    x_label: str
+    y_label: str
+    empty: str                                   # "no sigmoid or tanh ran"
+    log_y: bool = False
+    y_range: Optional[tuple[float, float]] = None
+    references: list = field(default_factory=list)
+    primary_name: str = ""
+    secondary_name: str = ""                     # a dashed second series from LayerValue.secondary
+    related_codes: tuple[str, ...] = ()          # findings that also count when on a nested module
+
+
 def _depth_section(profile: DepthProfile, diagnostics: list[Diagnostic]) -> str:
-    by_module = _diagnostics_by_module(diagnostics)
     charts = [
-        _chart_block(
-            "Activations after each weight layer",
-            "Standard deviation (and |mean|, dashed) of every linear/conv output, log scale. A steady fall "
-            "or rise through depth is a vanishing or exploding signal (NN401/NN402).",
-            profile.activations, by_module, "weight layer, execution order", "activation (log)", log_y=True,
-            secondary=("|mean|", True), primary_name="std", empty="no linear or convolution layer ran"),
-        _chart_block(
-            "Dead units after each ReLU",
-            "Fraction of units active on under 1% of the batch's positions (NN203).",
-            profile.dead, by_module, "ReLU-family call, execution order", "dead fraction", y_range=(0.0, 1.0),
-            references=_threshold_refs("NN203"), empty="no ReLU-family activation ran"),
-        _chart_block(
-            "Saturated sigmoid/tanh",
-            "Fraction of pre-activations in the flat region, where the derivative is under 5% of its peak (NN202).",
-            profile.saturated, by_module, "sigmoid/tanh call, execution order", "saturated fraction",
-            y_range=(0.0, 1.0), references=_threshold_refs("NN202"), empty="no sigmoid or tanh ran"),
-        _chart_block(
-            "Gradient through depth",
-            "Gradient norm relative to the weight norm, per weight, log scale. A fall of 1000x from the last "
-            "layer to the first is a vanishing gradient (NN404).",
-            profile.gradients, by_module, "weight, execution order", "|grad| / |weight| (log)", log_y=True,
-            empty="gradients: no backward pass ran" if not profile.backward_ran
-            else "gradients: no trainable weight received one"),
-        _chart_block(
-            "Residual stream variance",
-            "Variance of the stream after each residual add, log scale. Roughly constant or linear growth is "
-            "healthy; doubling per block is the un-normalized growth NN403 reports.",
-            profile.residual, by_module, "residual add, execution order", "variance (log)", log_y=True,
-            related_codes=("NN403",), empty="no residual connection found"),
+        _Chart("Activations after each weight layer",
+               "Standard deviation (and |mean|, dashed) of every linear/conv output, log scale. A steady fall "
+               "or rise through depth is a vanishing or exploding signal (NN401/NN402).",
+               profile.activations, "weight layer, execution order", "activation (log)",
+               "no linear or convolution layer ran", log_y=True, primary_name="std", secondary_name="|mean|"),
+        _Chart("Dead units after each ReLU",
+               "Fraction of units active on under 1% of the batch's positions (NN203).",
+               profile.dead, "ReLU-family call, execution order", "dead fraction", "no ReLU-family activation ran",
+               y_range=(0.0, 1.0), references=_threshold_refs("NN203")),
+        _Chart("Saturated sigmoid/tanh",
+               "Fraction of pre-activations in the flat region, where the derivative is under 5% of its peak (NN202).",
+               profile.saturated, "sigmoid/tanh call, execution order", "saturated fraction", "no sigmoid or tanh ran",
+               y_range=(0.0, 1.0), references=_threshold_refs("NN202")),
+        _Chart("Gradient through depth",
+               "Gradient norm relative to the weight norm, per weight, log scale. A fall of 1000x from the last "
+               "layer to the first is a vanishing gradient (NN404).",
+               profile.gradients, "weight, execution order", "|grad| / |weight| (log)",
+               "gradients: no backward pass ran" if not profile.backward_ran
+               else "gradients: no trainable weight received one", log_y=True),
+        _Chart("Residual stream variance",
+               "Variance of the stream after each residual add, log scale. Roughly constant or linear growth is "
+               "healthy; doubling per block is the un-normalized growth NN403 reports.",
+               profile.residual, "residual add, execution order", "variance (log)", "no residual connection found",
+               log_y=True, related_codes=("NN403",)),
     ]
+    by_module = _diagnostics_by_module(diagnostics)
+    drawn = [_chart_block(c, by_module) for c in charts if c.values]
+    # A chart with nothing to plot becomes one line below the others instead of an empty box.
+    missing = [c.empty for c in charts if not c.values]
+    note = f'<p class="empty">Not plotted: {escape("; ".join(missing))}.</p>' if missing else ""
     legend = ('<p class="legend">Layers with a finding: <span class="dot sev-error"></span>error '
               '<span class="dot sev-warning"></span>warning <span class="dot sev-info"></span>info '
               '<span class="dot plain"></span>none. Hover a point for its module and numbers.</p>')
-    # A chart with nothing to plot becomes one line below the others instead of an empty box.
-    drawn = [c for c in charts if c.startswith("<figure")]
-    missing = [c for c in charts if not c.startswith("<figure")]
-    note = f'<p class="empty">Not plotted: {escape("; ".join(missing))}.</p>' if missing else ""
     return (f'<section id="depth"><h2>Through depth</h2>{legend}<div class="charts">{"".join(drawn)}</div>'
             f"{note}</section>")
 
 
-def _chart_block(title: str, caption: str, values: list[LayerValue], by_module: dict[str, list[Diagnostic]],
-                 x_label: str, y_label: str, *, log_y: bool = False, y_range=None, references=(),
-                 secondary: Optional[tuple[str, bool]] = None, primary_name: str = "", empty: str = "",
-                 related_codes: tuple[str, ...] = ()) -> str:
-    """One chart with its caption, or, with no values, the `empty` sentence saying why there is none.
-
-    A point takes the findings on its own module; for `related_codes` also those on a module inside
-    it or around it (a residual-growth finding on a block's branch layer, or on the stage that holds a
-    run of blocks)."""
-    if not values:
-        return empty
-    head = f'<figure class="chart-block"><figcaption><h3>{escape(title)}</h3><p>{escape(caption)}</p></figcaption>'
-    related = [d for ds in by_module.values() for d in ds if d.code in related_codes]
+def _chart_block(chart: _Chart, by_module: dict[str, list[Diagnostic]]) -> str:
+    """One chart with its caption. A point takes the findings on its own module; for the chart's
+    `related_codes` also those on a module inside it or around it (a residual-growth finding on a
+    block's branch layer, or on the stage that holds a run of blocks)."""
+    related = [d for ds in by_module.values() for d in ds if d.code in chart.related_codes]
     points = []
-    for v in values:
+    for v in chart.values:
         found = list(by_module.get(v.module, []))
         found += [d for d in related if d not in found and _nested(d.module, v.module)]
         points.append(svg.Point(v.position, v.value, _hover(v, found), _mark(found)))
-    series = [svg.Series(primary_name or y_label, points, "series-0")]
-    if secondary is not None and any(v.secondary is not None for v in values):
-        name, dashed = secondary
-        series.append(svg.Series(name, [svg.Point(v.position, abs(v.secondary) if v.secondary is not None else None,
-                                                  _hover(v, by_module.get(v.module, [])))
-                                        for v in values], "series-1", dashed=dashed))
-    chart = svg.line_chart(series, x_label=x_label, y_label=y_label, log_y=log_y, y_range=y_range,
-                           references=references, aria_label=title)
-    return head + chart + "</figure>"
+    series = [svg.Series(chart.primary_name or chart.y_label, points, "series-0")]
+    if chart.secondary_name and any(v.secondary is not None for v in chart.values):
+        series.append(svg.Series(chart.secondary_name, [
+            svg.Point(v.position, abs(v.secondary) if v.secondary is not None else None,
+                      _hover(v, by_module.get(v.module, []))) for v in chart.values], "series-1", dashed=True))
+    plot = svg.line_chart(series, x_label=chart.x_label, y_label=chart.y_label, log_y=chart.log_y,
+                          y_range=chart.y_range, references=chart.references, aria_label=chart.title)
+    return (f'<figure class="chart-block"><figcaption><h3>{escape(chart.title)}</h3><p>{escape(chart.caption)}</p>'
+            f"</figcaption>{plot}</figure>")
 
 
 def _nested(a: str, b: str) -> bool:
@@ -256,7 +250,8 @@ def _diagnostics_by_module(diagnostics: list[Diagnostic]) -> dict[str, list[Diag
 
 def _threshold_refs(code: str) -> list[svg.Reference]:
     """The rule's default warning/error fractions as reference lines (from the rule class itself)."""
-    options = _rule_class(code).options if _rule_class(code) is not None else {}
+    cls = _rule_class(code)
+    options = cls.options if cls is not None else {}
     refs = []
     if "warning_fraction" in options:
         refs.append(svg.Reference(options["warning_fraction"], f"warning > {options['warning_fraction']:g}", "ref-warning"))
@@ -288,11 +283,14 @@ def _input_block(rec, diagnostics: list[Diagnostic]) -> str:
     scaled = next((d for d in mine if d.code == "NN302"), None)
     means, stds = rec.channel_mean, rec.channel_std
     what = _unit_word(rec)
+    # Color the channels the findings are about, by the rules' own default thresholds.
+    mean_to_std = _rule_option("NN301", "mean_to_std", 0.5)
+    min_std, max_std = _rule_option("NN302", "min_std", 0.2), _rule_option("NN302", "max_std", 5.0)
     mean_bars = [svg.Bar(str(i), m, f"{what} {i}: mean {svg.format_number(m)} ± std {svg.format_number(s)}",
-                         error=s, mark=_mark([centered]) if centered and abs(m) > 0.5 * s else "")
+                         error=s, mark=_mark([centered]) if centered and abs(m) > mean_to_std * s else "")
                  for i, (m, s) in enumerate(zip(means, stds))]
     std_bars = [svg.Bar(str(i), s, f"{what} {i}: std {svg.format_number(s)}",
-                        mark=_mark([scaled]) if scaled and not (0.2 <= s <= 5.0) else "")
+                        mark=_mark([scaled]) if scaled and not (min_std <= s <= max_std) else "")
                 for i, s in enumerate(stds)]
     charts = (
         '<div class="charts">'
@@ -351,7 +349,6 @@ def _unit_word(rec) -> str:
     return "channel" if rec.channel_dim == 1 and len(rec.summary.shape) >= 3 else "feature"
 
 
-
 # ---------------------------------------------------------------- rule documentation
 
 def _rules_section(diagnostics: list[Diagnostic]) -> str:
@@ -375,6 +372,11 @@ def _rules_section(diagnostics: list[Diagnostic]) -> str:
     return f'<section id="rules"><h2>Rules</h2>{"".join(docs)}</section>'
 
 
+def _rule_option(code: str, name: str, default: float) -> float:
+    cls = _rule_class(code)
+    return (cls.options if cls is not None else {}).get(name, default)
+
+
 def _rule_class(code: str):
     try:
         from nnlint.registry import all_rules
@@ -382,96 +384,6 @@ def _rule_class(code: str):
         return all_rules().get(code)
     except Exception:   # noqa: BLE001 - a broken rule import must not cost the user the report
         return None
-
-
-_INLINE = re.compile(r"`([^`]+)`|\*\*([^*]+)\*\*|\[([^\]]+)\]\(([^)\s]+)\)")
-
-
-def inline_html(text: str) -> str:
-    """`code`, **bold** and [text](url) in escaped text. Links are shown as text, not followed: the
-    report references nothing outside itself."""
-    out, last = [], 0
-    for m in _INLINE.finditer(text):
-        out.append(escape(text[last:m.start()]))
-        if m.group(1) is not None:
-            out.append(f"<code>{escape(m.group(1))}</code>")
-        elif m.group(2) is not None:
-            out.append(f"<strong>{escape(m.group(2))}</strong>")
-        else:
-            out.append(f'{escape(m.group(3))} <span class="url">({escape(m.group(4))})</span>')
-        last = m.end()
-    out.append(escape(text[last:]))
-    return "".join(out)
-
-
-_LIST_ITEM = re.compile(r"^(\s*)([-*]|\d+[.)])\s+(.*)$")
-
-
-def markdown_to_html(text: str, heading_level: int = 4) -> str:
-    """The markdown subset rule docstrings use: # headings, ``` fences, - and 1. lists (with indented
-    continuation lines), paragraphs, and inline code/bold/links. Everything is escaped."""
-    out: list[str] = []
-    lines = text.splitlines()
-    i = 0
-    paragraph: list[str] = []
-
-    def flush():
-        if paragraph:
-            out.append(f"<p>{inline_html(' '.join(s.strip() for s in paragraph))}</p>")
-            paragraph.clear()
-
-    while i < len(lines):
-        line = lines[i]
-        stripped = line.strip()
-        if stripped.startswith("```"):
-            flush()
-            lang = stripped[3:].strip()
-            body = []
-            i += 1
-            while i < len(lines) and not lines[i].strip().startswith("```"):
-                body.append(lines[i])
-                i += 1
-            i += 1   # the closing fence (or the end)
-            cls = f' class="language-{escape(lang)}"' if lang else ""
-            out.append(f'<pre class="code"><code{cls}>{escape(_dedent(body))}</code></pre>')
-            continue
-        heading = re.match(r"^(#{1,6})\s+(.*)$", stripped)
-        if heading:
-            flush()
-            level = min(heading_level + len(heading.group(1)) - 2, 6)
-            out.append(f"<h{level}>{inline_html(heading.group(2))}</h{level}>")
-            i += 1
-            continue
-        item = _LIST_ITEM.match(line)
-        if item:
-            flush()
-            ordered = item.group(2)[0].isdigit()
-            items: list[str] = []
-            while i < len(lines):
-                m = _LIST_ITEM.match(lines[i])
-                if m and m.group(2)[0].isdigit() == ordered:
-                    items.append(m.group(3).strip())
-                elif lines[i].startswith((" ", "\t")) and lines[i].strip() and items:
-                    items[-1] += " " + lines[i].strip()   # continuation of the item above
-                else:
-                    break
-                i += 1
-            tag = "ol" if ordered else "ul"
-            out.append(f"<{tag}>" + "".join(f"<li>{inline_html(t)}</li>" for t in items) + f"</{tag}>")
-            continue
-        if not stripped:
-            flush()
-        else:
-            paragraph.append(stripped)
-        i += 1
-    flush()
-    return "".join(out)
-
-
-def _dedent(lines: list[str]) -> str:
-    indents = [len(s) - len(s.lstrip()) for s in lines if s.strip()]
-    cut = min(indents) if indents else 0
-    return "\n".join(s[cut:] for s in lines)
 
 
 def _footer() -> str:

@@ -11,7 +11,7 @@ module behind a point without any JavaScript.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from html import escape
 from typing import Optional, Sequence
 
