@@ -80,7 +80,7 @@ def _summary(report) -> str:
         verdict = (f'<p class="verdict {status}">{s["total"]} finding{"" if s["total"] == 1 else "s"}: {problems}.'
                    + (" Info findings do not fail the check." if report.ok else "") + "</p>")
     cards = "".join(
-        f'<div class="card {cls}"><span class="count">{n}</span><span class="what">{label}</span></div>'
+        f'<div class="card {cls if n else "zero"}"><span class="count">{n}</span><span class="what">{label}</span></div>'
         for n, label, cls in ((s["errors"], "errors", "sev-error"), (s["warnings"], "warnings", "sev-warning"),
                               (s["infos"], "info", "sev-info"), (s["fixable"], "fixable", "fixable")))
     fix_hint = ""
@@ -438,6 +438,7 @@ h4 { font-size: 14px; margin: 0 0 4px; }
 .card.sev-warning { border-left-color: var(--sev-warning); } .card.sev-warning .count { color: var(--sev-warning); }
 .card.sev-info { border-left-color: var(--sev-info); } .card.sev-info .count { color: var(--sev-info); }
 .card.fixable { border-left-color: var(--sev-ok); } .card.fixable .count { color: var(--sev-ok); }
+.card.zero .count { color: var(--muted); }
 .verdict { font-weight: 600; margin: 16px 0 4px; }
 .verdict.fail { color: var(--sev-error); } .verdict.ok { color: var(--sev-ok); }
 .hint, .section-intro, .legend { color: var(--muted); margin: 4px 0 12px; }
