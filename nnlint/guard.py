@@ -1,0 +1,278 @@
+"""The pre-training hook: check the first real training batch and the first real gradients, then leave.
+
+    guard = nnlint.guard(model, optimizer)
+    for x, y in loader:              # the first step is checked; later steps pay nothing
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+
+Two one-shot hooks:
+- a forward pre-hook on the model sees the first call made in training mode with grad enabled (an eval
+  or `no_grad` call, such as a sanity validation, is let through), runs `nnlint.check` on that batch, and
+  removes itself. The check leaves the model, its buffers, its grads and the RNG exactly as it found
+  them, so the real step that follows computes what it would have without the guard.
+- an optimizer step pre-hook sees the first real gradients, those of the real loss, before the update,
+  and runs the gradient rules (NN404-NN406) on them; then it removes itself.
+Error-severity findings raise `UnhealthyModelError` (its text is the report) before any update is made;
+warnings are issued as `NNLintWarning`. With `on_error="warn"`, errors are warnings too.
+
+Distributed training: every rank runs the same hooks at the same step, and the decision to raise is
+agreed (an all-reduce of one flag) so that all ranks raise or all continue together; a rank stuck in a
+collective while the others have stopped would hang the job. Only rank 0 prints.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import warnings
+from typing import Any, Iterable, Optional
+
+from nnlint.config import Config, load_config
+from nnlint.errors import NNLintError
+from nnlint.report import Report
+
+GRADIENT_RULES = ("NN404", "NN405", "NN406")
+ON_ERROR = ("raise", "warn")
+
+
+class UnhealthyModelError(RuntimeError):
+    """The guard found an error-severity problem; `str(e)` is the report, `e.report` the Report."""
+
+    def __init__(self, message: str, report: Optional[Report] = None):
+        super().__init__(message)
+        self.report = report
+
+
+class NNLintWarning(UserWarning):
+    """A finding of the guard or of a training callback that does not stop training."""
+
+
+def guard(model, optimizer=None, *, on_error: str = "raise", select: Optional[Iterable[str]] = None,
+          ignore: Optional[Iterable[str]] = None, config: Optional[Config] = None) -> "Guard":
+    """Check `model` on its first real training batch and, with an optimizer, its first real gradients.
+
+    Returns the Guard: `.report` holds what was found (None until the first batch), `.remove()` takes the
+    hooks off early; it is also a context manager that removes them on exit. The project's
+    `[tool.nnlint]` configuration applies unless `config` is given.
+    """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be 'raise' or 'warn', not {on_error!r}")
+    g = Guard(model, optimizer, on_error=on_error, select=list(select) if select is not None else None,
+              ignore=list(ignore or []), config=config if config is not None else load_config("."))
+    g.install()
+    return g
+
+
+@dataclasses.dataclass
+class Guard:
+    model: Any
+    optimizer: Any = None
+    on_error: str = "raise"
+    select: Optional[list[str]] = None
+    ignore: list[str] = dataclasses.field(default_factory=list)
+    config: Config = dataclasses.field(default_factory=Config)
+    report: Optional[Report] = None      # everything found so far (the batch, then the gradients)
+    _handles: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+
+    # -- hooks --
+    def install(self) -> None:
+        # prepend: see the batch as the training loop passed it, before other pre-hooks rewrite it
+        # (they run again, normally, inside the check's own forward).
+        self._handles["forward"] = self.model.register_forward_pre_hook(
+            self._on_forward, with_kwargs=True, prepend=True)
+        if self.optimizer is not None:
+            self._handles["step"] = self.optimizer.register_step_pre_hook(self._on_step)
+
+    def remove(self) -> None:
+        for handle in self._handles.values():
+            handle.remove()
+        self._handles.clear()
+
+    @property
+    def active(self) -> bool:
+        return bool(self._handles)
+
+    def __enter__(self) -> "Guard":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def _drop(self, name: str) -> None:
+        handle = self._handles.pop(name, None)
+        if handle is not None:
+            handle.remove()
+
+    def _on_forward(self, module, args, kwargs):
+        import torch
+
+        if not (module.training and torch.is_grad_enabled()) or torch.is_inference_mode_enabled():
+            return None   # an evaluation call: wait for the first training batch
+        self._drop("forward")
+        batch = batch_from_call(args, kwargs)
+        if batch is None:
+            self._could_not_check("the model was called with both positional and keyword arguments")
+            deliver(None, self.on_error)   # still take part in the ranks' agreement
+        else:
+            self.check_batch(batch)
+        return None
+
+    def _on_step(self, optimizer, args, kwargs) -> None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if not any(p.grad is not None for p in params):
+            return   # step(closure): the gradients are computed inside the step; look at the next one
+        self._drop("step")
+        self.check_gradients()
+
+    # -- the checks; the integrations call these directly --
+    def check_batch(self, batch) -> Optional[Report]:
+        """Check the model on one batch and deliver the findings (raise or warn)."""
+        from nnlint.api import check
+
+        try:
+            report = check(unwrap(self.model), batch, optimizer=self.optimizer, select=self.select,
+                           ignore=self.ignore, config=self.config)
+        except NNLintError as exc:
+            self._could_not_check(str(exc))
+            report = None
+        except Exception as exc:   # an nnlint bug must not stop a training run
+            self._could_not_check(f"{type(exc).__name__}: {exc}")
+            report = None
+        if report is not None:
+            self.report = report
+        deliver(report, self.on_error)
+        return report
+
+    def check_gradients(self) -> Optional[Report]:
+        """Run the gradient rules on the gradients the model holds now (the real loss's, before the
+        optimizer uses them) and deliver what the batch check had not already reported."""
+        codes = self._gradient_codes()
+        trace = None if self.report is None else self.report.trace
+        if not codes:
+            return None
+        if trace is None:
+            self._could_not_check("no training forward of the model was seen before the first optimizer step, "
+                                  "so its gradients could not be placed in the model; call the guarded module "
+                                  "itself in the training loop")
+            deliver(None, self.on_error)
+            return None
+        from nnlint.api import run_rules
+
+        found = run_rules(with_real_gradients(trace, unwrap(self.model)), select=codes, config=self.config)
+        seen = {(d.code, d.module) for d in self.report.diagnostics}
+        new = [d for d in found if (d.code, d.module) not in seen]
+        self.report = dataclasses.replace(self.report, diagnostics=self.report.diagnostics + new)
+        gradients = dataclasses.replace(self.report, diagnostics=new,
+                                        notes=["measured on the real gradients of the first optimizer step"])
+        deliver(gradients, self.on_error)
+        return gradients
+
+    def _gradient_codes(self) -> list[str]:
+        from nnlint.registry import all_rules, matches
+
+        return [c for c in GRADIENT_RULES if c in all_rules()
+                and (not self.select or matches(c, self.select)) and not matches(c, self.ignore)]
+
+    def _could_not_check(self, why: str) -> None:
+        if is_reporting_rank():
+            warnings.warn(f"nnlint.guard could not check the model: {why}", NNLintWarning, stacklevel=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces shared with the training-framework callbacks
+
+
+def deliver(report: Optional[Report], on_error: str) -> None:
+    """Raise on error-severity findings (on every rank together), warn on the rest (rank 0 only).
+
+    Every rank must call this at the same point, even one whose check could not run (report None):
+    it takes part in the agreement."""
+    from nnlint.testing import failures, report_text
+
+    errors = bool(report is not None and failures(report, "error"))
+    stop = any_rank(errors) and on_error == "raise"
+    if stop:
+        if errors:
+            raise UnhealthyModelError(f"nnlint stopped training before the first update:\n\n{report_text(report)}",
+                                      report)
+        raise UnhealthyModelError("nnlint stopped training before the first update: another rank found an "
+                                  "error (rank 0 prints the report)")
+    if report is not None and failures(report, "warning") and is_reporting_rank():
+        warnings.warn(f"nnlint found problems in the training setup:\n\n{report_text(report)}", NNLintWarning,
+                      stacklevel=2)
+
+
+def with_real_gradients(trace, model):
+    """A copy of `trace` whose parameter gradient statistics are those of the gradients the model holds
+    now, measured the way the tracer measures its own (so the gradient rules read them unchanged)."""
+    from nnlint.trace import stats
+    from nnlint.trace.tracer import _grad_stats
+
+    params = {name: dataclasses.replace(rec, grad_norm=None, grad_all_zero=False, grad_nonfinite=False)
+              for name, rec in trace.params.items()}
+    pending = stats.PendingStats()
+    _grad_stats(model, params, pending)
+    pending.resolve()
+    return dataclasses.replace(trace, params=params, backward_ran=True, loss_is_surrogate=False)
+
+
+def batch_from_call(args: tuple, kwargs: dict):
+    """The batch, in nnlint.check's convention, that reproduces the call `model(*args, **kwargs)`:
+    a lone tensor as itself, positional arguments as a tuple, keywords as a dict. None for a mix."""
+    import torch
+
+    if args and kwargs:
+        return None
+    if kwargs:
+        return dict(kwargs)
+    if len(args) == 1 and isinstance(args[0], torch.Tensor):
+        return args[0]
+    return tuple(args)
+
+
+def unwrap(model):
+    """The module inside a DistributedDataParallel / DataParallel wrapper: the names users know."""
+    while type(model).__name__ in ("DistributedDataParallel", "DataParallel") and hasattr(model, "module"):
+        model = model.module
+    return model
+
+
+def _distributed():
+    try:
+        import torch.distributed as dist
+    except ImportError:   # pragma: no cover - torch built without distributed
+        return None
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def is_reporting_rank() -> bool:
+    dist = _distributed()
+    return dist is None or dist.get_rank() == 0
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when `flag` is true on any rank (one all-reduce); `flag` outside distributed."""
+    dist = _distributed()
+    if dist is None:
+        return flag
+    import torch
+
+    device = torch.device("cpu")
+    if "nccl" in str(dist.get_backend()).lower():
+        device = torch.device("cuda", torch.cuda.current_device())
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+class _CallableModule(types.ModuleType):
+    """`nnlint.guard` is both this module and the function users call: once anything imports the
+    module (`from nnlint.guard import ...`), Python sets the package attribute `nnlint.guard` to the
+    module, hiding the function that `nnlint.__getattr__` served. Calling the module calls the function."""
+
+    def __call__(self, *args, **kwargs) -> Guard:
+        return guard(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,168 @@
+"""`nnlint.testing.assert_healthy` and the pytest plugin, run through pytest itself (pytester)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from importlib.metadata import entry_points
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+# A faulty model and its healthy twin; the test files below import them from `models.py`.
+MODELS = '''
+import torch
+import torch.nn as nn
+
+
+class MLP(nn.Module):
+    def __init__(self, dead: bool):
+        super().__init__()
+        self.fc = nn.Linear(16, 32)
+        self.act = nn.ReLU()
+        self.head = nn.Linear(32, 4)
+        nn.init.kaiming_normal_(self.fc.weight, nonlinearity="relu")
+        nn.init.constant_(self.fc.bias, -20.0 if dead else 0.0)   # -20: every unit of act is dead
+        nn.init.xavier_normal_(self.head.weight)
+
+    def forward(self, x):
+        return self.head(self.act(self.fc(x)))
+
+
+def faulty():
+    torch.manual_seed(0)
+    return MLP(dead=True)
+
+
+def healthy():
+    torch.manual_seed(0)
+    return MLP(dead=False)
+
+
+def batch():
+    return torch.randn(64, 16, generator=torch.Generator().manual_seed(1))
+'''
+
+
+@pytest.fixture
+def project(pytester):
+    pytester.makepyfile(models=MODELS)
+    return pytester
+
+
+def run(pytester, *args):
+    # In a subprocess: an inline run restores sys.modules afterwards, and torch (with the submodules
+    # it loads lazily) cannot be imported a second time into one process.
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+
+
+def test_assert_healthy_fails_with_the_report_table_and_passes_on_the_healthy_twin(project):
+    project.makepyfile(test_models='''
+        from models import batch, faulty, healthy
+        from nnlint.testing import assert_healthy
+
+        def test_faulty():
+            assert_healthy(faulty(), batch())
+
+        def test_healthy():
+            assert_healthy(healthy(), batch())
+    ''')
+    result = run(project)
+    result.assert_outcomes(passed=1, failed=1)
+    out = result.stdout.str()
+    result.stdout.fnmatch_lines(["*AssertionError: nnlint: 1 finding(s) at or above 'warning'*"])
+    # The table names the module, the code and the measured number.
+    assert any("act" in line and "NN203" in line and "100%" in line for line in out.splitlines()), out
+    # The failure points at the user's line; assert_healthy's own frame is hidden.
+    assert "assert_healthy(faulty(), batch())" in out
+    assert "def assert_healthy" not in out and "__tracebackhide__" not in out
+
+
+def test_assert_healthy_ignore_and_fail_on(project):
+    project.makepyfile(test_models='''
+        import pytest
+        from models import batch, faulty
+        from nnlint.testing import assert_healthy
+
+        def test_ignored():
+            report = assert_healthy(faulty(), batch(), ignore=["NN203"])
+            assert report.ok
+
+        def test_demoted_to_info_passes_unless_fail_on_info():
+            from nnlint.config import config_from_table
+            demoted = config_from_table({"severity": {"NN203": "info"}})
+            assert_healthy(faulty(), batch(), config=demoted)
+            with pytest.raises(AssertionError, match="NN203"):
+                assert_healthy(faulty(), batch(), config=demoted, fail_on="info")
+    ''')
+    run(project).assert_outcomes(passed=2)
+
+
+def test_project_configuration_applies(project):
+    project.makefile(".toml", pyproject='''
+        [tool.nnlint.per-module-ignores]
+        "act" = ["NN203"]
+    ''')
+    project.makepyfile(test_models='''
+        from models import batch, faulty
+        from nnlint.testing import assert_healthy
+
+        def test_faulty_but_configured_away():
+            assert_healthy(faulty(), batch())
+    ''')
+    run(project).assert_outcomes(passed=1)
+
+
+def test_fixture_and_marker(project):
+    project.makepyfile(test_models='''
+        import pytest
+        from models import batch, faulty, healthy
+
+        pytestmark = pytest.mark.nnlint(ignore=["NN1"])
+
+        @pytest.mark.nnlint(ignore=["NN203"])
+        def test_faulty_with_marker(nnlint_check):
+            assert nnlint_check(faulty(), batch()).ok
+
+        def test_faulty_without_marker(nnlint_check):
+            nnlint_check(faulty(), batch())
+
+        def test_healthy(nnlint_check):
+            nnlint_check(healthy(), batch())
+    ''')
+    result = run(project, "--strict-markers")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*test_faulty_without_marker*", "*NN203*"])
+    assert "def check(model, batch" not in result.stdout.str()   # the fixture's frame is hidden too
+
+
+def test_marker_is_listed(pytester):
+    pytester.runpytest("--markers").stdout.fnmatch_lines(["@pytest.mark.nnlint(*"])
+
+
+def test_plugin_is_registered_through_the_pytest11_entry_point():
+    assert "nnlint.pytest_plugin" in {e.value for e in entry_points(group="pytest11") if e.name == "nnlint"}
+
+
+def test_plugin_imports_no_torch():
+    # Every pytest run in the environment imports the plugin: it must not cost a torch import.
+    code = textwrap.dedent("""
+        import sys
+        import nnlint.pytest_plugin
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "numpy", "tabulate", "libcst"))
+        print(heavy)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_a_pytest_run_loads_the_plugin_without_torch(pytester):
+    pytester.makepyfile(test_plain='''
+        import sys
+
+        def test_no_torch(request):
+            assert request.config.pluginmanager.has_plugin("nnlint")
+            assert "torch" not in sys.modules
+    ''')
+    run(pytester).assert_outcomes(passed=1)
