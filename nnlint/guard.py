@@ -56,12 +56,18 @@ def guard(model, optimizer=None, *, on_error: str = "raise", select: Optional[It
     hooks off early; it is also a context manager that removes them on exit. The project's
     `[tool.nnlint]` configuration applies unless `config` is given.
     """
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be 'raise' or 'warn', not {on_error!r}")
-    g = Guard(model, optimizer, on_error=on_error, select=list(select) if select is not None else None,
-              ignore=list(ignore or []), config=config if config is not None else load_config("."))
+    g = make_guard(model, optimizer, on_error=on_error, select=select, ignore=ignore, config=config)
     g.install()
     return g
+
+
+def make_guard(model, optimizer=None, *, on_error: str = "raise", select: Optional[Iterable[str]] = None,
+               ignore: Optional[Iterable[str]] = None, config: Optional[Config] = None) -> "Guard":
+    """A Guard with no hooks installed yet (the training callbacks call its checks from their own hooks)."""
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be 'raise' or 'warn', not {on_error!r}")
+    return Guard(model, optimizer, on_error=on_error, select=list(select) if select is not None else None,
+                 ignore=list(ignore or []), config=config if config is not None else load_config("."))
 
 
 @dataclasses.dataclass
@@ -73,15 +79,16 @@ class Guard:
     ignore: list[str] = dataclasses.field(default_factory=list)
     config: Config = dataclasses.field(default_factory=Config)
     report: Optional[Report] = None      # everything found so far (the batch, then the gradients)
-    _handles: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+    _handles: dict[str, Any] = dataclasses.field(default_factory=dict, init=False, repr=False)
 
     # -- hooks --
-    def install(self) -> None:
+    def install(self, *, step: bool = True) -> None:
+        """The one-shot forward pre-hook, and (with an optimizer, unless `step=False`) the step pre-hook."""
         # prepend: see the batch as the training loop passed it, before other pre-hooks rewrite it
         # (they run again, normally, inside the check's own forward).
         self._handles["forward"] = self.model.register_forward_pre_hook(
             self._on_forward, with_kwargs=True, prepend=True)
-        if self.optimizer is not None:
+        if step and self.optimizer is not None:
             self._handles["step"] = self.optimizer.register_step_pre_hook(self._on_step)
 
     def remove(self) -> None:
@@ -151,11 +158,17 @@ class Guard:
         trace = None if self.report is None else self.report.trace
         if not codes:
             return None
+        why_not = None
         if trace is None:
-            self._could_not_check("no training forward of the model was seen before the first optimizer step, "
-                                  "so its gradients could not be placed in the model; call the guarded module "
-                                  "itself in the training loop")
-            deliver(None, self.on_error)
+            why_not = ("no training forward of the model was seen before the first optimizer step, so its "
+                       "gradients could not be placed in the model; call the guarded module itself in the "
+                       "training loop")
+        elif not any(p.grad is not None for p in unwrap(self.model).parameters()):
+            why_not = ("no parameter holds a gradient at the optimizer step (a sharded optimizer such as ZeRO "
+                       "or FSDP keeps them elsewhere), so the gradient rules were not run")
+        if why_not is not None:
+            self._could_not_check(why_not)
+            deliver(None, self.on_error)   # still take part in the ranks' agreement
             return None
         from nnlint.api import run_rules
 
@@ -214,7 +227,8 @@ def with_real_gradients(trace, model):
     pending = stats.PendingStats()
     _grad_stats(model, params, pending)
     pending.resolve()
-    return dataclasses.replace(trace, params=params, backward_ran=True, loss_is_surrogate=False)
+    # The loss value the check recorded was its own surrogate's; the real one is not known here.
+    return dataclasses.replace(trace, params=params, backward_ran=True, loss_is_surrogate=False, loss=None)
 
 
 def batch_from_call(args: tuple, kwargs: dict):
