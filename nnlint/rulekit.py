@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from nnlint.diagnostics import Fix
+from nnlint.diagnostics import Fix, Location
 from nnlint.trace.graph import Follower, Graph
 from nnlint.trace.records import OpRecord, Trace
 
@@ -148,3 +148,39 @@ def normalize_call(mean: list[float], std: list[float]) -> str:
 
 def input_location(trace: Trace):
     return trace.target_info.get("batch_location")
+
+
+def as_location(value) -> Optional[Location]:
+    """A Location from what a loader may have stored: a Location, a (file, line) pair or a dict."""
+    if value is None or isinstance(value, Location):
+        return value
+    if isinstance(value, dict) and "file" in value and "line" in value:
+        return Location(str(value["file"]), int(value["line"]))
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return Location(str(value[0]), int(value[1]))
+    return None
+
+
+def active_dropouts(graph: Graph) -> list[OpRecord]:
+    """Dropout calls that really drop in the training pass (p > 0, training=True): `p=0` and
+    `training=False` are no-ops, not regularization."""
+    return [o for o in graph.ops if o.kind == "dropout" and o.args.get("training", True)
+            and o.args.get("p", 0.0) > 0.0]
+
+
+def describe_dropout(trace: Trace, op: OpRecord) -> str:
+    """`nn.Dropout(p=0.5)` for a module, `F.dropout(p=0.1) in block.forward` for a functional call."""
+    p = op.args.get("p")
+    if is_functional(trace, op):
+        return f"F.{op.func}(p={p}) in {op.module or trace.model_type}.forward"
+    return f"nn.{op.module_type}(p={p})"
+
+
+def once_per_site(ops):
+    """Each call site once: a module run several times (one shared nn.Dropout) is one finding."""
+    seen: set[tuple] = set()
+    for op in ops:
+        key = (op.module, op.func, op.location)
+        if key not in seen:
+            seen.add(key)
+            yield op

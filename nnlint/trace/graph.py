@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 from nnlint.trace import ops as opnames
 from nnlint.trace.records import OpRecord, Trace
@@ -115,6 +115,35 @@ class Graph:
                 return Follower("output", nxt)
             queue.extend(self.next_ops(nxt))
         return Follower("output" if self.reaches_output(op) else "none", None)
+
+    def first_downstream(self, op: OpRecord, match: Callable[[OpRecord], bool],
+                         through: Callable[[OpRecord], bool], max_steps: int = 64) -> Optional[OpRecord]:
+        """The first op after `op` that `match`es, reached by walking consumers only through ops
+        that `through` accepts."""
+        return self._first(deque(self.next_ops(op)), self.next_ops, match, through, max_steps)
+
+    def first_upstream(self, op: OpRecord, match: Callable[[OpRecord], bool],
+                       through: Callable[[OpRecord], bool], max_steps: int = 64) -> Optional[OpRecord]:
+        """The first op before `op` (producers of its non-parameter inputs) that `match`es, walking
+        back only through ops that `through` accepts."""
+        return self._first(deque(self._producers(op)), self._producers, match, through, max_steps)
+
+    def _producers(self, op: OpRecord) -> list[OpRecord]:
+        return [self.producer[s] for s in op.inputs if s not in self.param_serials and s in self.producer]
+
+    @staticmethod
+    def _first(queue, step, match, through, max_steps) -> Optional[OpRecord]:
+        seen: set[int] = set()
+        while queue and len(seen) < max_steps:
+            nxt = queue.popleft()
+            if nxt.index in seen:
+                continue
+            seen.add(nxt.index)
+            if match(nxt):
+                return nxt
+            if through(nxt):
+                queue.extend(step(nxt))
+        return None
 
     def is_binary_tensor_op(self, op: OpRecord) -> bool:
         return len([s for s in op.inputs if s not in self.param_serials]) >= 2

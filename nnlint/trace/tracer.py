@@ -432,6 +432,7 @@ def run_trace(
     )
     trace.optimizer = _optimizer_record(optimizer, model)
     trace.train_transform = describe_transform(train_transform)
+    _setup_locations(trace, optimizer, train_transform, source_origins)
     try:
         model.train()
         state.detach_grads()
@@ -508,6 +509,7 @@ def _static_trace(model, batch, origins, optimizer, train_transform, pending, st
                   root_training=model.training, batch_description=describe_batch(batch), device="meta")
     trace.optimizer = _optimizer_record(optimizer, model)
     trace.train_transform = describe_transform(train_transform)
+    _setup_locations(trace, optimizer, train_transform, origins)
     trace.notes.append("the model is on the meta device (no values): only the structural rules ran "
                        "(modes, BatchNorm options, optimizer); move it to a real device to measure it")
     pending.resolve()
@@ -788,8 +790,22 @@ def _optimizer_record(optimizer, model) -> Optional[OptimizerRecord]:
             "weight_decay": float(g.get("weight_decay", 0.0) or 0.0),
             "lr": float(g["lr"]) if isinstance(g.get("lr"), (int, float)) else None,
             "params": [names.get(id(p), "?") for p in g.get("params", [])],
+            # LBFGS, Rprop, SparseAdam have no weight decay at all; Adam(decoupled_weight_decay=True)
+            # is AdamW: NN506 reads both.
+            "supports_weight_decay": "weight_decay" in g,
+            "decoupled_weight_decay": bool(g.get("decoupled_weight_decay", False)),
         })
     return OptimizerRecord(type=type(optimizer).__name__, groups=groups)
+
+
+def _setup_locations(trace: Trace, optimizer, train_transform, origins) -> None:
+    """Where the optimizer and the train transform were built, when the loader recorded it (keyed by
+    id(object), like modules): the findings about them point at those lines."""
+    origins = origins or {}
+    if optimizer is not None and id(optimizer) in origins:
+        trace.target_info["optimizer_location"] = origins[id(optimizer)]
+    if trace.train_transform is not None and id(train_transform) in origins:
+        trace.train_transform["location"] = origins[id(train_transform)]
 
 
 def describe_transform(transform) -> Optional[dict[str, Any]]:
@@ -797,16 +813,36 @@ def describe_transform(transform) -> Optional[dict[str, Any]]:
     if transform is None:
         return None
     steps = []
+    dataset = None
+    if _is_dataset(transform):
+        # A training Dataset: its transform is what augments (torchvision datasets keep it in .transform).
+        dataset, transform = type(transform).__name__, getattr(transform, "transform", None)
+        if transform is None:
+            return {"type": "None", "steps": [], "dataset": dataset}
 
     def walk(t, depth=0):
         if depth > 4:
             return
         inner = getattr(t, "transforms", None)
+        if inner is None and type(t).__name__ == "Sequential" and hasattr(t, "children"):
+            inner = list(t.children())   # torchvision's scriptable nn.Sequential(transforms...)
         if isinstance(inner, (list, tuple)):
+            # Keep a wrapper's own name (RandomApply, RandomChoice, A.OneOf): it is what makes its
+            # children random. Plain sequencing containers add nothing.
+            if type(t).__name__ not in ("Compose", "Sequential", "ReplayCompose"):
+                steps.append(type(t).__name__)
             for s in inner:
                 walk(s, depth + 1)
         else:
             steps.append(type(t).__name__)
 
     walk(transform)
-    return {"type": type(transform).__name__, "steps": steps}
+    out = {"type": type(transform).__name__, "steps": steps}
+    if dataset is not None:
+        out["dataset"] = dataset
+    return out
+
+
+def _is_dataset(obj) -> bool:
+    return hasattr(obj, "__getitem__") and hasattr(obj, "__len__") and hasattr(obj, "transform") \
+        and not callable(obj)
