@@ -2,6 +2,9 @@
 nnlint.check (optimizer=, train_transform=, source_origins= plumbing included)."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as nn
@@ -390,3 +393,29 @@ def test_bn_resnet_with_adamw_groups_and_augmentation_is_clean_for_this_family()
     found = run(model, images(), ["NN303", "NN305", "NN503", "NN504", "NN505", "NN506"],
                 optimizer=torch.optim.AdamW(param_groups(model, 0.05), lr=1e-3), train_transform=transform)
     assert found == []
+
+
+# ----- the fixtures, through the loader: each finding on its `# expect:` line ---------------------
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+MY_FIXTURES = [
+    "correlated_features.py", "independent_features.py", "no_augmentation.py", "flip_crop_augmentation.py",
+    "batchnorm_no_running_stats.py", "batchnorm_running_stats.py", "dropout_on_conv_maps.py",
+    "dropout2d_on_conv_maps.py", "dropout_before_batchnorm.py", "dropout_after_last_batchnorm.py",
+    "sgd_decays_norms.py", "adam_l2_weight_decay.py", "adamw_param_groups.py",
+]
+THIS_FAMILY = ["NN303", "NN305", "NN503", "NN504", "NN505", "NN506"]
+
+
+@pytest.mark.parametrize("name", MY_FIXTURES)
+def test_fixture_findings_point_at_their_expect_markers(name):
+    """The loader records where the batch, the optimizer and the transform are built; the findings
+    about them (NN303, NN506, NN305) point there, the module findings at the module's line."""
+    from nnlint.loader import load_target
+
+    path = FIXTURES / name
+    lines = path.read_text().splitlines()
+    expected = {(i + 1, code) for i, line in enumerate(lines) for code in re.findall(r"# expect: (NN\d+)", line)}
+    assert expected or "# expect: clean" in "\n".join(lines)
+    loaded = load_target(str(path))
+    report = nnlint.check(loaded.model, loaded.batch, select=THIS_FAMILY, **loaded.check_arguments())
+    assert {(d.location.line if d.location else None, d.code) for d in report.diagnostics} == expected

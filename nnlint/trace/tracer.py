@@ -432,7 +432,7 @@ def run_trace(
     )
     trace.optimizer = _optimizer_record(optimizer, model)
     trace.train_transform = describe_transform(train_transform)
-    _setup_locations(trace, optimizer, train_transform, source_origins)
+    _setup_locations(trace, batch, optimizer, train_transform, source_origins)
     try:
         model.train()
         state.detach_grads()
@@ -509,7 +509,7 @@ def _static_trace(model, batch, origins, optimizer, train_transform, pending, st
                   root_training=model.training, batch_description=describe_batch(batch), device="meta")
     trace.optimizer = _optimizer_record(optimizer, model)
     trace.train_transform = describe_transform(train_transform)
-    _setup_locations(trace, optimizer, train_transform, origins)
+    _setup_locations(trace, batch, optimizer, train_transform, origins)
     trace.notes.append("the model is on the meta device (no values): only the structural rules ran "
                        "(modes, BatchNorm options, optimizer); move it to a real device to measure it")
     pending.resolve()
@@ -798,10 +798,12 @@ def _optimizer_record(optimizer, model) -> Optional[OptimizerRecord]:
     return OptimizerRecord(type=type(optimizer).__name__, groups=groups)
 
 
-def _setup_locations(trace: Trace, optimizer, train_transform, origins) -> None:
-    """Where the optimizer and the train transform were built, when the loader recorded it (keyed by
-    id(object), like modules): the findings about them point at those lines."""
+def _setup_locations(trace: Trace, batch, optimizer, train_transform, origins) -> None:
+    """Where the batch, the optimizer and the train transform were built, when the loader recorded it
+    (keyed by id(object), like modules): the findings about them point at those lines."""
     origins = origins or {}
+    if batch is not None and id(batch) in origins:
+        trace.target_info["batch_location"] = origins[id(batch)]
     if optimizer is not None and id(optimizer) in origins:
         trace.target_info["optimizer_location"] = origins[id(optimizer)]
     if trace.train_transform is not None and id(train_transform) in origins:

@@ -85,7 +85,7 @@ class NoAugmentation(Rule):
         steps = list(transform.get("steps") or [])
         if any(is_random_step(s) for s in steps) or any(s in OPAQUE_STEPS for s in steps):
             return
-        image_shape = next((tuple(rec.summary.shape) for rec in trace.inputs
+        image_shape = next((list(rec.summary.shape) for rec in trace.inputs
                             if rec.is_float and len(rec.summary.shape) == 4), None)
         if image_shape is None and not any(s in IMAGE_STEPS for s in steps):
             return

@@ -122,8 +122,9 @@ class WeightDecaySetup(Rule):
         if not names:
             return
         wd = sorted({g["weight_decay"] for g in decayed})
-        parts = [f"{len(norm)} norm weights/biases" if norm else "", f"{len(bias)} biases" if bias else "",
-                 f"{len(other)} other 1-D parameters" if other else ""]
+        parts = [f"{len(norm)} norm weights/biases" if norm else "",
+                 f"{len(bias)} bias{'es' if len(bias) > 1 else ''}" if bias else "",
+                 f"{len(other)} other 1-D parameter{'s' if len(other) > 1 else ''}" if other else ""]
         examples = ", ".join(names[:EXAMPLES]) + (", ..." if len(names) > EXAMPLES else "")
         yield self.diagnostic(
             "",
