@@ -386,6 +386,21 @@ def test_nn506_frozen_norms_are_not_counted():
     assert (d.evidence["norm"], d.evidence["bias"]) == (0, 1) and d.evidence["examples"] == ["fc.bias"]
 
 
+def test_nn506_names_the_optimizer_inside_a_wrapper():
+    class AcceleratedOptimizer(torch.optim.Optimizer):   # accelerate's wrapper keeps it in .optimizer
+        def __init__(self, optimizer):
+            self.optimizer = optimizer
+
+        @property
+        def param_groups(self):
+            return self.optimizer.param_groups
+
+    model = TinyResNet()
+    wrapped = AcceleratedOptimizer(torch.optim.Adam(param_groups(model, 1e-4)))
+    d = only(run(model, images(), ["NN506"], optimizer=wrapped), "NN506")
+    assert d.evidence["optimizer"] == "Adam" and d.evidence["finding"] == "coupled_l2"
+
+
 # ----- the healthy BN ResNet, whole setup: nothing from this family -------------------------------
 def test_bn_resnet_with_adamw_groups_and_augmentation_is_clean_for_this_family():
     model = TinyResNet()

@@ -783,6 +783,7 @@ def _choose_input_channel_dims(trace: Trace) -> None:
 def _optimizer_record(optimizer, model) -> Optional[OptimizerRecord]:
     if optimizer is None:
         return None
+    optimizer = _unwrap_optimizer(optimizer)
     names = {id(p): n for n, p in model.named_parameters()}
     groups = []
     for g in getattr(optimizer, "param_groups", []):
@@ -796,6 +797,16 @@ def _optimizer_record(optimizer, model) -> Optional[OptimizerRecord]:
             "decoupled_weight_decay": bool(g.get("decoupled_weight_decay", False)),
         })
     return OptimizerRecord(type=type(optimizer).__name__, groups=groups)
+
+
+def _unwrap_optimizer(optimizer, depth: int = 0):
+    """The torch optimizer inside a wrapper (accelerate's AcceleratedOptimizer keeps it in .optimizer,
+    Lightning's LightningOptimizer in ._optimizer): its class is what the user chose."""
+    for attr in ("optimizer", "_optimizer"):
+        inner = getattr(optimizer, attr, None)
+        if depth < 4 and inner is not None and inner is not optimizer and hasattr(inner, "param_groups"):
+            return _unwrap_optimizer(inner, depth + 1)
+    return optimizer
 
 
 def _setup_locations(trace: Trace, batch, optimizer, train_transform, origins) -> None:
