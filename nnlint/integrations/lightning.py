@@ -11,11 +11,7 @@ that is installed, `pytorch_lightning`.
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Iterable, Optional
-
-from nnlint.config import Config
-from nnlint.guard import Guard, make_guard
+from nnlint.integrations import TrainingCheck
 
 try:
     from lightning.pytorch.callbacks import Callback
@@ -23,43 +19,23 @@ except ImportError:   # the older package name
     from pytorch_lightning.callbacks import Callback
 
 
-class NNLintCallback(Callback):
-    def __init__(self, *, on_error: str = "raise", select: Optional[Iterable[str]] = None,
-                 ignore: Optional[Iterable[str]] = None, config: Optional[Config] = None):
-        super().__init__()
-        # Built now, so that a bad option or configuration fails here rather than mid-fit.
-        self.template = make_guard(None, on_error=on_error, select=select, ignore=ignore, config=config)
-        self.guard: Optional[Guard] = None
-        self.gradients_checked = False
-
-    @property
-    def report(self):
-        """What the check found (None before fit)."""
-        return None if self.guard is None else self.guard.report
+class NNLintCallback(TrainingCheck, Callback):
+    """Options as nnlint.guard's: on_error="raise"|"warn", select, ignore, config."""
 
     def on_fit_start(self, trainer, pl_module) -> None:
         optimizers = list(getattr(trainer, "optimizers", None) or [])
-        self.guard = dataclasses.replace(self.template, model=pl_module, optimizer=optimizers[0] if optimizers else None)
-        self.gradients_checked = False
         example = getattr(pl_module, "example_input_array", None)
-        if example is None:
-            self.guard.install(step=False)   # the first training batch that reaches forward
-            return
-        self.guard.check_batch(_to_module_device(pl_module, example))
+        self.start(pl_module, optimizers[0] if optimizers else None,
+                   None if example is None else _to_module_device(pl_module, example))
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        if self.guard is None or self.gradients_checked:
-            return
-        self.gradients_checked = True
-        self.guard.remove()   # whatever the forward hook saw, it has seen it by now
-        self.guard.check_gradients()
+        self.gradients_ready()
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        if self.guard is not None:
-            self.guard.remove()
+        self.stop()
 
     def on_exception(self, trainer, pl_module, exception) -> None:
-        self.on_fit_end(trainer, pl_module)
+        self.stop()
 
 
 def _to_module_device(pl_module, batch):

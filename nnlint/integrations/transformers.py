@@ -12,52 +12,29 @@ every rank; rank 0 prints.
 """
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Mapping
 from contextlib import contextmanager
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 from transformers import TrainerCallback
 
-from nnlint.config import Config
-from nnlint.guard import Guard, make_guard
+from nnlint.integrations import TrainingCheck
 
 
-class NNLintCallback(TrainerCallback):
-    def __init__(self, *, on_error: str = "raise", select: Optional[Iterable[str]] = None,
-                 ignore: Optional[Iterable[str]] = None, config: Optional[Config] = None):
-        # Built now, so that a bad option or configuration fails here rather than once training started.
-        self.template = make_guard(None, on_error=on_error, select=select, ignore=ignore, config=config)
-        self.guard: Optional[Guard] = None
-        self.gradients_checked = False
-
-    @property
-    def report(self):
-        """What the check found (None before training)."""
-        return None if self.guard is None else self.guard.report
+class NNLintCallback(TrainingCheck, TrainerCallback):
+    """Options as nnlint.guard's: on_error="raise"|"warn", select, ignore, config."""
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, train_dataloader=None, **kwargs):
-        if model is None:
-            return
-        self.guard = dataclasses.replace(self.template, model=model, optimizer=optimizer)
-        self.gradients_checked = False
-        batch = first_batch(train_dataloader)
-        if batch is None:
-            self.guard.install(step=False)
-        else:
-            self.guard.check_batch(_to_device(batch, _device_of(model)))
+        if model is not None:
+            batch = first_batch(train_dataloader)
+            self.start(model, optimizer, None if batch is None else _to_device(batch, _device_of(model)))
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        if self.guard is None or self.gradients_checked:
-            return
-        self.gradients_checked = True
-        self.guard.remove()
-        self.guard.check_gradients()
+        self.gradients_ready()
 
     def on_train_end(self, args, state, control, **kwargs):
-        if self.guard is not None:
-            self.guard.remove()
+        self.stop()
 
 
 def first_batch(dataloader) -> Optional[Any]:
