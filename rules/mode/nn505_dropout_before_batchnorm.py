@@ -40,15 +40,16 @@ class DropoutBeforeBatchNorm(Rule):
     ## Why is this bad?
     Inverted dropout scales the kept activations by 1/(1-p), which keeps their mean but raises their
     variance: by 1/(1-p) for a centered signal (2x for p=0.5), more for a ReLU's output
-    (E[x^2]/(1-p) - E[x]^2 over E[x^2] - E[x]^2: 2.5x for p=0.5 on a rectified Gaussian). BatchNorm's
-    running variance is accumulated on
-    that inflated signal; in eval mode the dropout is off, the variance is smaller, and BatchNorm
-    normalizes with the wrong statistics: every output shrinks, and the error compounds through the
-    following layers. Li et al. (2019) measure this "variance shift" and show that the test accuracy
-    of such networks improves when dropout is moved after the last BatchNorm.
+    (E[x^2]/(1-p) - E[x]^2 over E[x^2] - E[x]^2: 2.5x for p=0.5 on a rectified Gaussian).
+    BatchNorm's running variance is accumulated on that inflated signal; in eval mode the dropout is
+    off, the variance is smaller, and BatchNorm normalizes with the wrong statistics: every output
+    shrinks, and the error compounds through the following layers. Li et al. (2019) measure this
+    "variance shift" and show that the test accuracy of such networks improves when dropout is moved
+    after the last BatchNorm.
 
     A dropout followed by a weight layer and then a BatchNorm (Wide ResNet's conv-dropout-conv-bn) is
-    not reported: Li et al. find the shift there diluted by the layer's width.
+    not reported: by Li et al.'s analysis the shift through a weight layer shrinks as the layer gets
+    wider, which is why Wide ResNet tolerates it.
 
     ## Example
     ```python

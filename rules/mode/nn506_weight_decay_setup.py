@@ -41,9 +41,10 @@ class WeightDecaySetup(Rule):
     decaying a norm's scale pulls it toward zero and fights the normalization, and biases are too few to
     overfit. "No bias decay" (Jia et al. 2018) is part of the standard large-batch ImageNet recipe
     (He et al. 2019, "Bag of Tricks", sec. 3.1) and the default of timm and of GPT-style training code
-    (nanoGPT decays only parameters with `ndim >= 2`). In Adam, `weight_decay` adds an L2 term to the gradient that is then
-    divided by the adaptive denominator, so parameters with large gradients are barely regularized;
-    AdamW decouples the decay from the adaptive step and generalizes better (Loshchilov & Hutter 2019).
+    (nanoGPT decays only parameters with `ndim >= 2`). In Adam, `weight_decay` adds an L2 term to
+    the gradient that is then divided by the adaptive denominator, so parameters with large gradients
+    are barely regularized; AdamW decouples the decay from the adaptive step and generalizes better
+    (Loshchilov & Hutter 2019).
 
     ## Example
     ```python
