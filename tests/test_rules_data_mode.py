@@ -150,6 +150,35 @@ def test_nn303_needs_enough_rows_to_tell_correlation_from_noise():
     assert only(run(mlp(2), x, ["NN303"], config=config), "NN303").evidence["samples"] == 16
 
 
+def test_nn303_only_features_read_by_a_dense_layer_count():
+    torch.manual_seed(6)
+    lengths = torch.randint(2, 20, (64,))
+    mask = (torch.arange(20)[None] < lengths[:, None]).float()       # padding mask: correlated columns
+
+    class MaskedBag(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.fc = nn.Embedding(50, 8), nn.Linear(8, 2)
+
+        def forward(self, ids, mask):
+            return self.fc((self.emb(ids) * mask.unsqueeze(-1)).mean(1))
+
+    class SignalConv(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv1d(1, 4, 5), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.conv(x.unsqueeze(1)).mean(2))
+
+    walk = torch.cumsum(torch.randn(64, 100), 1)                     # a random walk: smooth, correlated in time
+    walk = (walk - walk.mean(0)) / walk.std(0)
+    assert run(MaskedBag(), (torch.randint(0, 50, (64, 20)), mask), ["NN303"]) == []
+    assert run(SignalConv(), walk, ["NN303"]) == []
+    d = only(run(nn.Sequential(nn.BatchNorm1d(100), nn.Linear(100, 2)), walk, ["NN303"]), "NN303")
+    assert d.evidence["features"] == 100 and d.evidence["mean_abs_correlation"] > 0.5
+
+
 # ----- NN305 no-augmentation ----------------------------------------------------------------------
 def test_nn305_transform_without_random_steps_is_reported_at_its_definition():
     transform = Compose([ToTensor(), Normalize()])

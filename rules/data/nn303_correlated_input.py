@@ -3,17 +3,37 @@ from __future__ import annotations
 from nnlint.diagnostics import Fix
 from nnlint.registry import Rule
 from nnlint.rulekit import fmt, input_location
+from nnlint.trace import ops as opnames
+from nnlint.trace.graph import Graph
 
 WHITEN_CODE = ("X = train_features; mu = X.mean(0); L, U = torch.linalg.eigh(torch.cov((X - mu).T)); "
                "W = U @ torch.diag((L + 1e-5).rsqrt()) @ U.T; x = (x - mu) @ W")
 
 
+# What an input may pass through on its way to the dense layer that reads it: views, casts, an
+# in-model standardization, a norm (none of them decorrelates).
+TO_DENSE_LAYER = opnames.PASSTHROUGH | opnames.NORM_OPS | {"sub", "div", "dropout"}
+
+
+def feeds_dense_layer(graph: Graph, serial: int) -> bool:
+    """True when a Linear (or a matmul with a weight) reads this input as features. A mask multiplied
+    in, or a signal a conv reads, is not a feature vector, and whitening is not the advice for it."""
+    dense = lambda o: o.kind in ("linear", "bilinear") or (o.kind == "matmul" and o.weight is not None)  # noqa: E731
+    through = lambda o: o.kind in TO_DENSE_LAYER  # noqa: E731
+    for consumer in graph.consumers.get(serial, ()):
+        if dense(consumer) or (through(consumer) and graph.first_downstream(consumer, dense, through)):
+            return True
+    return False
+
+
 class CorrelatedInput(Rule):
     """## What it does
     Measures the correlation between the features of every 2-D floating-point model input
-    (samples x features: tabular data, embeddings, hand-made features) and reports an input whose mean
-    absolute off-diagonal correlation exceeds 0.5. Image batches (3-D and more) are not checked: their
-    neighbouring pixels are correlated by nature, and convolutions are built for it.
+    (samples x features: tabular data, embeddings, hand-made features) that a dense layer (`Linear`)
+    reads, and reports one whose mean absolute off-diagonal correlation exceeds 0.5. Image batches
+    (3-D and more) are not checked: their neighbouring pixels are correlated by nature, and
+    convolutions are built for it; neither are 2-D inputs that are not fed to a dense layer (a float
+    attention mask, a 1-D signal a convolution reads).
 
     ## Why is this bad?
     Correlated inputs make the Hessian of the first layer's loss ill-conditioned: gradient descent
@@ -61,6 +81,7 @@ class CorrelatedInput(Rule):
     fixable = "unsafe"
 
     def check(self, trace):
+        graph = Graph(trace)
         for rec in trace.inputs:
             corr = rec.mean_abs_correlation
             shape = rec.summary.shape
@@ -68,6 +89,8 @@ class CorrelatedInput(Rule):
                 continue
             samples, features = shape
             if samples < self.opts["min_samples"] or corr <= self.opts["max_mean_abs_correlation"]:
+                continue
+            if not feeds_dense_layer(graph, rec.serial):
                 continue
             yield self.diagnostic(
                 "",
