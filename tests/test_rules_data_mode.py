@@ -442,10 +442,12 @@ def test_bn_resnet_with_adamw_groups_and_augmentation_is_clean_for_this_family()
 # ----- the fixtures, through the loader: each finding on its `# expect:` line ---------------------
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 MY_FIXTURES = [
-    "correlated_features.py", "independent_features.py", "no_augmentation.py", "flip_crop_augmentation.py",
-    "batchnorm_no_running_stats.py", "batchnorm_running_stats.py", "dropout_on_conv_maps.py",
-    "dropout2d_on_conv_maps.py", "dropout_before_batchnorm.py", "dropout_after_last_batchnorm.py",
-    "sgd_decays_norms.py", "adam_l2_weight_decay.py", "adamw_param_groups.py",
+    "data_correlated_features.py", "data_independent_features.py",
+    "data_no_augmentation.py", "data_flip_crop_augmentation.py",
+    "mode_batchnorm_no_running_stats.py", "mode_batchnorm_running_stats.py",
+    "mode_dropout_on_conv_maps.py", "mode_dropout2d_on_conv_maps.py",
+    "mode_dropout_before_batchnorm.py", "mode_dropout_after_last_batchnorm.py",
+    "mode_sgd_decays_norms.py", "mode_adam_l2_weight_decay.py", "mode_adamw_param_groups.py",
 ]
 THIS_FAMILY = ["NN303", "NN305", "NN503", "NN504", "NN505", "NN506"]
 
