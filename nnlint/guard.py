@@ -184,8 +184,10 @@ class Guard:
     def _gradient_codes(self) -> list[str]:
         from nnlint.registry import all_rules, matches
 
+        select = self.select if self.select is not None else self.config.select   # as nnlint.check reads them
+        ignore = self.ignore + self.config.ignore
         return [c for c in GRADIENT_RULES if c in all_rules()
-                and (not self.select or matches(c, self.select)) and not matches(c, self.ignore)]
+                and (not select or matches(c, select)) and not matches(c, ignore)]
 
     def _could_not_check(self, why: str) -> None:
         if is_reporting_rank():
