@@ -242,3 +242,14 @@ def test_first_batch_keeps_the_random_state():
     assert x.shape == (8, 16) and torch.equal(torch.get_rng_state(), state)
     # The training loop's own first epoch draws the same order it would have drawn anyway.
     assert torch.equal(next(iter(loader))[0], x)
+
+
+def test_callbacks_are_reachable_as_the_issue_spells_them(L, hf):
+    import nnlint
+    from nnlint.integrations import lightning, transformers
+
+    assert nnlint.integrations.lightning.NNLintCallback is lightning.NNLintCallback
+    assert nnlint.integrations.transformers.NNLintCallback is transformers.NNLintCallback
+    assert isinstance(lightning.NNLintCallback(config=Config()), L.Callback)
+    with pytest.raises(ValueError, match="on_error"):
+        transformers.NNLintCallback(on_error="ignore")
