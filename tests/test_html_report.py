@@ -204,6 +204,21 @@ def test_input_section_shows_channel_stats_and_the_fixers_normalization(report, 
     assert f"mean = torch.tensor([{first_mean}," in " ".join(doc.text)
 
 
+def test_normalization_code_for_images_signals_and_many_features():
+    from nnlint.trace.records import InputRecord, TensorSummary
+
+    def rec(shape, n):
+        return InputRecord("batch", 0, TensorSummary(shape, "float32", 0.14, 0.3), True, channel_dim=1,
+                           channel_mean=[0.5] * n, channel_std=[0.25] * n)
+
+    image = html.normalization_code(rec((8, 3, 32, 32), 3), [0.49, 0.48, 0.45], [0.25, 0.24, 0.26])
+    assert image == "transforms.Normalize(\n    mean=[0.49, 0.48, 0.45],\n    std=[0.25, 0.24, 0.26],\n)"
+    signal = html.normalization_code(rec((8, 2, 100), 2), [1.0, 2.0], [0.5, 0.5])
+    assert "mean = torch.tensor([1, 2]).view(-1, 1)" in signal and "x = (x - mean) / std" in signal
+    flat = html.normalization_code(rec((64, 784), 784), [0.1] * 783 + [0.2], [0.3] * 784)
+    assert "x = (x - 0.14) / 0.3" in flat and "784 features" in flat and flat.count("\n") == 2
+
+
 def test_the_page_references_nothing_external(page):
     doc = parsed(page)
     tags = {tag for tag, _ in doc.tags}
@@ -374,10 +389,15 @@ def test_a_headless_browser_renders_the_report(page, tmp_path):
     assert near((0xA8, 0x5D, 0x00)) > 20, "no warning amber on the page"
 
 
-def test_a_residual_growth_finding_inside_a_block_highlights_that_blocks_add(report):
+def test_a_residual_growth_finding_inside_a_block_highlights_that_blocks_add(report, page):
     import dataclasses
 
+    # NN403 reports on the branch's last layer (res.blocks.2.fc2); the chart's point is the block's add.
+    for d in report.by_code("NN403"):
+        block = d.module.rsplit(".", 1)[0]
+        assert re.search(rf'<g class="point sev-{d.severity}"><circle[^>]*/><title>#\d+ {re.escape(block)} \(', page)
+    others = [d for d in report.diagnostics if d.code != "NN403"]
     grown = Diagnostic("NN403", "residual-variance-growth", "warning", "res.blocks.2.fc2", "branch gain 1.0")
-    page = html.render(dataclasses.replace(report, diagnostics=list(report.diagnostics) + [grown]))
-    assert re.search(r'<g class="point sev-warning"><circle[^>]*/><title>#3 res\.blocks\.2 \(', page)
-    assert not re.search(r'<g class="point sev-warning"><circle[^>]*/><title>#2 res\.blocks\.1 \(', page)
+    single = html.render(dataclasses.replace(report, diagnostics=others + [grown]))
+    assert re.search(r'<g class="point sev-warning"><circle[^>]*/><title>#3 res\.blocks\.2 \(', single)
+    assert not re.search(r'<g class="point sev-warning"><circle[^>]*/><title>#2 res\.blocks\.1 \(', single)

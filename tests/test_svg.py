@@ -149,3 +149,16 @@ def test_standalone_svg_carries_its_style_and_references_nothing_external():
     assert "<style>" in chart
     stripped = chart.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert "http" not in stripped and "href" not in stripped and "url(" not in stripped
+
+
+def test_hundreds_of_bars_get_round_tick_labels_and_no_whiskers():
+    bars = [svg.Bar(str(i), 0.1 * (i % 7), f"feature {i}", error=0.3) for i in range(784)]
+    root = parse(svg.bar_chart(bars))
+    assert len(with_class(root, "bar")) == 784
+    assert not with_class(root, "whisker")            # 0.5-pixel bars with whiskers are a hedge
+    labels = [int(t.text) for t in with_class(root, "tick") if t.text.isdigit() and t.get("text-anchor") == "middle"]
+    step = labels[1] - labels[0]
+    assert labels[0] == 0 and step in (50, 100, 200) and all(b - a == step for a, b in zip(labels, labels[1:]))
+    # The y range is the values', not the absent whiskers'.
+    ticks = [float(t.text) for t in with_class(root, "tick") if t.get("text-anchor") == "end"]
+    assert max(ticks) < 0.9

@@ -316,13 +316,13 @@ def _normalization(rec, mine: list[Diagnostic]) -> str:
     else:
         return '<p class="ok-note">Centered and scaled: no normalization needed.</p>'
     std = [s if s > 0 else 1.0 for s in std]
-    what = _unit_word(rec)
+    after = ("the input as a whole has" if len(mean) > MAX_LISTED_CHANNELS else f"every {_unit_word(rec)} has")
     return (f'<p>{escape(lead)}</p><pre class="code"><code>{escape(normalization_code(rec, mean, std))}</code></pre>'
-            f'<p class="muted">After it every {what} has mean 0 and std 1 on this batch. It belongs in the data '
+            f'<p class="muted">After it {after} mean 0 and std 1 on this batch. It belongs in the data '
             "pipeline, so that training and test data get the same statistics.</p>")
 
 
-# Beyond this many channels the code shows the first few values: a 784-number literal helps nobody.
+# Beyond this many channels the code gives one overall mean/std: a 784-number literal helps nobody.
 MAX_LISTED_CHANNELS = 32
 
 
@@ -330,11 +330,16 @@ def normalization_code(rec, mean: list[float], std: list[float]) -> str:
     """The normalization as code a user pastes: torchvision's Normalize for images, plain tensor
     arithmetic for feature vectors (Normalize expects a channel-first image)."""
     def values(v: list[float]) -> str:
-        shown = ", ".join(f"{x:.4g}" for x in v[:MAX_LISTED_CHANNELS])
-        return f"[{shown}]" if len(v) <= MAX_LISTED_CHANNELS else f"[{shown}, ...]  # {len(v)} values"
+        return "[" + ", ".join(f"{x:.4g}" for x in v) + "]"
 
     if len(set(mean)) == 1 and len(set(std)) == 1:
         mean, std = mean[:1], std[:1]
+    if len(mean) > MAX_LISTED_CHANNELS:
+        # Hundreds of features (a flattened image): one overall mean/std is what a person types; the
+        # per-feature statistics are what the fixer inserts, and it measures them itself.
+        return (f"# {rec.path}: {len(mean)} features; one mean and std over all of them\n"
+                f"x = (x - {rec.summary.mean:.4g}) / {rec.summary.std:.4g}\n"
+                f"# per feature, as the fixer does: x = (x - x_train.mean(0)) / x_train.std(0).clamp_min(1e-6)")
     ndim = len(rec.summary.shape)
     if ndim >= 4 and rec.channel_dim == 1:
         return f"transforms.Normalize(\n    mean={values(mean)},\n    std={values(std)},\n)"

@@ -217,6 +217,9 @@ def line_chart(
 
 # Bars wider than this look like blocks, not bars (three channels of an RGB image).
 MAX_BAR_WIDTH = 44
+# Whiskers on bars thinner than this (hundreds of features) turn the chart into a hedge: leave them out,
+# the hover text still has the std.
+MIN_WHISKER_BAR = 4
 
 
 def bar_chart(
@@ -233,14 +236,15 @@ def bar_chart(
 ) -> str:
     """Vertical bars from zero (negative values hang down), with optional whiskers (value +- error)."""
     box = _Box(width, height)
-    values = [0.0] + [b.value for b in bars if math.isfinite(b.value)] + [r.y for r in references]
-    for b in bars:
-        if b.error is not None and math.isfinite(b.value) and math.isfinite(b.error):
-            values += [b.value - b.error, b.value + b.error]
-    scale_y = _y_scale(values, False, y_range, box)
     n = max(len(bars), 1)
     scale_x = _Scale(-0.5, n - 0.5, box.left, box.right)
     bar_w = min(max((box.right - box.left) / n * 0.7, 1.0), MAX_BAR_WIDTH)
+    whiskers = bar_w >= MIN_WHISKER_BAR
+    values = [0.0] + [b.value for b in bars if math.isfinite(b.value)] + [r.y for r in references]
+    for b in bars:
+        if whiskers and b.error is not None and math.isfinite(b.value) and math.isfinite(b.error):
+            values += [b.value - b.error, b.value + b.error]
+    scale_y = _y_scale(values, False, y_range, box)
     zero = scale_y(0.0)
     body: list[str] = [_frame(box)]
     body += _y_axis(scale_y, box)
@@ -253,7 +257,7 @@ def bar_chart(
         top = min(scale_y(v), zero)
         h = max(abs(scale_y(v) - zero), 0.5)
         whisker = ""
-        if b.error is not None and math.isfinite(b.error) and math.isfinite(b.value):
+        if b.error is not None and math.isfinite(b.error) and math.isfinite(b.value) and whiskers:
             y1, y2 = scale_y(b.value - b.error), scale_y(b.value + b.error)
             cap = min(bar_w / 2, 6)
             whisker = (f'<path class="whisker" stroke="#555" fill="none" d="M{cx:.1f},{y1:.1f}V{y2:.1f}'
@@ -307,7 +311,7 @@ def _x_axis(scale: _Scale, box: _Box, lo: float, hi: float, labels: Optional[dic
         keys = sorted(labels)
         # Keep tick labels from overlapping: at most one per ~36 pixels.
         room = max(int((scale.pixel_hi - scale.pixel_lo) / 36), 1)
-        stride = max(1, math.ceil(len(keys) / room))
+        stride = _nice_stride(math.ceil(len(keys) / room))
         ticks = [(k, labels[k]) for i, k in enumerate(keys) if i % stride == 0]
     elif hi > lo:
         ticks = [(t, format_number(t)) for t in nice_ticks(lo, hi, max_ticks=10) if t == int(t)]
@@ -319,6 +323,16 @@ def _x_axis(scale: _Scale, box: _Box, lo: float, hi: float, labels: Optional[dic
         out.append(f'<text class="tick" x="{x:.1f}" y="{y + 16}" text-anchor="middle">{escape(label)}</text>')
     out.append("</g>")
     return out
+
+
+def _nice_stride(n: int) -> int:
+    """The smallest of 1, 2, 5, 10, 20, 50, ... that is >= n: labels land on round indices (0, 50, 100)."""
+    magnitude = 1
+    while True:
+        for m in (1, 2, 5):
+            if m * magnitude >= n:
+                return m * magnitude
+        magnitude *= 10
 
 
 def _references(refs: Sequence[Reference], scale: _Scale, box: _Box) -> list[str]:
@@ -378,7 +392,7 @@ def _clip_note(series: Sequence[Series], sy: _Scale, box: _Box) -> list[str]:
         notes.append("\u25cb not measured")
     if not notes:
         return []
-    return [f'<text class="clip-note" x="{box.right}" y="{box.height - 8}" text-anchor="end">'
+    return [f'<text class="clip-note" x="{box.right}" y="{box.top - 4}" text-anchor="end">'
             f'{escape("   ".join(notes))}</text>']
 
 
