@@ -401,3 +401,36 @@ def test_a_residual_growth_finding_inside_a_block_highlights_that_blocks_add(rep
     single = html.render(dataclasses.replace(report, diagnostics=others + [grown]))
     assert re.search(r'<g class="point sev-warning"><circle[^>]*/><title>#3 res\.blocks\.2 \(', single)
     assert not re.search(r'<g class="point sev-warning"><circle[^>]*/><title>#2 res\.blocks\.1 \(', single)
+
+
+MODEL_FILE = '''
+import torch
+from torch import nn
+
+
+def build_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2))
+    nn.init.zeros_(model[2].weight)
+    return model
+
+
+def sample_batch():
+    torch.manual_seed(1)
+    return torch.rand(64, 8) + 1.0
+'''
+
+
+def test_nnlint_check_html_writes_the_report(tmp_path):
+    cli = pytest.importorskip("nnlint.cli")
+    from click.testing import CliRunner
+
+    model_file = tmp_path / "model.py"
+    model_file.write_text(MODEL_FILE)
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(cli.main, ["check", str(model_file), "--html", str(out)])
+    assert result.exit_code == 1, result.output
+    page = out.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and str(model_file) in page
+    for code in ("NN101", "NN301"):
+        assert f'href="#rule-{code}"' in page and f'id="rule-{code}"' in page
