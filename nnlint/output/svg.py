@@ -78,6 +78,13 @@ class _Scale:
 
 # ---------------------------------------------------------------- ticks and numbers
 
+def _nice_step(lo: float, hi: float, max_ticks: int) -> float:
+    """The 1, 2, 2.5 or 5 x 10^k step that splits [lo, hi] into at most about max_ticks - 1 parts."""
+    raw = (hi - lo) / max(max_ticks - 1, 1)
+    magnitude = 10 ** math.floor(math.log10(raw))
+    return next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw * 0.999)
+
+
 def nice_ticks(lo: float, hi: float, max_ticks: int = 6) -> list[float]:
     """Round tick values (1, 2, 5 x 10^k steps) covering [lo, hi], at most about `max_ticks`."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
@@ -86,16 +93,10 @@ def nice_ticks(lo: float, hi: float, max_ticks: int = 6) -> list[float]:
         lo, hi = hi, lo
     if hi == lo:
         return [lo]
-    raw = (hi - lo) / max(max_ticks - 1, 1)
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw * 0.999)
-    first = math.ceil(lo / step - 1e-9) * step
-    ticks = []
-    v = first
-    while v <= hi + step * 1e-9:
-        ticks.append(0.0 if abs(v) < step * 1e-9 else round(v, 12))
-        v += step
-    return ticks
+    step = _nice_step(lo, hi, max_ticks)
+    first, last = math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9)
+    # Multiples of the step, rounded: no float drift from repeated addition, and -0.0 shows as 0.
+    return [round(k * step, 12) + 0.0 for k in range(first, last + 1)]
 
 
 def nice_range(lo: float, hi: float, max_ticks: int = 6) -> tuple[float, float]:
@@ -103,9 +104,7 @@ def nice_range(lo: float, hi: float, max_ticks: int = 6) -> tuple[float, float]:
     if hi == lo:
         pad = abs(lo) * 0.5 or 1.0
         lo, hi = lo - pad, hi + pad
-    raw = (hi - lo) / max(max_ticks - 1, 1)
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw * 0.999)
+    step = _nice_step(lo, hi, max_ticks)
     return round(math.floor(lo / step + 1e-9) * step, 12), round(math.ceil(hi / step - 1e-9) * step, 12)
 
 
