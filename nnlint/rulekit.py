@@ -8,6 +8,7 @@ import math
 from typing import Optional
 
 from nnlint.diagnostics import Fix, Location
+from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Follower, Graph
 from nnlint.trace.records import OpRecord, Trace
 
@@ -184,3 +185,10 @@ def once_per_site(ops):
         if key not in seen:
             seen.add(key)
             yield op
+
+
+def is_weight_layer(op: OpRecord) -> bool:
+    """An op that applies learned weights to the signal: Linear/Conv, a matmul with a parameter (Hugging
+    Face's Conv1D), a recurrent cell, an attention module, an opaque (scripted) module."""
+    return op.kind in ("linear", "conv") or (op.kind in opnames.WEIGHT_OPS and op.weight is not None) \
+        or op.kind in ("rnn", "attention", "opaque")

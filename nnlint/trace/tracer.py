@@ -17,6 +17,7 @@ from nnlint.diagnostics import Location
 from nnlint.errors import BatchMismatch, ModelRaised, NNLintError
 from nnlint.trace import ops as opnames
 from nnlint.trace import stats
+from nnlint.trace.lossprobe import call_loss
 from nnlint.trace.records import (
     InputRecord,
     ModuleCall,
@@ -273,10 +274,12 @@ class _Recorder:
         op.outputs = out_serials
         self._propagate_unit_kind(kind, in_serials, out_serials)
         if kind in opnames.WEIGHT_OPS:
-            for s in in_serials:
-                if s in self.param_serials:
-                    op.weight = self.param_serials[s]
-                    break
+            # The weight is the first parameter input of 2+ dims: torch.addmm(bias, x, weight) (Hugging
+            # Face's Conv1D in GPT-2) passes the bias first.
+            params = [(s, t) for s, t in zip(in_serials, in_tensors) if s in self.param_serials]
+            pick = next((s for s, t in params if t.dim() >= 2), params[0][0] if params else None)
+            if pick is not None:
+                op.weight = self.param_serials[pick]
         if self.phase == "train" and out_tensors and isinstance(out_tensors[0], torch.Tensor) \
                 and out_tensors[0].is_floating_point() and name not in opnames.PASSTHROUGH:
             self._post_stats(op, kind, out_tensors[0], out_serials[0])
@@ -611,9 +614,14 @@ def _loss(output, out_tensors, target, loss_fn, trace: Trace):
             if output.dim() == 2 and not target.is_floating_point() and target.dim() == 1:
                 trace.target_info["num_classes"] = int(output.shape[1])
         try:
-            return loss_fn(output, target) if target is not None else loss_fn(output)
+            # The probe records the cross-entropy/NLL/BCE terms inside loss_fn (classes, value, label
+            # entropy) for NN304, whatever wraps them.
+            loss, terms = call_loss(loss_fn, output, target)
         except Exception as exc:
             raise ModelRaised("the loss function", exc) from exc
+        if terms:
+            trace.target_info["classification_losses"] = terms
+        return loss
     # The surrogate: a fixed random projection of every floating output. Its gradient does not
     # depend on the output's value, so a zero-initialized final layer still passes gradients. The
     # projection direction is rank one (a (rows,) vector times a (last dim,) vector): as good as a full

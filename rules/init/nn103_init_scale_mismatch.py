@@ -1,0 +1,312 @@
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+from nnlint.registry import Rule
+from nnlint.rulekit import expected_std, fmt, is_weight_layer, nonlinearity_after, reinit_fix
+from nnlint.trace import ops as opnames
+from nnlint.trace.graph import Graph
+from nnlint.trace.records import OpRecord, Trace
+
+KAIMING_FAMILY = {"relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "mish", "hardswish",
+                  "prelu", "rrelu", "softplus"}
+
+
+class InitScaleMismatch(Rule):
+    """## What it does
+    Compares each Linear/Conv layer's weight std with the gain-correct std for the nonlinearity that
+    follows it (`torch.nn.init.calculate_gain`): Kaiming `gain/sqrt(fan_in)` for ReLU, LeakyReLU, GELU,
+    SiLU; Xavier `gain*sqrt(2/(fan_in+fan_out))` for tanh, sigmoid and no nonlinearity. Kaiming's
+    `mode="fan_out"` (torchvision's choice) is as correct as `fan_in`, so a std anywhere between the
+    fan-in and fan-out values is in range. A layer is reported when its std is more than 2x outside that
+    range AND the mis-scale shows in the measured signal:
+
+    - no normalization layer re-scales the layer's output before the next weight layer (Conv→BatchNorm,
+      a Linear→LayerNorm, a depthwise conv right before a LayerNorm are all exempt), and
+    - the layer's measured gain (output std, bias removed, over input RMS) is more than 2x off the
+      gain a correct layer gives on this very input.
+
+    ## Why is this bad?
+    Each layer multiplies the signal's scale by `std * sqrt(fan_in) / gain`. Off by 2.4x per layer (what
+    PyTorch's default `kaiming_uniform_(a=sqrt(5))` gives before a ReLU) the activations and the
+    gradients shrink geometrically with depth; too large, they explode, saturate tanh/sigmoid and make the
+    logits over-confident.
+
+    Not reported (intentional or harmless):
+    - a layer followed by a normalization before the next weight layer (the norm re-scales it);
+    - a layer inside a residual branch whose weights are too *small*: scaling a branch down makes the
+      block start near the identity (GPT-2's 0.02 and 1/sqrt(2N) projections, Fixup, SkipInit, layer
+      scale, pre-LN transformers); too *large* is still reported there;
+    - the model's final layer (it reaches no other weight layer) when it is too small: small logits at
+      init are good practice. It is judged against identity only when it makes the output blow up (too
+      large, and the measured gain confirms it);
+    - embeddings (std 1 in PyTorch, 0.02 in GPT/BERT: a lookup, not a projection), frozen and tied
+      weights, recurrent cells.
+    - a too-small layer whose shrink does not compound: one layer scaled down by a constant only scales
+      what follows (with a positively homogeneous or near-linear activation, exactly as if the next layer
+      were scaled), and a collapse in one layer is NN401's. Too-small layers are reported where two or
+      more of them sit in one un-normalized chain and together shrink the signal by more than
+      `min_compound_shrink` (5x). Evidence: single too-small layers in healthy library models, at their
+      own init: torchvision MobileNetV3-small's `classifier.0` (`Linear(576, 1024)`, std 0.01 before
+      Hardswish) 4.4x, Hugging Face BERT's pooler (std 0.02 before tanh) 3x at d=768 and 7.4x in
+      bert-tiny (d=128); the smallest faulty case, a default-init MLP with two hidden ReLU layers,
+      compounds 2.45x * 2.45x = 6x (RULES.md: deep default-init ReLU MLPs and AlexNet are true
+      positives).
+
+    Dropout in front of a layer multiplies its input's second moment by 1/(1-p) in training mode, so
+    the critical std is `sqrt(1-p)` times the usual one (Pretorius et al. 2018): with that correction
+    torchvision VGG's `classifier.3` (`Linear(4096, 4096)`, std 0.01 after `Dropout(0.5)`) is 1.6x off
+    and stays quiet, as RULES.md's calibration (VGG healthy) requires.
+
+    ## Example
+    ```python
+    self.fc1 = nn.Linear(784, 256)
+    nn.init.normal_(self.fc1.weight, std=0.5)     # then torch.tanh
+    ```
+
+    ## Use instead
+    ```python
+    nn.init.xavier_normal_(self.fc1.weight, gain=nn.init.calculate_gain("tanh"))
+    nn.init.kaiming_normal_(self.fc2.weight, nonlinearity="relu")   # before a ReLU
+    ```
+
+    ## Options
+    - `max_ratio` (default 2.0): the weight std may be this far outside the gain-correct range.
+    - `min_gain_drift` (default 2.0): the measured gain must be this far off the correct gain, in the
+      same direction.
+    - `min_compound_shrink` (default 5.0): too-small layers in one un-normalized chain must together
+      shrink the signal by more than this.
+
+    ## Fix safety
+    Safe: re-initializes the weight with the named initializer and zeroes the bias; the architecture is
+    unchanged.
+
+    ## References
+    - He et al. 2015, Delving Deep into Rectifiers (Kaiming init).
+    - Glorot & Bengio 2010, Understanding the difficulty of training deep feedforward neural networks.
+    - Pretorius et al. 2018, Critical initialisation for deep signal propagation in noisy rectifier
+      neural networks.
+    """
+
+    code = "NN103"
+    name = "init-scale-mismatch"
+    severity = "warning"
+    summary = "a layer's weight std is more than 2x off the gain-correct std, and the signal shows it"
+    options = {"max_ratio": 2.0, "min_gain_drift": 2.0, "min_compound_shrink": 5.0}
+    fixable = "safe"
+
+    def check(self, trace):
+        graph = Graph(trace)
+        in_branch = _residual_branch_ops(graph)
+        embedding_params = {o.weight for o in graph.ops if o.kind == "embedding" and o.weight}
+        candidates: list[Mismatch] = []
+        chains = _Chains()
+        seen: set[str] = set()
+        for op in graph.ops:
+            if op.kind not in ("linear", "conv") or op.weight is None or op.weight in seen:
+                continue
+            seen.add(op.weight)
+            p = trace.params.get(op.weight)
+            if p is None or not p.requires_grad or p.tied_to or p.all_zero or op.weight in embedding_params \
+                    or len(p.shape) < 2 or "transpose" in op.func:
+                continue   # all-zero is NN101's; a transposed conv's fans are not its weight's shape
+            downstream = _downstream(graph, op)
+            chains.link(op.index, [w.index for w in downstream.weights])
+            final = not downstream.weights
+            m = _measure(trace, graph, op, p.std, p.fan_in, p.fan_out, final)
+            if m is None or m.ratio_outside <= self.opts["max_ratio"] or m.gain_drift <= self.opts["min_gain_drift"]:
+                continue
+            if downstream.normalized_everywhere:
+                continue
+            if m.too_small and (final or op.index in in_branch):
+                continue
+            if final and not downstream.reaches_output:
+                continue
+            candidates.append(m)
+        for m in self._compounding(candidates, chains):
+            yield self._report(trace, m)
+
+    def _compounding(self, candidates: list["Mismatch"], chains: "_Chains") -> list["Mismatch"]:
+        """Too-large layers stand alone; too-small ones only where two or more in one un-normalized
+        chain compound the shrink past `min_compound_shrink`."""
+        shrink: dict[int, float] = {}
+        count: dict[int, int] = {}
+        for m in candidates:
+            if m.too_small:
+                r = chains.root(m.op.index)
+                shrink[r] = shrink.get(r, 1.0) * m.gain_drift
+                count[r] = count.get(r, 0) + 1
+        out = []
+        for m in candidates:
+            if m.too_small:
+                r = chains.root(m.op.index)
+                m.chain_shrink = shrink[r]
+                if count[r] < 2 or m.chain_shrink <= self.opts["min_compound_shrink"]:
+                    continue
+            out.append(m)
+        return out
+
+    def _report(self, trace: Trace, m: "Mismatch"):
+        direction = "too small" if m.too_small else "too large"
+        initializer = "Kaiming" if m.nonlinearity in KAIMING_FAMILY else "Xavier"
+        dropout = f" after dropout p={m.dropout_p:g}" if m.dropout_p else ""
+        chain = (f"; with the other too-small layers before the next normalization the signal shrinks "
+                 f"{fmt(m.chain_shrink)}x" if m.too_small and m.chain_shrink > m.gain_drift * 1.01 else "")
+        fix = reinit_fix(trace, m.op.module, m.nonlinearity, m.slope, why=f"weight std {fmt(m.std)} is {direction}")
+        return self.diagnostic(
+            m.op.module,
+            f"weight std {fmt(m.std)}, expected {fmt(m.expected)} for {m.nonlinearity} ({initializer}{dropout}): "
+            f"{fmt(m.ratio)}x {direction} (measured, it scales the signal's std by {fmt(m.gain)} where a "
+            f"gain-correct layer gives {fmt(m.correct_gain)}{chain}); re-init with "
+            + fix.params["call"].format(w=f"self.{m.op.module}.weight"),
+            location=trace.location_of(m.op.module),
+            evidence={"param": m.op.weight, "std": m.std, "expected_std": m.expected, "ratio": m.ratio,
+                      "direction": "small" if m.too_small else "large", "nonlinearity": m.nonlinearity,
+                      "initializer": initializer, "measured_gain": m.gain, "correct_gain": m.correct_gain,
+                      "dropout_p": m.dropout_p, "chain_shrink": m.chain_shrink if m.too_small else None},
+            fix=fix,
+        )
+
+
+@dataclass
+class Mismatch:
+    op: OpRecord
+    std: float
+    expected: float          # rulekit.expected_std (dropout-corrected): what the message quotes
+    ratio: float             # std vs expected, >= 1, in the direction of `too_small`
+    ratio_outside: float     # how far outside the accepted fan_in..fan_out range (<= 1 inside)
+    too_small: bool
+    nonlinearity: str
+    slope: Optional[float]
+    gain: float              # measured: output std (bias removed) / input RMS
+    correct_gain: float      # what a gain-correct layer gives on this input
+    gain_drift: float        # gain vs correct_gain, >= 1 in the direction of `too_small` (< 1: opposite)
+    dropout_p: float = 0.0
+    chain_shrink: float = 1.0
+
+
+def _measure(trace: Trace, graph: Graph, op: OpRecord, std: float, fan_in: int, fan_out: int,
+             final: bool) -> Optional[Mismatch]:
+    """Weight std vs the gain-correct range, and the layer's measured gain vs a correct layer's.
+
+    A hidden layer may be scaled for the forward pass (fan_in) or the backward pass (fan_out); the
+    final layer is judged on its output, so only the forward values count for it (a 10-class head's
+    fan_out std, 1/sqrt(10), would let its logits grow unseen)."""
+    nonlin, slope = nonlinearity_after(graph, op)
+    keep = 1.0 - _dropout_before(graph, op)
+    expected = expected_std(fan_in, fan_out, nonlin, slope) * math.sqrt(keep)
+    # The forward-preserving std (fan_in) and the backward-preserving one (fan_out) are both correct.
+    forward = expected_std(fan_in, fan_in, nonlin, slope) * math.sqrt(keep)
+    backward = expected_std(fan_out, fan_out, nonlin, slope) * math.sqrt(keep)
+    accepted = (forward, expected) if final else (forward, backward, expected)
+    lo, hi = min(accepted), max(accepted)
+    if not (std > 0 and math.isfinite(std)):
+        return None
+    too_small = std < lo
+    ratio_outside = lo / std if too_small else std / hi
+    ratio = expected / std if too_small else std / expected
+    gain = _measured_gain(trace, op)
+    if gain is None:
+        return None
+    correct_gain = forward * math.sqrt(fan_in)
+    if gain == 0:
+        drift = math.inf if too_small else 0.0
+    else:
+        drift = correct_gain / gain if too_small else gain / max(correct_gain, 1e-30)
+    return Mismatch(op=op, std=std, expected=expected, ratio=ratio, ratio_outside=ratio_outside, too_small=too_small,
+                    nonlinearity=nonlin, slope=slope, gain=gain, correct_gain=correct_gain, gain_drift=drift,
+                    dropout_p=round(1.0 - keep, 4))
+
+
+def _measured_gain(trace: Trace, op: OpRecord) -> Optional[float]:
+    """std(W x) / rms(x), with the bias's share of the output variance taken out."""
+    inp, out = op.stats.get("in"), op.stats.get("out")
+    if inp is None or out is None or inp.nonfinite or out.nonfinite:
+        return None
+    rms_in = math.sqrt(inp.std ** 2 + inp.mean ** 2)
+    if not rms_in > 1e-12:
+        return None
+    bias_var = 0.0
+    for s in op.inputs:
+        name = trace.param_serials.get(s)
+        if name is not None and name != op.weight:
+            b = trace.params.get(name)
+            if b is not None and len(b.shape) == 1:
+                bias_var += b.std ** 2
+    return math.sqrt(max(out.std ** 2 - bias_var, 0.0)) / rms_in
+
+
+def _dropout_before(graph: Graph, op: OpRecord) -> float:
+    """The p of an active dropout on the layer's input path (since the previous layer), else 0."""
+    drop = graph.first_upstream(
+        op, match=lambda o: o.kind == "dropout",
+        through=lambda o: o.kind in opnames.PASSTHROUGH or o.kind in opnames.ACTIVATIONS or o.kind == "pool",
+        max_steps=16)
+    if drop is None:
+        return 0.0
+    p = drop.args.get("p", 0.0)
+    return p if drop.args.get("training", True) and 0 < p < 1 else 0.0
+
+
+@dataclass
+class Downstream:
+    weights: list[OpRecord]       # weight layers the output reaches with no normalization in between
+    reaches_output: bool
+    normalized_everywhere: bool   # every path meets a norm before any weight layer (and some path does)
+
+
+def _downstream(graph: Graph, op: OpRecord, max_steps: int = 512) -> Downstream:
+    """Follow the layer's output to the next weight layers, stopping at normalizations.
+
+    A linear/conv that is itself directly followed by a norm counts as normalized (conv→conv→BN,
+    ConvNeXt's downsample→dwconv→LayerNorm): the scale of its input does not survive the norm.
+    """
+    found = Downstream([], graph.is_model_output(op), False)
+    norms = 0
+
+    def walk_past(nxt: OpRecord) -> bool:
+        nonlocal norms
+        found.reaches_output = found.reaches_output or graph.is_model_output(nxt)
+        k = nxt.kind
+        if k in opnames.NORM_OPS or k in ("softmax", "log_softmax"):
+            norms += 1
+            return False
+        if is_weight_layer(nxt):
+            if k in ("linear", "conv") and graph.follower(nxt).kind == "norm":
+                norms += 1
+            else:
+                found.weights.append(nxt)
+            return False
+        return True
+
+    graph.first_downstream(op, match=lambda _: False, through=walk_past, max_steps=max_steps)
+    found.normalized_everywhere = norms > 0 and not found.weights
+    return found
+
+
+class _Chains:
+    """Union-find over weight layers linked by un-normalized paths: the chains a shrink compounds along."""
+
+    def __init__(self):
+        self.parent: dict[int, int] = {}
+
+    def root(self, i: int) -> int:
+        self.parent.setdefault(i, i)
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def link(self, i: int, others: list[int]) -> None:
+        for j in others:
+            self.parent[self.root(j)] = self.root(i)
+
+
+def _residual_branch_ops(graph: Graph) -> set[int]:
+    """Indices of ops inside some residual branch f of x + f(x)."""
+    out: set[int] = set()
+    for add in graph.residual_adds:
+        out.update(o.index for o in graph.branch_ops(add))
+    return out

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import math
+
+from nnlint.registry import Rule
+from nnlint.rulekit import fmt
+from nnlint.trace.graph import Graph
+from nnlint.rules.propagation._gradients import describe, earliest_vs_last, evidence, short_location, surrogate_note
+
+
+class ExplodingGradients(Rule):
+    """## What it does
+    After the backward pass, reports non-finite gradients (error; left to NN002 when the batch itself
+    holds NaN/Inf: the gradients then only follow the data), or an earliest weight layer whose
+    relative gradient ‖grad‖/‖W‖ is more than `max_ratio` (1e3) times the last layer's (warning). The
+    layers are chosen as in NN404 (execution order; parallel projections reading one input count as one;
+    embeddings, frozen, tied and all-zero weights left out).
+
+    ## Why is this bad?
+    A layer whose gradient is a thousand times larger, relative to its weights, than the last layer's
+    is moved by one SGD step far more than the rest: at any learning rate that trains the late layers,
+    the early ones jump around or diverge, and the loss turns to NaN. Non-finite gradients end training
+    at the first step. Typical causes: weights scaled too large (NN103), deep chains without
+    normalization, an `exp` or unbounded activation, a loss that divides by a near-zero value.
+
+    Calibration: on the healthy models NN404 lists, earliest/last stays between 4.7e-3 and 0.7
+    (ConvNeXt, whose 0.02-init stem conv sits before a LayerNorm, is the highest). A 10-layer ReLU MLP
+    with std 3x the Kaiming value: about 1e5.
+
+    ## Example
+    ```python
+    for layer in self.layers:
+        nn.init.normal_(layer.weight, std=0.5)      # Linear(64, 64) before ReLU: 2.8x Kaiming
+    ```
+
+    ## Use instead
+    ```python
+    for layer in self.layers:
+        nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+    ```
+    and clip gradients (`torch.nn.utils.clip_grad_norm_`) as a guard, not a cure.
+
+    ## Options
+    - `max_ratio` (default 1e3): report when earliest/last relative gradient exceeds this.
+
+    ## Fix safety
+    No automatic fix: the cause decides the remedy (NN103's re-init, normalization, a bounded activation).
+    """
+
+    code = "NN405"
+    name = "exploding-gradients"
+    severity = "warning"
+    summary = "gradients are non-finite, or the earliest layer's relative gradient is over 1e3 of the last's"
+    options = {"max_ratio": 1e3}
+
+    def check(self, trace):
+        if not trace.backward_ran:
+            return
+        bad = [p for p in trace.params.values() if p.grad_nonfinite and p.requires_grad and not p.tied_to]
+        if bad:
+            if not _input_non_finite(trace):   # else NN002 names the data; the gradients only follow
+                yield self._non_finite(trace, bad)
+            return
+        r = earliest_vs_last(trace)
+        if r is None or not r.ratio > self.opts["max_ratio"]:
+            return
+        yield self.diagnostic(
+            r.first.module,
+            f"gradients explode: {describe(r)}, over the {self.opts['max_ratio']:g} limit{surrogate_note(trace)}; "
+            "one SGD step moves the early layers far more than the rest. Re-init with the gain-correct "
+            "initializer (nn.init.kaiming_normal_ before ReLU, xavier_normal_ before tanh), add "
+            "nn.BatchNorm/nn.LayerNorm, and clip with torch.nn.utils.clip_grad_norm_",
+            location=trace.location_of(r.first.module),
+            evidence=evidence(r),
+        )
+
+    def _non_finite(self, trace, bad):
+        order = trace.module_order
+        bad.sort(key=lambda p: order.get(p.module, len(order)))
+        # Non-finite values flow backward from where they arise: the layer nearest the output is the
+        # closest to the source.
+        source = bad[-1]
+        loss = trace.loss
+        names = ", ".join(p.name for p in bad[:6]) + (f" and {len(bad) - 6} more" if len(bad) > 6 else "")
+        if loss is not None and not math.isfinite(loss):
+            cause = f"the loss itself is {fmt(loss)}"
+        else:
+            suspect = _singular_op_after(trace, source.name)
+            cause = "the loss is finite, so an op's backward makes them" + (
+                f": {suspect.func}() at {short_location(suspect.location)} has an infinite derivative where its "
+                "input is 0 (add an epsilon, or use torch.cdist / F.normalize)" if suspect is not None else
+                " (a sqrt, log, pow or division at 0)")
+        return self.diagnostic(
+            source.module,
+            f"gradients are NaN/Inf in {len(bad)} parameter(s) ({names}): {cause}; the first optimizer step "
+            "would write NaN into the weights",
+            severity="error",
+            location=trace.location_of(source.module),
+            evidence={"params": [p.name for p in bad], "loss": loss},
+        )
+
+
+SINGULAR_AT_ZERO = ("sqrt", "rsqrt", "log", "log2", "log10", "reciprocal", "pow", "norm", "div", "acos", "asin",
+                    "std", "var")
+
+
+def _singular_op_after(trace, param: str):
+    """The first op after the parameter's layer whose derivative blows up at 0 (sqrt first)."""
+    graph = Graph(trace)
+    use = next((o for o in graph.ops if param in (trace.param_serials.get(s) for s in o.inputs)), None)
+    if use is None:
+        return None
+    for kinds in (SINGULAR_AT_ZERO[:2], SINGULAR_AT_ZERO):
+        found = graph.first_downstream(use, match=lambda o: o.kind in kinds, through=lambda _: True, max_steps=2048)
+        if found is not None and found.location is not None:
+            return found
+    return None
+
+
+def _input_non_finite(trace) -> bool:
+    return any(i.is_float and i.summary.nonfinite for i in trace.inputs)

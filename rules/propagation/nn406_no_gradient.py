@@ -1,0 +1,234 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from nnlint.registry import Rule
+from nnlint.rules.propagation._gradients import short_location
+from nnlint.trace import ops as opnames
+from nnlint.trace.graph import Graph
+from nnlint.trace.records import OpRecord, ParamRecord, Trace
+
+MULTIPLYING = ("linear", "conv", "matmul", "mul", "bilinear") + tuple(opnames.NORM_OPS)
+
+
+class NoGradient(Rule):
+    """## What it does
+    After the backward pass, finds trainable parameters (`requires_grad=True`) that received no
+    gradient at all (`.grad` is None), or an exactly-zero one, and names the module they belong to: one
+    diagnostic per module, listing its parameters; a module all of whose parameters are cut off (a
+    detached backbone) is reported once, not per layer.
+
+    - **None**: the loss does not depend on the parameter. Either the module is never called in
+      `forward` (warning), or it runs but its result is cut from the loss (error): by `.detach()` (the
+      message gives the file:line of the `detach` call, as recorded by the tracer), `.data`, `.item()`,
+      a `torch.no_grad()` block, or an output the loss ignores.
+    - **Exactly zero**: the gradient flows but is zero everywhere (warning): a dead path, e.g. every
+      unit of the ReLU after it is inactive (NN203), or a multiplication by zero.
+
+    Zero gradients are expected, and not reported, when a zero-initialized multiplicative parameter
+    sits downstream: the last layer of a residual branch or its last norm weight set to zero
+    (torchvision's `zero_init_residual`, Fixup, SkipInit, ReZero), a zero-init output layer. The layers
+    before it get an exactly-zero gradient at the first step and a real one from the second, once
+    that parameter has moved: healthy. Only None is unambiguous; an exactly-zero gradient is reported
+    only when no zero-initialized parameter downstream explains it.
+
+    Frozen parameters (`requires_grad=False`) and tied duplicates are not checked.
+
+    ## Why is this bad?
+    A parameter without a gradient never changes: the optimizer steps over it, weight decay alone
+    shrinks it. A detached backbone silently trains only the head; an unused layer costs memory and
+    may mean the forward does not do what its author thinks.
+
+    ## Example
+    ```python
+    def forward(self, x):
+        features = self.backbone(x).detach()     # the backbone never trains
+        return self.head(features)
+    ```
+
+    ## Use instead
+    ```python
+    def forward(self, x):
+        return self.head(self.backbone(x))
+    ```
+    or, if freezing is intended, `self.backbone.requires_grad_(False)` (and leave it out of the optimizer).
+
+    ## Options
+    None.
+
+    ## Fix safety
+    No automatic fix: only the author knows whether the cut is a bug or a freeze.
+    """
+
+    code = "NN406"
+    name = "no-gradient"
+    severity = "error"
+    summary = "a trainable parameter gets no gradient (None) or an exactly-zero one: it never trains"
+
+    def check(self, trace):
+        if not trace.backward_ran:
+            return
+        graph = Graph(trace)
+        uses = _first_uses(graph)
+        blockers = _zero_multipliers(trace, graph)
+        findings: dict[str, Finding] = {}
+        for p in trace.params.values():
+            if not p.requires_grad or p.tied_to or p.grad_nonfinite:
+                continue
+            if p.grad_norm is None:
+                use = uses.get(p.name)
+                findings[p.name] = Finding(p, "unused" if use is None and not _opaque(trace, p) else "cut", use)
+            elif p.grad_all_zero:
+                use = uses.get(p.name)
+                if use is not None and _explained_by_zero_init(graph, use, blockers, p.name):
+                    continue
+                findings[p.name] = Finding(p, "zero", use)
+        for module, group in _group_by_module(trace, findings):
+            yield self._report(trace, graph, module, group)
+
+    def _report(self, trace: Trace, graph: Graph, module: str, group: list["Finding"]):
+        names = [f.param.name for f in group]
+        listed = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+        kinds = {f.kind for f in group}
+        plural = len(names) > 1
+        what = f"{len(names)} parameter{'s' if plural else ''} ({listed})"
+        get = "get" if plural else "gets"
+        evidence = {"params": names, "kinds": sorted(kinds)}
+        if "cut" in kinds:
+            cut = _detach_after(graph, [f.use for f in group if f.use is not None])
+            if cut is not None:
+                where = f" at {short_location(cut.location)}" if cut.location else ""
+                how = f"the graph is cut by `.{cut.func}()`{where}"
+                evidence["cut_at"] = str(cut.location) if cut.location else None
+            else:
+                how = ("its output does not reach the loss (a torch.no_grad() block, .data, .item(), or an "
+                       "output the loss ignores)")
+            message = (f"{what} {get} no gradient: {_label(module)} runs in forward, but {how}; reconnect it, or "
+                       "call requires_grad_(False) on it if it is frozen on purpose")
+            severity = "error"
+        elif kinds == {"unused"}:
+            message = (f"{what} {get} no gradient: {_label(module)} is never used in forward; use it or delete it "
+                       "(or requires_grad_(False) if it is kept on purpose)")
+            severity = "warning"
+        else:
+            cause = _dead_cause(graph, [f.use for f in group if f.use is not None])
+            message = (f"{what} {get} an exactly-zero gradient: {cause}; {'they' if plural else 'it'} will not train until that changes. "
+                       "Re-initialize the layers on that path, or call requires_grad_(False) if this is on purpose")
+            severity = "warning"
+        return self.diagnostic(module, message, severity=severity, location=trace.location_of(module), evidence=evidence)
+
+
+@dataclass
+class Finding:
+    param: ParamRecord
+    kind: str                     # "unused" | "cut" | "zero"
+    use: Optional[OpRecord]       # the first training-pass op that reads the parameter
+
+
+def _first_uses(graph: Graph) -> dict[str, OpRecord]:
+    uses: dict[str, OpRecord] = {}
+    for op in graph.ops:
+        for s in op.inputs:
+            name = graph.param_serials.get(s)
+            if name is not None:
+                uses.setdefault(name, op)
+    return uses
+
+
+def _opaque(trace: Trace, p: ParamRecord) -> bool:
+    """A parameter of a region the tracer could not see into (TorchScript, C++): its use is unknown."""
+    return any(p.module == r.get("module") or p.module.startswith(r.get("module", "") + ".") for r in trace.incomplete)
+
+
+def _zero_multipliers(trace: Trace, graph: Graph) -> list[OpRecord]:
+    """Ops that multiply by an all-zero parameter: a zero weight, a zero norm scale, a zero layer scale."""
+    out = []
+    for op in graph.ops:
+        if op.kind not in MULTIPLYING:
+            continue
+        for s in op.inputs:
+            name = graph.param_serials.get(s)
+            p = trace.params.get(name) if name else None
+            if p is not None and p.all_zero and p.attr != "bias":
+                out.append(op)
+                break
+    return out
+
+
+def _explained_by_zero_init(graph: Graph, use: OpRecord, blockers: list[OpRecord], param: str) -> bool:
+    """True when a zero-initialized multiplier sits downstream of the parameter's use (or is its own op:
+    a zero weight's layer still passes a gradient to the weight, so only a later one counts)."""
+    if not blockers:
+        return False
+    downstream = graph.descendant_serials(use)
+    for b in blockers:
+        if b.index > use.index and any(s in downstream for s in b.inputs if s not in graph.param_serials):
+            return True
+    return False
+
+
+def _detach_after(graph: Graph, uses: list[OpRecord]) -> Optional[OpRecord]:
+    """The first `detach` op downstream of any of these uses: where the graph is cut."""
+    reach: set[int] = set()
+    for u in uses:
+        reach |= graph.descendant_serials(u, limit=20000)
+    for op in graph.ops:
+        if op.func in ("detach", "detach_") and any(s in reach for s in op.inputs):
+            return op
+    return None
+
+
+def _dead_cause(graph: Graph, uses: list[OpRecord]) -> str:
+    """Name an all-inactive ReLU next to the parameters, the usual source of exactly-zero gradients:
+    downstream (no gradient comes back through it) or feeding them (a weight's gradient is
+    dL/dy times its input, and the input is all zeros)."""
+    for use in uses:
+        dead = graph.first_downstream(use, _dead_relu, through=lambda _: True, max_steps=4096)
+        if dead is not None:
+            return f"every unit of {_op_name(dead)} is inactive on this batch, so no gradient passes it back (see NN203)"
+    for use in uses:
+        dead = graph.first_upstream(use, _dead_relu, through=lambda _: True, max_steps=4096)
+        if dead is not None:
+            return f"the layer's input is all zeros, as every unit of {_op_name(dead)} is inactive on this batch (see NN203)"
+    return "the gradient that reaches them is zero everywhere (a dead path: an inactive ReLU, a multiplication by zero, a constant output)"
+
+
+def _dead_relu(op: OpRecord) -> bool:
+    active = op.stats.get("unit_active")
+    return op.kind in opnames.RELU_FAMILY and bool(active) and max(active) == 0.0
+
+
+def _op_name(op: OpRecord) -> str:
+    return op.module or f"{op.func}()"
+
+
+def _group_by_module(trace: Trace, findings: dict[str, Finding]):
+    """(module, findings) pairs: the highest module all of whose trainable parameters are affected, else
+    each module with its own affected parameters. Never the whole model as one group."""
+    trainable = [p for p in trace.params.values() if p.requires_grad and not p.tied_to and not p.grad_nonfinite]
+    done: set[str] = set()
+    for module in trace.modules:
+        if module == "":
+            continue
+        prefix = module + "."
+        inside = [p for p in trainable if p.name.startswith(prefix)]
+        if not inside or all(p.name in done for p in inside):
+            continue
+        if all(p.name in findings for p in inside) and _same_kind(findings, inside):
+            done.update(p.name for p in inside)
+            yield module, [findings[p.name] for p in inside]
+    rest: dict[str, list[Finding]] = {}
+    for name, f in findings.items():
+        if name not in done:
+            rest.setdefault(f.param.module, []).append(f)
+    for module, group in rest.items():
+        yield module, group
+
+
+def _same_kind(findings: dict[str, Finding], params: list[ParamRecord]) -> bool:
+    return len({findings[p.name].kind for p in params}) == 1
+
+
+def _label(module: str) -> str:
+    return module if module else "the model's own parameters"
