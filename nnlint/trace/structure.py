@@ -1,0 +1,472 @@
+"""Residual and main-path structure read from a trace's lineage, for the signal-propagation rules.
+
+What it finds (pure Python over a Graph, no torch):
+- residual blocks: `x + f(x)` adds with an identity skip (what `Graph.residual_adds` finds), and
+  projection shortcuts `P(x) + f(x)` whose skip has its own weight layer (torchvision's downsample);
+  written as `x = x + self.block(x)`, `out += identity` (in place: the result has a fresh serial),
+  `torch.add`, or Hugging Face's `hidden_states = residual + hidden_states`;
+- the stream: which block's output is the next block's input with no normalization in between, so
+  runs of consecutive blocks and the growth of the stream's variance along them;
+- the main path: weight layers outside residual branches whose outputs reach another weight layer with
+  no normalization in between, linked into chains that restart at each normalization, and how much
+  each one scales the signal.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Optional
+
+from nnlint.trace import ops as opnames
+from nnlint.trace.graph import Graph
+from nnlint.trace.records import OpRecord, TensorSummary, Trace
+
+# A module whose type names a normalization: BatchNorm2d, LayerNorm, LlamaRMSNorm, T5LayerNorm,
+# GroupNormAct. Hand-written norms run as pow/mean/rsqrt/mul ops inside such a module. "Normal..."
+# and "Normalize" do not count: the name must not continue with a lower-case letter.
+_NORM_TYPE = re.compile(r"Norm(?![a-z])")
+
+# Ops that take a slice of a tensor: a shortcut through one of these is not a projection of x.
+_SLICING = {"__getitem__", "split", "chunk", "narrow", "select", "unbind"}
+
+# Ops a projection shortcut may hold besides its one weight layer (ResNet-D: AvgPool -> 1x1 conv -> BN).
+_SHORTCUT_KINDS = opnames.NORM_OPS | {"pool", "dropout", "add"} | (opnames.PASSTHROUGH - _SLICING)
+
+
+def is_norm_type(type_name: str) -> bool:
+    return bool(_NORM_TYPE.search(type_name or ""))
+
+
+def is_weight_layer(op: OpRecord) -> bool:
+    """A Linear/Conv (or a matmul with a parameter): a layer whose init sets the signal's scale."""
+    return op.weight is not None and op.kind in ("linear", "conv", "matmul", "bilinear")
+
+
+@dataclass(frozen=True)
+class ResidualBlock:
+    """One residual addition and the two paths into it."""
+
+    add: OpRecord
+    source: int                       # serial of the stream value x entering the block
+    skip: int                         # operand serial: x itself, or P(x) for a projection shortcut
+    branch: int                       # operand serial: f(x)
+    branch_ops: tuple[OpRecord, ...]  # ops on the paths from x to f(x)
+    skip_ops: tuple[OpRecord, ...] = ()   # ops of the projection shortcut; empty for an identity skip
+
+    @property
+    def projection(self) -> bool:
+        return bool(self.skip_ops)
+
+
+@dataclass(frozen=True)
+class ChainStart:
+    """Where a main-path chain begins: the model input, or the value a normalization (or anything
+    nnlint does not follow through: an embedding, a concat, a gate, global pooling) produced."""
+
+    serial: int
+    op: Optional[OpRecord]            # None: a model input (or a tensor with no recorded producer)
+    std: Optional[float]
+
+    @property
+    def label(self) -> str:
+        if self.op is None:
+            return "the input"
+        return f"{self.op.kind} {self.op.module}".strip() if self.op.module else self.op.kind
+
+
+@dataclass
+class ChainLink:
+    """A main-path weight layer and the scale of the signal there, relative to its chain's start."""
+
+    op: OpRecord
+    parent: Optional["ChainLink"]
+    start: ChainStart
+    out_std: float
+    step: float                       # signal scale from the parent's output (or the start) to this output
+    factor: float                     # cumulative: this output's std over the start's std
+    own_ratio: float                  # this layer alone: output std over input std
+    residual_growth: float = 1.0      # stream growth of residual adds crossed on the way, divided out
+
+    def path(self) -> list["ChainLink"]:
+        """The links from the chain's start to this one."""
+        out: list[ChainLink] = []
+        link: Optional[ChainLink] = self
+        while link is not None:
+            out.append(link)
+            link = link.parent
+        return out[::-1]
+
+
+@dataclass
+class StreamStep:
+    """One block on the stream, with the variances that say how it changed the stream."""
+
+    block: ResidualBlock
+    var_in: float                     # the stream entering the block (x)
+    var_branch: float                 # f(x)
+    var_out: float                    # x + f(x)
+    previous: Optional["StreamStep"] = None   # the block whose output this block's input is
+    successors: list["StreamStep"] = field(default_factory=list)
+
+    @property
+    def gain(self) -> float:
+        """Var(f(x)) / Var(x): how much of the stream's scale the branch adds."""
+        return self.var_branch / self.var_in if self.var_in > 0 else math.inf
+
+    @property
+    def factor(self) -> float:
+        """How much this block multiplied the stream's variance: output over the previous block's
+        output (so a ReLU between blocks counts, and the factors of a run multiply to its growth)."""
+        ref = self.previous.var_out if self.previous is not None else self.var_in
+        return self.var_out / ref if ref > 0 else math.inf
+
+
+class Structure:
+    """Residual blocks, the stream through them and the main-path chains of one trace's training pass."""
+
+    def __init__(self, trace: Trace, graph: Optional[Graph] = None):
+        self.trace = trace
+        self.graph = graph if graph is not None else Graph(trace)
+        self._input_summary = {rec.serial: rec.summary for rec in trace.inputs if rec.is_float}
+        self._main_path: dict[int, bool] = {}   # op index -> is_main_path_layer, memoized
+        self._call_summary: dict[int, TensorSummary] = {}
+        for call in trace.calls:
+            if call.phase == "train" and call.outputs and call.output_summary is not None:
+                self._call_summary.setdefault(call.outputs[0], call.output_summary)
+
+    # ------------------------------------------------------------------ values
+    def tensor_inputs(self, op: OpRecord) -> list[int]:
+        """The op's tensor operands, parameters excluded."""
+        return [s for s in op.inputs if s not in self.graph.param_serials]
+
+    def main_input(self, op: OpRecord) -> Optional[int]:
+        ins = self.tensor_inputs(op)
+        return ins[0] if ins else None
+
+    def summary(self, serial: int) -> Optional[TensorSummary]:
+        """Statistics of a tensor value: its producer's output stats, through views and reshapes."""
+        for _ in range(64):
+            prod = self.graph.producer.get(serial)
+            if prod is None:
+                return self._input_summary.get(serial) or self._call_summary.get(serial)
+            if prod.out is not None and prod.outputs and prod.outputs[0] == serial:
+                return prod.out
+            if serial in self._call_summary:
+                return self._call_summary[serial]
+            if prod.kind not in opnames.PASSTHROUGH and prod.func not in opnames.PASSTHROUGH:
+                return None
+            nxt = self.main_input(prod)
+            if nxt is None:
+                return None
+            serial = nxt
+        return None
+
+    def std(self, serial: int) -> Optional[float]:
+        s = self.summary(serial)
+        return None if s is None or s.nonfinite else s.std
+
+    def operand_summary(self, add: OpRecord, serial: int) -> Optional[TensorSummary]:
+        """An add's operand as it was when the add ran (taken before an in-place add overwrote it)."""
+        operands = add.stats.get("operands")
+        tensors = self.tensor_inputs(add)
+        if operands and len(operands) == len(add.inputs) and serial in add.inputs:
+            return operands[add.inputs.index(serial)]
+        if operands and len(operands) == len(tensors) and serial in tensors:
+            return operands[tensors.index(serial)]
+        return self.summary(serial)
+
+    # ------------------------------------------------------------------ norms
+    def is_norm(self, op: OpRecord) -> bool:
+        """A normalization op, or an op of a hand-written norm module (RMSNorm's pow/mean/rsqrt/mul)."""
+        if op.kind in opnames.NORM_OPS:
+            return True
+        # A view or a no-op `.to(float32)` inside a norm module normalizes nothing.
+        passthrough = op.kind in opnames.PASSTHROUGH or op.func in opnames.PASSTHROUGH
+        return not passthrough and not is_weight_layer(op) and is_norm_type(op.module_type)
+
+    # ------------------------------------------------------------------ residual blocks
+    @cached_property
+    def blocks(self) -> list[ResidualBlock]:
+        """Every residual block of the training pass, in execution order."""
+        found: dict[int, ResidualBlock] = {}
+        for r in self.graph.residual_adds:
+            found[r.op.index] = ResidualBlock(r.op, r.skip, r.skip, r.branch, tuple(self.graph.branch_ops(r)))
+        for op in self.graph.ops:
+            if op.kind == "add" and op.index not in found:
+                block = self._projection_block(op)
+                if block is not None:
+                    found[op.index] = block
+        return [found[i] for i in sorted(found)]
+
+    @cached_property
+    def block_of_add(self) -> dict[int, ResidualBlock]:
+        return {b.add.index: b for b in self.blocks}
+
+    @cached_property
+    def branch_op_indices(self) -> set[int]:
+        """Indices of the ops inside some residual branch f of x + f(x)."""
+        return {o.index for b in self.blocks for o in b.branch_ops}
+
+    def _projection_block(self, add: OpRecord) -> Optional[ResidualBlock]:
+        """`P(x) + f(x)`: both operands computed from one x, the shortcut P a single weight layer (with
+        pooling, a norm, views) and the branch f holding weight layers of its own."""
+        operands = self.tensor_inputs(add)
+        if len(operands) != 2 or operands[0] == operands[1]:
+            return None
+        shapes = [self.summary(s) for s in operands]
+        if any(s is None for s in shapes) or shapes[0].shape != shapes[1].shape:
+            return None
+        a, b = operands
+        common = (self.graph.ancestors(a) | {a}) & (self.graph.ancestors(b) | {b})
+        if not common:
+            return None
+        # The nearest common ancestor: the latest-produced shared value (model inputs come first).
+        x = max(common, key=lambda s: (self.graph.producer[s].index if s in self.graph.producer else -1, s))
+        if x in (a, b):
+            return None   # an identity skip without a weight layer on the branch: not a block
+        best: Optional[ResidualBlock] = None
+        for skip, branch in ((a, b), (b, a)):
+            skip_ops = list(self.graph.ops_between(x, skip))
+            branch_ops = list(self.graph.ops_between(x, branch))
+            if not self._is_shortcut(skip_ops) or not any(is_weight_layer(o) for o in branch_ops):
+                continue
+            if {o.index for o in skip_ops} & {o.index for o in branch_ops}:
+                continue
+            if best is None or len(skip_ops) < len(best.skip_ops):
+                best = ResidualBlock(add, x, skip, branch, tuple(branch_ops), tuple(skip_ops))
+        return best
+
+    @staticmethod
+    def _is_shortcut(ops: list[OpRecord]) -> bool:
+        weights = [o for o in ops if is_weight_layer(o)]
+        return (len(weights) == 1 and len(ops) <= 6
+                and all(is_weight_layer(o) or o.kind in _SHORTCUT_KINDS or o.func in _SHORTCUT_KINDS for o in ops))
+
+    def branch_norms(self, block: ResidualBlock) -> list[OpRecord]:
+        return [o for o in block.branch_ops if self.is_norm(o)]
+
+    def skip_norms(self, block: ResidualBlock) -> list[OpRecord]:
+        return [o for o in block.skip_ops if self.is_norm(o)]
+
+    def last_weight_layer(self, block: ResidualBlock) -> Optional[OpRecord]:
+        """The branch's last weight layer: what to zero-init so the block starts as the identity."""
+        weights = [o for o in block.branch_ops if is_weight_layer(o)]
+        return weights[-1] if weights else None
+
+    def last_norm(self, block: ResidualBlock) -> Optional[OpRecord]:
+        """A norm after the branch's last weight layer (ResNet's bn2/bn3), whose weight is the one to
+        zero-init; None when the branch ends in a weight layer (pre-LN transformers)."""
+        last = self.last_weight_layer(block)
+        norms = [o for o in self.branch_norms(block) if last is None or o.index > last.index]
+        return norms[-1] if norms else None
+
+    def block_name(self, block: ResidualBlock) -> str:
+        """The module that holds the block: the common prefix of its branch's modules (`layer1.0`)."""
+        names = [o.module for o in block.branch_ops if o.module]
+        if not names:
+            return block.add.module
+        parts = names[0].split(".")
+        for name in names[1:]:
+            other = name.split(".")
+            n = 0
+            while n < min(len(parts), len(other)) and parts[n] == other[n]:
+                n += 1
+            parts = parts[:n]
+        prefix = ".".join(parts)
+        add_module = block.add.module
+        # The add runs in the block's own forward: prefer that module when it holds the branch.
+        if add_module and (prefix == add_module or prefix.startswith(add_module + ".")):
+            return add_module
+        return prefix or add_module
+
+    # ------------------------------------------------------------------ the stream
+    def _stream_back(self, serial: int) -> tuple[Optional[ResidualBlock], bool]:
+        """Walk a stream value back through activations, dropout and views to the block that produced
+        it. Returns (that block, whether a normalization sits in between)."""
+        for _ in range(64):
+            prod = self.graph.producer.get(serial)
+            if prod is None:
+                return None, False
+            block = self.block_of_add.get(prod.index)
+            if block is not None:
+                return block, False
+            if self.is_norm(prod):
+                back, _ = self._stream_back_from(prod)
+                return back, True
+            if not self._stream_transparent(prod):
+                return None, False
+            nxt = self.main_input(prod)
+            if nxt is None:
+                return None, False
+            serial = nxt
+        return None, False
+
+    def _stream_back_from(self, norm: OpRecord) -> tuple[Optional[ResidualBlock], bool]:
+        """The block right before a norm (post-LN: add -> LayerNorm), ignoring the norm."""
+        for s in self.tensor_inputs(norm)[:1]:
+            prod = self.graph.producer.get(s)
+            for _ in range(16):
+                if prod is None:
+                    break
+                if prod.index in self.block_of_add:
+                    return self.block_of_add[prod.index], True
+                if not self._stream_transparent(prod):
+                    break
+                nxt = self.main_input(prod)
+                prod = self.graph.producer.get(nxt) if nxt is not None else None
+        return None, True
+
+    def _stream_transparent(self, op: OpRecord) -> bool:
+        k = op.kind
+        single = len(self.tensor_inputs(op)) == 1
+        return single and (k in opnames.ACTIVATIONS or k == "dropout" or k in opnames.PASSTHROUGH
+                           or op.func in opnames.PASSTHROUGH)
+
+    @cached_property
+    def stream(self) -> list[StreamStep]:
+        """Every block with its stream variances, linked to the block whose output it continues."""
+        steps: dict[int, StreamStep] = {}
+        for b in self.blocks:
+            var_in = self._var(self.operand_summary(b.add, b.skip) if not b.projection else self.summary(b.source))
+            var_branch = self._var(self.operand_summary(b.add, b.branch))
+            var_out = self._var(b.add.out)
+            if var_in is None or var_branch is None or var_out is None:
+                continue
+            step = StreamStep(b, var_in, var_branch, var_out)
+            prev, normalized = self._stream_back(b.source)
+            if prev is not None and not normalized and prev.add.index in steps:
+                step.previous = steps[prev.add.index]
+                step.previous.successors.append(step)
+            steps[b.add.index] = step
+        return [steps[i] for i in sorted(steps)]
+
+    @staticmethod
+    def _var(s: Optional[TensorSummary]) -> Optional[float]:
+        return None if s is None or s.nonfinite else s.var
+
+    # ------------------------------------------------------------------ the main path
+    def is_main_path_layer(self, op: OpRecord) -> bool:
+        """A weight layer whose output scale matters for the next layer: outside residual branches,
+        not the model's last layer, not re-scaled by a normalization before the next weight layer,
+        and not all-zero or constant (NN101/NN102 report those)."""
+        if not is_weight_layer(op) or op.index in self.branch_op_indices:
+            return False
+        if op.index not in self._main_path:
+            p = self.trace.params.get(op.weight)
+            self._main_path[op.index] = not (p is None or p.all_zero or p.rows_identical) \
+                and self.graph.feeds_weight_layer(op) is not None and not self._normalized_downstream(op)
+        return self._main_path[op.index]
+
+    def _normalized_downstream(self, op: OpRecord, max_steps: int = 512) -> bool:
+        """Every path from the layer meets a normalization before another weight layer or the output."""
+        queue = list(self.graph.next_ops(op))
+        seen: set[int] = set()
+        norms = 0
+        steps = 0
+        if self.graph.is_model_output(op):
+            return False
+        while queue and steps < max_steps:
+            nxt = queue.pop(0)
+            steps += 1
+            if nxt.index in seen:
+                continue
+            seen.add(nxt.index)
+            if self.is_norm(nxt):
+                norms += 1
+                continue
+            if is_weight_layer(nxt) or nxt.kind in ("rnn", "attention", "opaque", "matmul"):
+                return False
+            if self.graph.is_model_output(nxt) and not self.graph.next_ops(nxt):
+                return False
+            queue.extend(self.graph.next_ops(nxt))
+        return norms > 0
+
+    @cached_property
+    def chains(self) -> list[ChainLink]:
+        """Every main-path layer as a link of its chain, in execution order."""
+        links: dict[int, ChainLink] = {}
+        for op in self.graph.ops:
+            if not self.is_main_path_layer(op):
+                continue
+            inp = self.main_input(op)
+            out = op.out
+            in_std = self.std(inp) if inp is not None else None
+            if out is None or out.nonfinite or not in_std:
+                continue
+            parent_op, start_serial, crossed = self._chain_back(inp)
+            parent = links.get(parent_op.index) if parent_op is not None else None
+            if parent is not None:
+                start, ref = parent.start, parent.out_std
+            else:
+                start_std = self.std(start_serial)
+                start = ChainStart(start_serial, self.graph.producer.get(start_serial), start_std)
+                ref = start_std
+            if not ref:
+                continue
+            step = out.std / ref / crossed
+            factor = step * (parent.factor if parent is not None else 1.0)
+            links[op.index] = ChainLink(op, parent, start, out.std, step, factor, out.std / in_std, crossed)
+        return [links[i] for i in sorted(links)]
+
+    def _chain_back(self, serial: int) -> tuple[Optional[OpRecord], int, float]:
+        """From a layer's input, walk back along the main path to the previous main-path layer.
+
+        Returns (that layer or None, the serial where the chain starts when there is none, the scale
+        change of the residual stream crossed on the way). The stream's growth is NN403's to judge, and
+        the activations between blocks are part of the stream (ResNet's ReLU after each add): from the
+        first block's input to the layer's input, the whole stretch is divided out of the chain.
+        """
+        layer_input = serial
+        stream_entry: Optional[int] = None
+        found: tuple[Optional[OpRecord], int] = (None, serial)
+        for _ in range(256):
+            prod = self.graph.producer.get(serial)
+            if prod is None:
+                break
+            if is_weight_layer(prod):
+                found = ((prod if self.is_main_path_layer(prod) else None), serial)
+                break
+            block = self.block_of_add.get(prod.index)
+            if block is not None:
+                serial = stream_entry = block.skip
+                continue
+            nxt = self.main_input(prod)
+            if self.is_norm(prod) or not self._chain_transparent(prod) or nxt is None:
+                break
+            serial = nxt
+        found = found if found[0] is not None or found[1] == serial else (None, serial)
+        crossed = 1.0
+        if stream_entry is not None:
+            before, after = self.std(stream_entry), self.std(layer_input)
+            if before and after:
+                crossed = after / before
+        return found[0], found[1], crossed
+
+    def _chain_transparent(self, op: OpRecord) -> bool:
+        """Ops the main path runs through: one tensor in (bias adds and scalar scalings included),
+        except those that start a new signal: embeddings, recurrent cells, attention, softmax, means and
+        global average pooling (on a random batch they shrink the std by up to sqrt(H*W), which no init
+        causes or fixes)."""
+        k = op.kind
+        if k in opnames.WEIGHT_OPS or k in ("rnn", "attention", "opaque", "softmax", "log_softmax", "cat", "mean", "random"):
+            return False
+        if len(self.tensor_inputs(op)) != 1:
+            return False
+        if k == "pool":
+            return not self._is_global_average(op)
+        return True
+
+    @staticmethod
+    def _is_global_average(op: OpRecord) -> bool:
+        """Average pooling down to one position per channel (max pooling keeps the scale)."""
+        if "avg" not in op.func:
+            return False
+        out = op.out
+        if out is None or len(out.shape) < 3:
+            return True
+        spatial = 1
+        for d in out.shape[2:]:
+            spatial *= d
+        return spatial == 1

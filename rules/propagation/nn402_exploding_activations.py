@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+from nnlint.registry import Rule
+from nnlint.rulekit import describe_op, fmt, location_for, nonlinearity_after, reinit_fix
+from nnlint.trace.structure import Structure, is_weight_layer
+
+from nnlint.rules.propagation._chains import (chain_fix, describe_path, drifting_chains, fix_call, module_of,
+                                              residual_note, start_text)
+
+
+class ExplodingActivations(Rule):
+    """## What it does
+    The mirror of NN401 (vanishing-activations): along the main path (after a residual add, the
+    stream, not the branch), over a chain of weight layers with no normalization in between, reports
+    a chain along which the activation std grows more than `max_growth` (10x) from where the chain
+    starts. Also reports, as an error, the op where activations first become non-finite (an `exp`
+    activation, or a chain that overflowed) although its input was finite.
+
+    The chains are NN401's: layers inside residual branches, layers re-scaled by a normalization before
+    the next weight layer, the model's last layer and the residual stream's own growth (NN403's) are
+    left out.
+
+    ## Why is this bad?
+    Each layer multiplies the signal's std by about `std(W) * sqrt(fan_in) / gain`; a few layers
+    initialized too large blow the activations up geometrically: tanh and sigmoid saturate, the
+    logits are over-confident, the gradients explode, and in float16 the values overflow to inf.
+
+    Threshold evidence (RULES.md calibration): torchvision VGG-11 with its Kaiming fan_out init keeps
+    every weight layer's output std within 0.2-0.43 of the input's; a healthy chain changes the std by
+    a small constant factor, while one with weights 2x too large grows 2^depth (8 layers: 256x). 10x
+    leaves a healthy chain's constant factor well inside.
+
+    ## Example
+    ```python
+    for fc in self.layers:                  # Linear(256, 256) x 6, each followed by ReLU
+        nn.init.normal_(fc.weight, std=0.2)  # Kaiming would be sqrt(2/256) = 0.088
+    ```
+
+    ## Use instead
+    ```python
+    for fc in self.layers:
+        nn.init.kaiming_normal_(fc.weight, nonlinearity="relu")
+    ```
+    or put a normalization (BatchNorm/LayerNorm) between the layers.
+
+    ## Options
+    - `max_growth` (default 10.0): the chain's std may grow at most this much from its start.
+
+    ## Fix safety
+    Safe: re-initializes the first layer that grows the signal with its gain-correct initializer and
+    a zero bias; `fix.params["chain"]` lists the same re-init for every layer of the chain. For
+    non-finite activations the fix re-initializes the weight layer feeding the op, when there is one.
+
+    ## References
+    - He et al. 2015, Delving Deep into Rectifiers (Kaiming init).
+    - Glorot & Bengio 2010, Understanding the difficulty of training deep feedforward neural networks.
+    """
+
+    code = "NN402"
+    name = "exploding-activations"
+    severity = "warning"
+    summary = "the main-path signal's std grows more than 10x over a chain of un-normalized layers, or goes non-finite"
+    options = {"max_growth": 10.0}
+    fixable = "safe"
+
+    def check(self, trace):
+        structure = Structure(trace)
+        max_growth = self.opts["max_growth"]
+        for drift in drifting_chains(structure, lambda link: link.factor > max_growth, shrinking=False):
+            worst = drift.worst
+            module = module_of(structure, drift.culprit)
+            fix = chain_fix(structure, drift, why="the signal's std explodes along the chain")
+            yield self.diagnostic(
+                module,
+                f"activation std grows {fmt(worst.factor)}x along the main path: from {start_text(drift)} to "
+                f"{fmt(worst.out_std)} at {module_of(structure, worst)}, over {len(drift.path)} layer(s) with no "
+                f"normalization in between ({describe_path(structure, drift)}){residual_note(drift)}: activations "
+                f"and gradients explode; re-init the chain with the gain-correct initializer, starting with "
+                f"{fix_call(fix)}",
+                location=trace.location_of(module),
+                evidence={"factor": worst.factor, "start": drift.path[0].start.label,
+                          "start_std": drift.path[0].start.std,
+                          "layers": [module_of(structure, l) for l in drift.path],
+                          "stds": [l.out_std for l in drift.path], "steps": [l.step for l in drift.path]},
+                fix=fix,
+            )
+        yield from self._non_finite(structure)
+
+    def _non_finite(self, structure: Structure):
+        """The ops whose output went non-finite while every tensor input was finite: where it starts."""
+        trace, graph = structure.trace, structure.graph
+        for op in graph.ops:
+            out = op.out
+            if out is None or not out.nonfinite:
+                continue
+            ins = [structure.summary(s) for s in structure.tensor_inputs(op)]
+            if not ins or any(s is None or s.nonfinite for s in ins):
+                continue
+            first = ins[0]
+            feeding = op if is_weight_layer(op) else graph.feeding_weight_op(op)
+            fix = None
+            if feeding is not None and feeding.weight is not None:
+                p = trace.params.get(feeding.weight)
+                nonlin, slope = nonlinearity_after(graph, feeding)
+                fix = reinit_fix(trace, p.module if p is not None else feeding.module, nonlin, slope,
+                                 why="the activations it feeds overflow")
+            yield self.diagnostic(
+                op.module,
+                f"{describe_op(trace, op)} produces non-finite values (inf/NaN) from a finite input "
+                f"(std {fmt(first.std)}, mean {fmt(first.mean)}): everything downstream, and the loss, is NaN"
+                + (f"; re-init {fix.target} with {fix_call(fix)} or bound the input (e.g. clamp before exp)"
+                   if fix is not None else "; bound the input (e.g. clamp before exp) or normalize it"),
+                severity="error",
+                location=location_for(trace, op.module, op),
+                evidence={"op": op.func, "input_std": first.std, "input_mean": first.mean, "call_index": op.call_index,
+                          "feeding_layer": feeding.module if feeding is not None else None},
+                fix=fix,
+            )

@@ -1,0 +1,216 @@
+from __future__ import annotations
+
+from typing import Optional
+
+from nnlint.diagnostics import Fix
+from nnlint.registry import Rule
+from nnlint.rulekit import fmt
+from nnlint.trace.records import OpRecord
+from nnlint.trace.structure import StreamStep, Structure
+
+
+class ResidualVarianceGrowth(Rule):
+    """## What it does
+    Finds the residual blocks `x + f(x)` (identity skips, and projection shortcuts `P(x) + f(x)` like
+    torchvision's downsample blocks; written as `x = x + self.block(x)`, `out += identity`,
+    `torch.add` or Hugging Face style) and the stream that runs through consecutive blocks. A block
+    is un-normalized when its branch `f` holds no normalization layer (BatchNorm, LayerNorm, GroupNorm,
+    RMSNorm, or any module whose type name says `Norm`, such as a hand-written RMSNorm) and measurably
+    keeps the signal's scale: branch gain `Var(f(x)) / Var(x) >= min_branch_gain`, read from the add's
+    operands. A run of at least `min_blocks` such blocks in a row, along which the stream's variance
+    grows at least `min_growth` times, is reported on every block of the run, with the per-block
+    factors and the run's total growth.
+
+    Branches with a normalization (BatchNorm at the end, pre-LN/RMSNorm at the start) add a roughly
+    constant variance instead, so the stream grows linearly: healthy. When such branches end in a norm
+    whose weight is not zero, one `info` suggests zero-initializing those weights.
+
+    ## Why is this bad?
+    An un-normalized branch that keeps the scale of its input adds a variance comparable to the
+    stream's own, so each block multiplies the stream's variance by about `1 + gain`: with Kaiming
+    init about 2x per block, and 2^depth over the network. The late blocks see huge activations, the
+    branches' relative contribution shrinks, and the gradients through the stream explode.
+
+    Threshold evidence (RULES.md calibration): total growth alone cannot decide. Hugging Face GPT-2
+    (pre-LN) grows the stream 93x over 12 blocks and Llama (RMSNorm) 138x over 8, both healthy: each
+    pre-norm branch adds a constant. torchvision ResNet-50 (BatchNorm) grows additively (per-block
+    factors 1.47, 1.35, 1.26 ...), with zero_init_residual it stays flat, BERT (post-LN) stays at 1.0,
+    ConvNeXt (layer scale 1e-6, branch gain ~1e-12) stays flat: all quiet here because each branch is
+    normalized or scaled down. The same ResNet-50 with BatchNorm replaced by Identity grows about 2x per
+    block, 30,000x in all, and timm's resnet18 without norms multiplies by 6.6, 2.7, 1.7, 1.8, 1.9:
+    their branches have gains near 1, far above 0.5, and are reported. A single block doubling the
+    variance is harmless, hence `min_blocks` 2 and `min_growth` 3 (two Kaiming blocks give about 4x;
+    two blocks at the minimum gain 0.5 give 2.25x).
+
+    ## Example
+    ```python
+    class Block(nn.Module):
+        def forward(self, x):
+            return x + self.conv2(F.relu(self.conv1(x)))   # Kaiming init, no normalization
+    ```
+
+    ## Use instead
+    ```python
+    nn.init.zeros_(block.conv2.weight)          # each block starts as the identity (Fixup, SkipInit)
+    ```
+    or scale the branch down (layer scale `gamma * f(x)` with gamma 1e-6; GPT-2's 1/sqrt(2N) output
+    projections), or normalize it (`BatchNorm` after each conv, or a pre-norm `LayerNorm` first).
+
+    ## Options
+    - `min_branch_gain` (default 0.5): a branch whose `Var(f(x)) / Var(x)` is below this is scaled
+      down enough not to compound.
+    - `min_blocks` (default 2): a run needs this many un-normalized blocks in a row.
+    - `min_growth` (default 3.0): the run's total variance growth must reach this.
+    - `suggest_zero_init` (default true): the `info` about normalized branches whose last norm weight
+      could be zero-initialized.
+
+    ## Fix safety
+    Safe: zero-initializes the weight of the branch's last weight layer (for the info: the branch's
+    last norm weight, like torchvision's `zero_init_residual=True`); the architecture is unchanged.
+
+    ## References
+    - Zhang, Dauphin & Ma 2019, Fixup Initialization: Residual Learning Without Normalization.
+    - De & Smith 2020, Batch Normalization Biases Residual Blocks Towards the Identity Function.
+    - Goyal et al. 2017, Accurate, Large Minibatch SGD (zero-init of the last BN gamma).
+    """
+
+    code = "NN403"
+    name = "residual-variance-growth"
+    severity = "warning"
+    summary = "un-normalized residual branches multiply the stream's variance block after block"
+    options = {"min_branch_gain": 0.5, "min_blocks": 2, "min_growth": 3.0, "suggest_zero_init": True}
+    fixable = "safe"
+
+    def check(self, trace):
+        structure = Structure(trace)
+        unnormalized = {s.block.add.index for s in structure.stream if self._unnormalized(structure, s)}
+        for run in _runs(structure.stream, unnormalized):
+            growth = run[-1].var_out / run[0].var_in if run[0].var_in > 0 else float("inf")
+            if len(run) < self.opts["min_blocks"] or growth < self.opts["min_growth"]:
+                continue
+            for position, step in enumerate(run):
+                d = self._growth_diagnostic(structure, run, position, step, growth)
+                if d is not None:
+                    yield d
+        if self.opts["suggest_zero_init"]:
+            yield from self._zero_init_suggestion(structure)
+
+    def _unnormalized(self, structure: Structure, step: StreamStep) -> bool:
+        b = step.block
+        return step.var_in > 0 and not structure.branch_norms(b) and not structure.skip_norms(b) \
+            and step.gain >= self.opts["min_branch_gain"]
+
+    def _growth_diagnostic(self, structure: Structure, run: list[StreamStep], position: int, step: StreamStep,
+                           growth: float):
+        trace = structure.trace
+        last = structure.last_weight_layer(step.block)
+        target = _param_target(structure, last)
+        if target is None:
+            return None
+        module, attr = target
+        factors = [run[0].var_out / run[0].var_in] + [s.factor for s in run[1:]]
+        names = [structure.block_name(s.block) for s in run]
+        block = names[position]
+        shown = _listed([fmt(f) for f in factors], 10)
+        fix = _zero_init_fix(module, attr, f"so block {block} starts as the identity", block=block)
+        return self.diagnostic(
+            module,
+            f"residual block {block} ({position + 1} of a run of {len(run)}): its branch has no normalization and "
+            f"keeps the signal's scale (gain Var(f(x))/Var(x) = {fmt(step.gain)}), so its add multiplies the stream's "
+            f"variance by {fmt(step.var_out / step.var_in)}; along the run {names[0]} .. {names[-1]} it grows {fmt(growth)}x "
+            f"(per block {shown}); zero-init the branch's last layer, nn.init.zeros_(self.{module}.{attr}), so each "
+            f"block starts as the identity",
+            location=trace.location_of(module),
+            evidence={"block": block, "branch_gain": step.gain, "add_factor": step.var_out / step.var_in,
+                      "block_factor": factors[position],
+                      "var_in": step.var_in, "var_out": step.var_out, "run_blocks": names,
+                      "run_factors": factors, "run_growth": growth, "projection": step.block.projection},
+            fix=fix,
+        )
+
+    def _zero_init_suggestion(self, structure: Structure):
+        """One info for the normalized branches that end in a norm whose weight is not zero yet."""
+        ending: list[tuple[StreamStep, str, str]] = []
+        for step in structure.stream:
+            norm = structure.last_norm(step.block)
+            target = _norm_weight(structure, norm)
+            if target is None:
+                continue
+            p = structure.trace.params.get(f"{target[0]}.{target[1]}")
+            if p is not None and not p.all_zero and p.requires_grad:
+                ending.append((step, *target))
+        if not ending:
+            return
+        step, module, attr = ending[0]
+        names = [structure.block_name(s.block) for s, _, _ in ending]
+        factors = _listed([fmt(s.factor) for s, _, _ in ending], 8)
+        targets = [f"{m}.{a}" for _, m, a in ending]
+        fix = _zero_init_fix(module, attr, f"and the last norm weight of every other residual branch "
+                                           f"({_listed(targets, 4)}), like torchvision's zero_init_residual=True",
+                             targets=targets)
+        yield self.diagnostic(
+            module,
+            f"{len(ending)} residual branch(es) ({names[0]}{' .. ' + names[-1] if len(names) > 1 else ''}) end in a "
+            f"normalization whose weight is 1: the stream's variance grows additively (per block {factors}), which "
+            f"is healthy; zero-initializing each branch's last norm weight (nn.init.zeros_(self.{module}.{attr}), "
+            f"torchvision's zero_init_residual=True) makes every block start as the identity",
+            severity="info",
+            location=structure.trace.location_of(module),
+            evidence={"blocks": names, "targets": targets, "factors": [s.factor for s, _, _ in ending]},
+            fix=fix,
+        )
+
+
+def _zero_init_fix(module: str, attr: str, why: str, **params) -> Fix:
+    return Fix(kind="zero_init", target=module,
+               description=f"zero-initialize {module}.{attr}: nn.init.zeros_(self.{module}.{attr}), {why}",
+               params={"param": attr, "call": "nn.init.zeros_({w})", **params}, safe=True)
+
+
+def _listed(items: list[str], limit: int) -> str:
+    return ", ".join(items[:limit]) + (", ..." if len(items) > limit else "")
+
+
+def _runs(stream: list[StreamStep], members: set[int]) -> list[list[StreamStep]]:
+    """Maximal runs of consecutive member blocks along the stream (a block continues the run of the
+    block whose output is its input; where a stream forks, the later branch starts a run of its own)."""
+    runs = []
+    taken: set[int] = set()
+    for step in stream:
+        index = step.block.add.index
+        if index not in members or index in taken:
+            continue
+        run = [step]
+        taken.add(index)
+        while True:
+            nxt = next((s for s in run[-1].successors
+                        if s.block.add.index in members and s.block.add.index not in taken), None)
+            if nxt is None:
+                break
+            run.append(nxt)
+            taken.add(nxt.block.add.index)
+        runs.append(run)
+    return runs
+
+
+def _param_target(structure: Structure, op: Optional[OpRecord]) -> Optional[tuple[str, str]]:
+    """(module, attribute) of the weight a weight op uses."""
+    if op is None or op.weight is None:
+        return None
+    p = structure.trace.params.get(op.weight)
+    return (p.module, p.attr) if p is not None else None
+
+
+def _norm_weight(structure: Structure, norm: Optional[OpRecord]) -> Optional[tuple[str, str]]:
+    """(module, "weight") of a norm op's affine weight, when it has one."""
+    if norm is None:
+        return None
+    for s in norm.inputs:
+        name = structure.graph.param_serials.get(s)
+        p = structure.trace.params.get(name) if name else None
+        if p is not None and len(p.shape) == 1 and p.attr == "weight":
+            return p.module, p.attr
+    rec = structure.trace.modules.get(norm.module)
+    if rec is not None and f"{norm.module}.weight" in rec.params:
+        return norm.module, "weight"
+    return None
