@@ -71,9 +71,10 @@ class ChainStart:
 
     @property
     def label(self) -> str:
+        """`the input`, `bn1 (batch_norm)`, `pool (pool)`, `forward (mean)`."""
         if self.op is None:
             return "the input"
-        return f"{self.op.kind} {self.op.module}".strip() if self.op.module else self.op.kind
+        return f"{self.op.module or 'forward'} ({self.op.kind})"
 
 
 @dataclass

@@ -91,7 +91,7 @@ def describe_path(structure: Structure, drift: Drift, limit: int = 8) -> str:
 def start_text(drift: Drift) -> str:
     start = drift.path[0].start
     std = fmt(start.std) if start.std is not None else "?"
-    return f"std {std} at {start.label}" if start.op is not None else f"std {std} at the input"
+    return f"std {std} after {start.label}" if start.op is not None else f"std {std} at the input"
 
 
 def residual_note(drift: Drift) -> str:
