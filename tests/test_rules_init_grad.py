@@ -1,0 +1,432 @@
+"""NN103 init-scale-mismatch, NN304 loss-at-init, NN404/NN405 gradient ratios, NN406 no-gradient.
+
+For each code: a faulty model (the right code on the right module, with the measured number) and a
+healthy twin; then the intentional patterns each rule must leave alone, the healthy models of
+init_grad_models.py (and tests/zoo and tiny Hugging Face models when available), and the fixtures'
+`# expect:` markers.
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import init_grad_models as models
+import nnlint
+
+CODES = ["NN103", "NN304", "NN404", "NN405", "NN406"]
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+def check(model, batch, codes=CODES, **kwargs):
+    torch.manual_seed(0)
+    return nnlint.check(model, batch, select=codes, **kwargs).diagnostics
+
+
+def found(diagnostics, code):
+    return [d for d in diagnostics if d.code == code]
+
+
+def problems(diagnostics):
+    return [(d.code, d.module, d.message) for d in diagnostics if d.severity != "info"]
+
+
+def mlp(widths, act=nn.ReLU, init=None, bias=True):
+    layers = []
+    for i, (fan_in, fan_out) in enumerate(zip(widths, widths[1:])):
+        linear = nn.Linear(fan_in, fan_out, bias=bias)
+        if init is not None and i < len(widths) - 2:
+            init(linear)
+        layers += [linear, act()] if i < len(widths) - 2 else [linear]
+    return nn.Sequential(*layers)
+
+
+def kaiming(layer):
+    nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+
+
+def seeded(build):
+    torch.manual_seed(0)
+    return build()
+
+
+# ---------------------------------------------------------------------------------------------
+# NN103 init-scale-mismatch
+
+
+def test_nn103_default_init_deep_relu_mlp_reports_every_too_small_hidden_layer():
+    model = seeded(lambda: mlp([64] * 7 + [10]))   # PyTorch's default init, std 1/sqrt(3 * 64) = 0.072
+    diags = found(check(model, torch.randn(64, 64), ["NN103"]), "NN103")
+    assert [d.module for d in diags] == ["0", "2", "4", "6", "8", "10"]   # the head (12) only scales logits
+    first = diags[0]
+    assert first.evidence["std"] == pytest.approx(1 / math.sqrt(3 * 64), rel=0.05)
+    assert first.evidence["expected_std"] == pytest.approx(math.sqrt(2 / 64))
+    assert 2.3 < first.evidence["ratio"] < 2.6 and first.evidence["direction"] == "small"
+    assert first.evidence["chain_shrink"] > 50
+    assert re.match(r"weight std 0\.07\d?, expected 0\.18 for relu \(Kaiming\): 2\.\dx too small", first.message)
+    assert "nn.init.kaiming_normal_(self.0.weight, nonlinearity='relu')" in first.message
+    assert first.fix.kind == "reinit" and first.fix.params["initializer"] == "kaiming_normal_"
+
+
+def test_nn103_kaiming_twin_is_quiet():
+    model = seeded(lambda: mlp([64] * 7 + [10], init=kaiming))
+    assert check(model, torch.randn(64, 64), ["NN103"]) == []
+
+
+def test_nn103_one_layer_too_large_before_relu():
+    def build():
+        model = mlp([64, 128, 128, 10], init=kaiming)
+        nn.init.normal_(model[2].weight, std=0.5)
+        return model
+
+    [d] = check(seeded(build), torch.randn(64, 64), ["NN103"])
+    assert d.module == "2" and d.evidence["direction"] == "large"
+    assert d.message.startswith("weight std 0.5, expected 0.12 for relu (Kaiming): 4x too large")
+    assert d.evidence["measured_gain"] > 2 * d.evidence["correct_gain"]
+
+
+def test_nn103_tanh_layer_quotes_the_xavier_std():
+    def build():
+        model = nn.Sequential(nn.Linear(784, 256), nn.Tanh(), nn.Linear(256, 10))
+        nn.init.normal_(model[0].weight, std=0.5)
+        return model
+
+    [d] = check(seeded(build), torch.randn(32, 784), ["NN103"])
+    expected = 5 / 3 * math.sqrt(2 / (784 + 256))
+    assert d.module == "0" and d.evidence["expected_std"] == pytest.approx(expected)
+    assert d.message.startswith("weight std 0.5, expected 0.073 for tanh (Xavier): 6.8x too large")
+    assert d.fix.params["call"] == "nn.init.xavier_normal_({w}, gain=nn.init.calculate_gain('tanh'))"
+
+
+def test_nn103_output_layer_is_judged_only_when_it_blows_the_output_up():
+    def head(std):
+        def build():
+            model = mlp([32, 64, 10], init=kaiming)
+            nn.init.normal_(model[2].weight, std=std)
+            return model
+        return build
+
+    x = torch.randn(64, 32)
+    assert check(seeded(head(0.001)), x, ["NN103"]) == []          # small logits: good practice
+    [d] = check(seeded(head(1.0)), x, ["NN103"])
+    assert d.module == "2" and d.evidence["nonlinearity"] == "linear" and d.evidence["ratio"] > 5
+
+
+@pytest.mark.parametrize("build", [
+    lambda: nn.Linear(32, 10),                                                  # a single default-init layer
+    lambda: mlp([32, 256, 10]),                                                 # one default hidden layer: no compounding
+    lambda: nn.Sequential(nn.Linear(32, 64), nn.BatchNorm1d(64), nn.ReLU(),    # default init, then BatchNorm
+                          nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 10)),
+], ids=["single-layer", "one-hidden-layer", "batchnorm-after"])
+def test_nn103_default_init_where_nothing_compounds_or_a_norm_follows_is_quiet(build):
+    assert check(seeded(build), torch.randn(64, 32), ["NN103"]) == []
+
+
+def test_nn103_dropout_before_a_layer_lowers_the_critical_std():
+    # Three hidden layers at 0.45x Kaiming (torchvision VGG's classifier.3 ratio). With Dropout(0.5)
+    # in front of the last two their critical std is sqrt(0.5) x Kaiming, so only the first is off,
+    # and a single too-small layer does not compound.
+    def build(dropout):
+        layers, width = [], 256
+        for i in range(3):
+            linear = nn.Linear(width, width)
+            nn.init.normal_(linear.weight, std=0.45 * math.sqrt(2 / width))
+            nn.init.zeros_(linear.bias)
+            layers += ([nn.Dropout(0.5)] if dropout and i else []) + [linear, nn.ReLU()]
+        return nn.Sequential(*layers, nn.Linear(width, 10))
+
+    x = torch.randn(128, 256)
+    assert len(check(seeded(lambda: build(False)), x, ["NN103"])) == 3
+    assert check(seeded(lambda: build(True)), x, ["NN103"]) == []
+
+
+class PreLNBlock(nn.Module):
+    def __init__(self, d=64, fc_std=0.02):
+        super().__init__()
+        self.ln = nn.LayerNorm(d)
+        self.c_fc, self.c_proj = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+        nn.init.normal_(self.c_fc.weight, std=fc_std)
+        nn.init.normal_(self.c_proj.weight, std=0.02 / math.sqrt(4))
+
+    def forward(self, x):
+        return x + self.c_proj(F.gelu(self.c_fc(self.ln(x))))
+
+
+def test_nn103_residual_branches_may_be_scaled_down_but_not_up():
+    x = torch.randn(8, 16, 64)
+    quiet = seeded(lambda: nn.Sequential(*[PreLNBlock() for _ in range(3)], nn.LayerNorm(64), nn.Linear(64, 50)))
+    assert check(quiet, x, ["NN103"]) == []            # GPT-2's 0.02 and 1/sqrt(2N): the blocks start near identity
+    loud = seeded(lambda: nn.Sequential(PreLNBlock(fc_std=1.0), PreLNBlock(), nn.Linear(64, 50)))
+    [d] = check(loud, x, ["NN103"])
+    assert d.module == "0.c_fc" and d.evidence["direction"] == "large" and d.evidence["nonlinearity"] == "gelu"
+
+
+# ---------------------------------------------------------------------------------------------
+# NN304 loss-at-init
+
+
+def classifier(head_std):
+    def build():
+        model = mlp([32, 128, 10], init=kaiming)
+        nn.init.normal_(model[2].weight, std=head_std)
+        nn.init.zeros_(model[2].bias)
+        return model
+    return seeded(build)
+
+
+def labelled(n=128, classes=10):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, 32, generator=g), torch.randint(0, classes, (n,), generator=g)
+
+
+def test_nn304_over_confident_head():
+    x, y = labelled()
+    [d] = check(classifier(0.5), x, ["NN304"], target=y, loss_fn=nn.CrossEntropyLoss())
+    assert d.module == "2" and d.severity == "warning"
+    assert d.evidence["uniform_loss"] == pytest.approx(math.log(10))
+    assert d.evidence["ratio"] > 3 and d.evidence["logit_std"] > 4
+    assert re.match(r"loss at init \d+\.?\d* is \d\.?\d*x log\(10\) = 2\.3", d.message)
+    assert d.fix.kind == "scale_final_layer" and d.fix.target == "2"
+    assert d.fix.params["bias"] == "log_priors" and d.fix.params["factor"] == pytest.approx(0.5 / d.evidence["logit_std"], rel=0.05)
+
+
+def test_nn304_small_head_twin_and_variants_of_the_loss_are_quiet():
+    x, y = labelled()
+    model = classifier(0.01)
+    for loss_fn in (nn.CrossEntropyLoss(), nn.CrossEntropyLoss(label_smoothing=0.1),
+                    nn.CrossEntropyLoss(reduction="sum"), lambda out, t: F.nll_loss(F.log_softmax(out, -1), t)):
+        assert check(model, x, ["NN304"], target=y, loss_fn=loss_fn) == []
+    multi_label = (torch.rand(128, 10, generator=torch.Generator().manual_seed(2)) < 0.1).float()
+    assert check(model, x, ["NN304"], target=multi_label, loss_fn=nn.BCEWithLogitsLoss()) == []
+
+
+def test_nn304_sees_cross_entropy_inside_a_language_model_loss():
+    class TinyLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(100, 32)
+            self.lm_head = nn.Linear(32, 100)
+            nn.init.normal_(self.lm_head.weight, std=1.0)
+
+        def forward(self, ids):
+            return self.lm_head(self.embed(ids))
+
+    def lm_loss(logits, ids):
+        return F.cross_entropy(logits[:, :-1].reshape(-1, 100), ids[:, 1:].reshape(-1))
+
+    ids = torch.randint(0, 100, (4, 16), generator=torch.Generator().manual_seed(3))
+    [d] = check(seeded(TinyLM), ids, ["NN304"], target=ids, loss_fn=lm_loss)
+    assert d.module == "lm_head" and d.evidence["num_classes"] == 100 and d.evidence["loss"] > 1.5 * math.log(100)
+
+
+def test_nn304_a_loss_below_the_label_entropy_is_info():
+    # An "untrained" model that already predicts the labels: the target leaks into the input.
+    y = torch.randint(0, 10, (128,), generator=torch.Generator().manual_seed(4))
+    x = F.one_hot(y, 10).float()
+    model = nn.Linear(10, 10)
+    with torch.no_grad():
+        model.weight.copy_(10 * torch.eye(10))
+        model.bias.zero_()
+    [d] = check(model, x, ["NN304"], target=y, loss_fn=nn.CrossEntropyLoss())
+    assert d.severity == "info" and d.module == "" and d.evidence["loss"] < 0.01
+    assert "entropy of the batch's labels" in d.message
+
+
+def test_nn304_needs_a_real_loss():
+    assert check(classifier(0.5), labelled()[0], ["NN304"]) == []     # surrogate loss: nothing to compare
+
+
+# ---------------------------------------------------------------------------------------------
+# NN404 vanishing-gradients / NN405 exploding-gradients
+
+
+def test_nn404_deep_sigmoid_mlp():
+    model = seeded(lambda: mlp([32] + [64] * 8 + [10], act=nn.Sigmoid))
+    [d] = check(model, torch.randn(64, 32), ["NN404", "NN405"])
+    assert d.code == "NN404" and d.module == "0"
+    assert d.evidence["ratio"] < 1e-4 and d.evidence["first_layer"] == "0"
+    assert "surrogate loss" in d.message and "nn.init.kaiming_normal_" in d.message
+
+
+def test_nn404_relu_kaiming_twin_is_quiet():
+    model = seeded(lambda: mlp([32] + [64] * 8 + [10], init=kaiming))
+    assert check(model, torch.randn(64, 32), ["NN404", "NN405"]) == []
+
+
+def test_nn405_tiny_weights_before_batchnorm_get_a_huge_relative_gradient():
+    # A norm makes the layer scale-invariant: its gradient grows as 1/|W|, its relative step as 1/|W|^2.
+    def build(std):
+        model = nn.Sequential(nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+                              nn.Linear(64, 10))
+        for layer in (model[0], model[3]):
+            kaiming(layer)
+        nn.init.normal_(model[0].weight, std=std)
+        return model
+
+    x = torch.randn(64, 64)
+    [d] = check(seeded(lambda: build(1e-4)), x, ["NN404", "NN405"])
+    assert d.code == "NN405" and d.module == "0" and d.severity == "warning" and d.evidence["ratio"] > 1e4
+    assert check(seeded(lambda: build(math.sqrt(2 / 64))), x, ["NN404", "NN405"]) == []
+
+
+def test_nn405_nan_gradient_from_a_finite_forward_names_the_sqrt():
+    class Distances(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Linear(32, 16)
+
+        def forward(self, x):
+            z = self.embed(x)
+            return (z.unsqueeze(1) - z.unsqueeze(0)).pow(2).sum(-1).sqrt()
+
+    [d] = check(seeded(Distances), torch.randn(16, 32), ["NN405"])
+    assert d.severity == "error" and d.module == "embed"
+    assert d.evidence["params"] == ["embed.weight", "embed.bias"]
+    assert re.search(r"sqrt\(\) at test_rules_init_grad\.py:\d+", d.message)
+
+
+def test_nn405_nan_loss_is_reported():
+    x, y = labelled()
+    [d] = check(classifier(0.01), x, ["NN405"], target=y, loss_fn=lambda out, t: F.cross_entropy(out, t) * math.nan)
+    assert d.severity == "error" and "the loss itself is nan" in d.message
+
+
+# ---------------------------------------------------------------------------------------------
+# NN406 no-gradient
+
+
+class Detached(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU())
+        self.head = nn.Linear(32, 4)
+        self.spare = nn.Linear(4, 4)              # never called
+
+    def forward(self, x):
+        features = self.backbone(x).detach()      # the cut NN406 must point at
+        return self.head(features)
+
+
+def test_nn406_detached_backbone_is_one_error_at_the_detach_and_unused_module_a_warning():
+    diags = check(seeded(Detached), torch.randn(8, 16), ["NN406"])
+    assert [(d.module, d.severity) for d in diags] == [("backbone", "error"), ("spare", "warning")]
+    cut, unused = diags
+    assert cut.evidence["params"] == ["backbone.0.weight", "backbone.0.bias", "backbone.2.weight", "backbone.2.bias"]
+    detach_line = next(i for i, line in enumerate(Path(__file__).read_text().splitlines(), 1)
+                       if "the cut NN406 must point at" in line)
+    assert f"`.detach()` at test_rules_init_grad.py:{detach_line}" in cut.message
+    assert cut.evidence["cut_at"].endswith(f"test_rules_init_grad.py:{detach_line}")
+    assert "requires_grad_(False)" in cut.message and "never used in forward" in unused.message
+
+
+def test_nn406_frozen_backbone_and_intentional_zero_init_are_quiet():
+    frozen = seeded(Detached)
+    frozen.backbone.requires_grad_(False)
+    frozen.spare.requires_grad_(False)
+    frozen.forward = lambda x: frozen.head(frozen.backbone(x))
+    assert check(frozen, torch.randn(8, 16), ["NN406"]) == []
+    zero_head = seeded(lambda: mlp([16, 32, 4], init=kaiming))
+    nn.init.zeros_(zero_head[2].weight)       # every earlier gradient is exactly zero at the first step
+    assert check(zero_head, torch.randn(8, 16), ["NN406"]) == []
+    # zero_init_residual: each block's bn2 weight is 0, so conv1/conv2 get exactly-zero gradients
+    assert check(seeded(lambda: models.ResNet(zero_init_residual=True)), torch.randn(4, 3, 16, 16), ["NN406"]) == []
+
+
+def test_nn406_dead_relu_leaves_exactly_zero_gradients_with_its_cause():
+    def build():
+        model = mlp([16, 32, 32, 4], init=kaiming)
+        nn.init.constant_(model[2].bias, -100.0)       # every unit of the second ReLU is dead
+        return model
+
+    diags = check(seeded(build), torch.randn(64, 16), ["NN406"])
+    assert [(d.module, d.severity) for d in diags] == [("0", "warning"), ("2", "warning"), ("4", "warning")]
+    assert "every unit of 3 is inactive" in diags[0].message and "exactly-zero gradient" in diags[0].message
+    assert "input is all zeros" in diags[2].message and diags[2].evidence["params"] == ["4.weight"]
+
+
+def test_nn406_output_the_loss_ignores_is_cut():
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.main, self.aux = nn.Linear(8, 3), nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.main(x), self.aux(x)
+
+    x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+    [d] = check(seeded(TwoHeads), x, ["NN406"], target=y, loss_fn=lambda out, t: F.cross_entropy(out[0], t))
+    assert d.module == "aux" and d.severity == "error" and "does not reach the loss" in d.message
+
+
+# ---------------------------------------------------------------------------------------------
+# Quiet on healthy models
+
+
+def healthy_cases():
+    cases = [pytest.param(c.build, c.batch, {}, id=c.name) for c in models.cases()]
+    try:
+        from zoo import HEALTHY   # tests/zoo's healthy cases (ZooCase, or factories of them), once it has them
+    except ImportError:
+        return cases
+    for i, item in enumerate(HEALTHY):
+        name = getattr(item, "name", None) or getattr(item, "__name__", str(i))
+        cases.append(pytest.param(item, None, {"zoo": True}, id=f"zoo-{name}"))
+    return cases
+
+
+@pytest.mark.parametrize("build, batch, how", healthy_cases())
+def test_healthy_models_get_no_warning_from_these_rules(build, batch, how):
+    if how.get("zoo"):
+        case = build() if callable(build) else build
+        diags = check(case.model, case.batch, optimizer=case.optimizer, loss_fn=case.loss_fn, target=case.target)
+    else:
+        diags = check(seeded(build), batch)
+    assert problems(diags) == []
+
+
+@pytest.mark.parametrize("name", ["bert-tiny", "gpt2", "llama"])
+def test_hugging_face_models_at_their_own_init_are_quiet(name):
+    transformers = pytest.importorskip("transformers")
+    configs = {
+        "bert-tiny": lambda: transformers.BertForSequenceClassification(transformers.BertConfig(
+            hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512, num_labels=3,
+            vocab_size=1000)),
+        "gpt2": lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(
+            n_embd=128, n_layer=2, n_head=2, vocab_size=1000, n_positions=64)),
+        "llama": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            hidden_size=128, intermediate_size=344, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=4, vocab_size=1000)),
+    }
+    ids = torch.randint(0, 1000, (2, 32), generator=torch.Generator().manual_seed(5))
+    assert problems(check(seeded(configs[name]), {"input_ids": ids})) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The fixtures: each `# expect: NN10x` marker is where that code's diagnostic points
+
+
+MY_FIXTURES = ["init_scale_too_large", "init_scale_kaiming", "loss_at_init_overconfident", "loss_at_init_small_head",
+               "gradients_vanishing_sigmoid", "gradients_relu_kaiming", "gradients_nan_sqrt", "gradients_sqrt_eps",
+               "gradients_detached_backbone", "gradients_frozen_backbone"]
+
+
+@pytest.mark.parametrize("name", MY_FIXTURES)
+def test_fixture_markers(name):
+    from nnlint.loader import load_target
+
+    path = FIXTURES / f"{name}.py"
+    expected = {(code, line) for line, text in enumerate(path.read_text().splitlines(), 1)
+                for code in re.findall(r"# expect: (NN\d{3})", text)}
+    loaded = load_target(str(path))
+    diags = nnlint.check(loaded.model, loaded.batch, **loaded.check_arguments()).diagnostics
+    got = {(d.code, d.location.line) for d in diags if d.location is not None and Path(d.location.file) == path}
+    assert {m for m in got if m[0] in CODES} == {m for m in expected if m[0] in CODES}
+    if "# expect: clean" in path.read_text():
+        assert problems(diags) == []
