@@ -569,20 +569,35 @@ def test_nn402_option_max_growth():
 # ==================================================================================================
 # NN403 residual-variance-growth
 # ==================================================================================================
-def test_nn403_resnet_without_norms_warns_on_every_block_of_the_run():
+def test_nn403_resnet_without_norms_warns_on_every_identity_block_of_the_run():
     found = check(seeded(lambda: ResNet(norm=False, blocks=(3, 3, 3))), images())
     growth = [d for d in found if d.code == "NN403"]
-    assert [d.module for d in growth] == [f"layers.{s}.{b}.conv2" for s in range(3) for b in range(3)]
+    identity = ["layers.0.0", "layers.0.1", "layers.0.2", "layers.1.1", "layers.1.2", "layers.2.1", "layers.2.2"]
+    assert [d.module for d in growth] == [f"{b}.conv2" for b in identity]
     assert {d.severity for d in growth} == {"warning"}
     first = growth[0]
-    assert first.evidence["run_blocks"][0] == "layers.0.0" and len(first.evidence["run_blocks"]) == 9
-    # The downsampling blocks do not reset an un-normalized stream: one run through the stages.
+    # The un-normalized downsampling blocks do not reset the stream: one run through the stages,
+    # carried through layers.1.0 and layers.2.0 without reporting them.
+    assert first.evidence["run_blocks"] == [f"layers.{s}.{b}" for s in range(3) for b in range(3)]
+    assert first.evidence["reported_blocks"] == identity
     assert first.evidence["run_growth"] > 30
     assert math.prod(first.evidence["run_factors"]) == pytest.approx(first.evidence["run_growth"], rel=1e-6)
     assert all(d.evidence["branch_gain"] >= 0.5 for d in growth)
     assert f"grows {fmt(first.evidence['run_growth'])}x" in first.message
+    assert f"gain Var(f(x))/Var(x) = {fmt(first.evidence['branch_gain'])}" in first.message
     assert first.fix.kind == "zero_init" and first.fix.target == "layers.0.0.conv2"
     assert first.fix.params["param"] == "weight"
+
+
+def test_nn403_a_normalized_downsample_restarts_the_run():
+    # BatchNorm only on the projection shortcuts: each stage's stream restarts at its downsampling block.
+    model = seeded(lambda: ResNet(norm=False, blocks=(3, 3)))
+    for m in model.modules():
+        if isinstance(m, BasicBlock) and m.downsample is not None:
+            m.downsample[1] = nn.BatchNorm2d(m.downsample[0].out_channels)
+    growth = [d for d in check(model, images()) if d.code == "NN403"]
+    runs = {tuple(d.evidence["run_blocks"]) for d in growth}
+    assert runs == {("layers.0.0", "layers.0.1", "layers.0.2"), ("layers.1.1", "layers.1.2")}
 
 
 @pytest.mark.parametrize("style", ["plus", "torch.add", "inplace"])
