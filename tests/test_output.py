@@ -102,6 +102,14 @@ def test_fixable_summary(width):
     assert "1 fixable with `nnlint fix net.py --unsafe-fixes`" in text.render(only_unsafe, fix_command="nnlint fix net.py")
 
 
+def test_findings_without_a_module_group_by_what_they_are_about():
+    model_wide = [Diagnostic("NN501", "dropout-active-in-eval", "error", "", "dropout in eval"),
+                  Diagnostic("NN301", "uncentered-input", "warning", "", "channel means"),
+                  Diagnostic("NN506", "weight-decay-setup", "info", "", "weight decay")]
+    lines = text.render(sample_report(diagnostics=model_wide, notes=[]), width=100).splitlines()
+    assert [line.split()[0] for line in lines[3:6]] == ["model", "NN506", "input"]
+
+
 def test_module_label():
     d = Diagnostic("NN506", "weight-decay-setup", "info", "", "m")
     assert module_label(d) == "model"

@@ -71,13 +71,13 @@ def _seconds(seconds: float) -> str:
 
 
 def _table(report, width: int, color: bool) -> str:
-    rows = []
-    previous = None
+    # Group by the module column in the order groups first appear: the findings without a module
+    # sort together, but some are about the input and some about the whole model.
+    groups: dict[str, list[Diagnostic]] = {}
     for d in report.sorted():
-        label = module_label(d)
-        rows.append([label if label != previous else "", d.code, _severity(d.severity, color),
-                     _line(d, report.source_file), d.message])
-        previous = label
+        groups.setdefault(module_label(d), []).append(d)
+    rows = [[label if i == 0 else "", d.code, _severity(d.severity, color), _line(d, report.source_file), d.message]
+            for label, found in groups.items() for i, d in enumerate(found)]
     return table(HEADERS, rows, width, color=color, colalign=("left", "left", "left", "right", "left"))
 
 
