@@ -4,44 +4,53 @@ import math
 
 from nnlint.registry import Rule
 from nnlint.rulekit import fmt
-from nnlint.trace.graph import Graph
 from nnlint.rules.propagation._gradients import describe, earliest_vs_last, evidence, short_location, surrogate_note
+from nnlint.trace.graph import Graph
 
 
 class ExplodingGradients(Rule):
     """## What it does
     After the backward pass, reports non-finite gradients (error; left to NN002 when the batch itself
     holds NaN/Inf: the gradients then only follow the data), or an earliest weight layer whose
-    relative gradient ‖grad‖/‖W‖ is more than `max_ratio` (1e3) times the last layer's (warning). The
-    layers are chosen as in NN404 (execution order; parallel projections reading one input count as one;
-    embeddings, frozen, tied and all-zero weights left out).
+    relative gradient ‖grad‖/‖W‖ is more than `max_ratio` (1e3) times that of every later hidden layer
+    (warning). The layers are chosen as in NN404 (execution order; parallel projections reading one
+    input count as one; embeddings, frozen, tied and all-zero weights left out).
 
     ## Why is this bad?
-    A layer whose gradient is a thousand times larger, relative to its weights, than the last layer's
+    A layer whose gradient is a thousand times larger, relative to its weights, than any later layer's
     is moved by one SGD step far more than the rest: at any learning rate that trains the late layers,
     the early ones jump around or diverge, and the loss turns to NaN. Non-finite gradients end training
     at the first step. Typical causes: weights scaled too large (NN103), deep chains without
     normalization, an `exp` or unbounded activation, a loss that divides by a near-zero value.
 
-    Calibration: on the healthy models NN404 lists, earliest/last stays between 4.7e-3 and 0.7
-    (ConvNeXt, whose 0.02-init stem conv sits before a LayerNorm, is the highest). A 10-layer ReLU MLP
-    with std 3x the Kaiming value: about 1e5.
+    A layer followed by a normalization is scale-invariant: its gradient grows as 1/‖W‖, so its relative
+    step as 1/‖W‖². Weights drawn far too small before a BatchNorm/LayerNorm are the common way to get
+    a ratio in the thousands (std 1e-4 before BatchNorm: 4e5; std 1e-2: 42). A homogeneous network
+    (ReLU, no norm) whose weights are all too large does *not* show here: every layer's relative
+    gradient grows alike (NN402 and NN103 see it in the forward signal).
+
+    Calibration: the healthy models NN404 lists measure 5e-3 to 7 (the highest: ResNet with
+    `zero_init_residual`, and ConvNeXt, whose 0.02-init stem conv sits before a LayerNorm).
 
     ## Example
     ```python
-    for layer in self.layers:
-        nn.init.normal_(layer.weight, std=0.5)      # Linear(64, 64) before ReLU: 2.8x Kaiming
+    self.fc1 = nn.Linear(64, 64)
+    nn.init.normal_(self.fc1.weight, std=1e-4)    # then nn.BatchNorm1d(64)
+    ...
+    d = (a.unsqueeze(1) - a.unsqueeze(0)).pow(2).sum(-1).sqrt()   # NaN gradient where d == 0
     ```
 
     ## Use instead
     ```python
-    for layer in self.layers:
-        nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+    nn.init.kaiming_normal_(self.fc1.weight, nonlinearity="relu")
+    ...
+    d = torch.cdist(a, a)                         # or (... + 1e-6).sqrt()
     ```
     and clip gradients (`torch.nn.utils.clip_grad_norm_`) as a guard, not a cure.
 
     ## Options
-    - `max_ratio` (default 1e3): report when earliest/last relative gradient exceeds this.
+    - `max_ratio` (default 1e3): report when the earliest layer's relative gradient exceeds this
+      multiple of the best-fed later hidden layer's.
 
     ## Fix safety
     No automatic fix: the cause decides the remedy (NN103's re-init, normalization, a bounded activation).
@@ -50,7 +59,7 @@ class ExplodingGradients(Rule):
     code = "NN405"
     name = "exploding-gradients"
     severity = "warning"
-    summary = "gradients are non-finite, or the earliest layer's relative gradient is over 1e3 of the last's"
+    summary = "gradients are non-finite, or the earliest layer's relative gradient is over 1e3x the later layers'"
     options = {"max_ratio": 1e3}
 
     def check(self, trace):
