@@ -555,6 +555,30 @@ def test_nn402_non_finite_activations_from_exp():
     assert f"std {fmt(error[0].evidence['input_std'])}" in error[0].message
 
 
+def test_nn402_a_too_large_layer_into_tanh_saturates_rather_than_explodes():
+    model = nn.Sequential(*[m for _ in range(4) for m in (nn.Linear(64, 64), nn.Tanh())], nn.Linear(64, 10))
+    for m in model:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=1.0)        # pre-activations 8x the input: NN202's finding
+    assert check(model, features()) == []
+
+
+def test_nn402_finite_masks_filled_with_finfo_min_are_not_non_finite():
+    class MaskedScores(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.k = nn.Linear(16, 16), nn.Linear(16, 16)
+
+        def forward(self, x, mask):
+            additive = (1.0 - mask[:, None, :]) * torch.finfo(torch.float32).min   # statistics overflow
+            scores = self.q(x) @ self.k(x).transpose(1, 2) / 4 + additive
+            return scores.softmax(-1) @ x
+
+    mask = torch.ones(2, 8)
+    mask[:, -2:] = 0
+    assert check(seeded(MaskedScores), (torch.randn(2, 8, 16), mask)) == []
+
+
 def test_nn402_quiet_on_kaiming_chains():
     assert check(seeded(lambda: mlp(depth=8)), features()) == []
     assert loud(check(seeded(vgg), images(size=16))) == []
@@ -666,6 +690,36 @@ HEALTHY = {
 def test_healthy_architectures_are_quiet(name):
     make, batch = HEALTHY[name]
     assert loud(check(seeded(make), batch())) == []
+
+
+def zoo_cases(kind):
+    try:
+        import zoo   # tests/zoo: small faithful copies of library models, once it exists
+    except ImportError:
+        return []
+    return [pytest.param(make, id=make.__name__) for make in getattr(zoo, kind)]
+
+
+@pytest.mark.parametrize("make", zoo_cases("HEALTHY"))
+def test_zoo_healthy_cases_are_quiet(make):
+    case = make()
+    found = nnlint.check(case.model, case.batch, select=CODES, optimizer=case.optimizer, loss_fn=case.loss_fn,
+                         target=case.target).diagnostics
+    assert loud(found) == []
+
+
+@pytest.mark.parametrize("make", zoo_cases("FAULTY"))
+def test_zoo_faulty_cases_fire_where_expected_and_nowhere_else(make):
+    case = make()
+    found = loud(nnlint.check(case.model, case.batch, select=CODES, optimizer=case.optimizer, loss_fn=case.loss_fn,
+                              target=case.target).diagnostics)
+    for code in CODES:
+        hits = [d.module for d in found if d.code == code]
+        expected = case.expect.get(code, [])
+        for module in expected:
+            assert any(m == module or m.startswith(module + ".") for m in hits), (code, module, hits)
+        if code not in case.consequences:
+            assert all(any(m == e or m.startswith(e + ".") for e in expected) for m in hits), (code, hits)
 
 
 def test_hugging_face_models_are_quiet():

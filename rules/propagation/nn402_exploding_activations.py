@@ -8,6 +8,10 @@ from nnlint.rules.propagation._chains import (chain_fix, describe_path, drifting
                                               residual_note, start_text)
 
 
+# Activations whose output is bounded: a layer too large before them saturates them (NN202).
+BOUNDED = {"tanh", "sigmoid", "hardtanh", "hardsigmoid", "softsign", "softmax", "log_softmax"}
+
+
 class ExplodingActivations(Rule):
     """## What it does
     The mirror of NN401 (vanishing-activations): along the main path (after a residual add, the
@@ -18,7 +22,10 @@ class ExplodingActivations(Rule):
 
     The chains are NN401's: layers inside residual branches, layers re-scaled by a normalization before
     the next weight layer, the model's last layer and the residual stream's own growth (NN403's) are
-    left out.
+    left out. So is a layer that feeds tanh or sigmoid: there a too-large layer saturates the
+    activation (NN202) and the next layer still sees values in [-1, 1]. Non-finite activations are
+    reported only when the model's output is non-finite as well (a mask filled with
+    `torch.finfo(float32).min` is finite, and an inf that a mask absorbs never reaches the loss).
 
     ## Why is this bad?
     Each layer multiplies the signal's std by about `std(W) * sqrt(fan_in) / gain`; a few layers
@@ -66,7 +73,14 @@ class ExplodingActivations(Rule):
     def check(self, trace):
         structure = Structure(trace)
         max_growth = self.opts["max_growth"]
-        for drift in drifting_chains(structure, lambda link: link.factor > max_growth, shrinking=False):
+        graph = structure.graph
+
+        def bad(link):
+            # Into tanh/sigmoid a too-large layer saturates (NN202) instead of exploding: the
+            # activations the next layer sees stay bounded.
+            return link.factor > max_growth and nonlinearity_after(graph, link.op)[0] not in BOUNDED
+
+        for drift in drifting_chains(structure, bad, shrinking=False):
             worst = drift.worst
             module = module_of(structure, drift.culprit)
             fix = chain_fix(structure, drift, why="the signal's std explodes along the chain")
@@ -87,8 +101,15 @@ class ExplodingActivations(Rule):
         yield from self._non_finite(structure)
 
     def _non_finite(self, structure: Structure):
-        """The ops whose output went non-finite while every tensor input was finite: where it starts."""
+        """The ops whose output went non-finite while every tensor input was finite: where it starts.
+
+        Only when the model's output is non-finite too: a mask filled with `finfo.min` is finite, but
+        its statistics overflow float32 and read as non-finite; an intermediate inf that a mask or a
+        softmax absorbs does not reach the loss."""
         trace, graph = structure.trace, structure.graph
+        outputs = [structure.summary(s) for s in trace.output_serials]
+        if not any(o is not None and o.nonfinite for o in outputs):
+            return
         for op in graph.ops:
             out = op.out
             if out is None or not out.nonfinite:
