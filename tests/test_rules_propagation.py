@@ -760,3 +760,17 @@ def test_fixture_findings_point_at_their_expect_markers(name):
     loaded = load_target(str(path))
     report = nnlint.check(loaded.model, loaded.batch, select=CODES, **loaded.check_arguments())
     assert {(d.location.line if d.location else None, d.code) for d in report.diagnostics} == expected
+
+
+@pytest.mark.parametrize("name, code", [("propagation_vanishing_mlp.py", "NN401"),
+                                        ("propagation_exploding_cnn.py", "NN402"),
+                                        ("propagation_residual_no_norm.py", "NN403")])
+def test_the_fixes_clear_the_findings(name, code):
+    """The Fix data is complete: re-init of the whole chain (NN401/NN402), zero-init of each
+    branch's last layer (NN403); the re-check after fixing is clean."""
+    from nnlint.loader import load_target
+
+    loaded = load_target(str(FIXTURES / name))
+    result = nnlint.fix(loaded.model, loaded.batch, select=[code])
+    assert result.applied and not result.failed
+    assert result.report.diagnostics == []
