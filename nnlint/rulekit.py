@@ -11,6 +11,7 @@ from nnlint.diagnostics import Fix, Location
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Follower, Graph
 from nnlint.trace.records import OpRecord, Trace
+from nnlint.trace.structure import is_norm_type, is_weight_layer
 
 # torch.nn.init.calculate_gain, for the nonlinearities nnlint recognises. GELU/SiLU/Mish behave like
 # ReLU for signal propagation, so Kaiming's ReLU gain is the standard choice for them too.
@@ -187,8 +188,16 @@ def once_per_site(ops):
             yield op
 
 
-def is_weight_layer(op: OpRecord) -> bool:
-    """An op that applies learned weights to the signal: Linear/Conv, a matmul with a parameter (Hugging
-    Face's Conv1D), a recurrent cell, an attention module, an opaque (scripted) module."""
-    return op.kind in ("linear", "conv") or (op.kind in opnames.WEIGHT_OPS and op.weight is not None) \
-        or op.kind in ("rnn", "attention", "opaque")
+def normalizes(op: OpRecord) -> bool:
+    """A normalization op, an op of a hand-written norm module (ConvNeXt's channels-first LayerNorm,
+    an RMSNorm: their mean/sub/rsqrt/mul ops run inside a module whose type names a Norm), or a
+    softmax (it re-scales its input to probabilities)."""
+    if op.kind in opnames.NORM_OPS or op.kind in ("softmax", "log_softmax"):
+        return True
+    return is_norm_type(op.module_type) and op.kind not in opnames.PASSTHROUGH and not is_weight_layer(op)
+
+
+def applies_weights(op: OpRecord) -> bool:
+    """A weight layer, or a module whose weights the tracer sees only as one op (recurrent cells,
+    fused attention, scripted regions)."""
+    return is_weight_layer(op) or op.kind in ("linear", "conv", "rnn", "attention", "opaque")

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from nnlint.registry import Rule
-from nnlint.rulekit import expected_std, fmt, is_weight_layer, nonlinearity_after, reinit_fix
+from nnlint.rulekit import applies_weights, expected_std, fmt, nonlinearity_after, normalizes, reinit_fix
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
 from nnlint.trace.records import OpRecord, Trace
@@ -269,12 +269,11 @@ def _downstream(graph: Graph, op: OpRecord, max_steps: int = 512) -> Downstream:
     def walk_past(nxt: OpRecord) -> bool:
         nonlocal norms
         found.reaches_output = found.reaches_output or graph.is_model_output(nxt)
-        k = nxt.kind
-        if k in opnames.NORM_OPS or k in ("softmax", "log_softmax"):
+        if normalizes(nxt):
             norms += 1
             return False
-        if is_weight_layer(nxt):
-            if k in ("linear", "conv") and graph.follower(nxt).kind == "norm":
+        if applies_weights(nxt):
+            if nxt.kind in ("linear", "conv") and _followed_by_norm(graph, nxt):
                 norms += 1
             else:
                 found.weights.append(nxt)
@@ -284,6 +283,15 @@ def _downstream(graph: Graph, op: OpRecord, max_steps: int = 512) -> Downstream:
     graph.first_downstream(op, match=lambda _: False, through=walk_past, max_steps=max_steps)
     found.normalized_everywhere = norms > 0 and not found.weights
     return found
+
+
+def _followed_by_norm(graph: Graph, op: OpRecord) -> bool:
+    nxt = graph.first_downstream(op, match=lambda o: not _transparent(o), through=_transparent, max_steps=16)
+    return nxt is not None and normalizes(nxt)
+
+
+def _transparent(op: OpRecord) -> bool:
+    return op.kind in opnames.PASSTHROUGH or op.func in opnames.PASSTHROUGH or op.kind in ("dropout", "pool")
 
 
 class _Chains:

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from nnlint.rulekit import fmt, is_weight_layer
+from nnlint.rulekit import applies_weights, fmt
 from nnlint.trace.graph import Graph
 from nnlint.trace.records import OpRecord, Trace
 
@@ -127,7 +127,7 @@ def earliest_vs_last(trace: Trace) -> Optional[GradientRatio]:
 
 def _feeds_weight_layer(graph: Graph, op: OpRecord) -> bool:
     """Does anything downstream of this layer use a weight (through activations, norms, adds, gates)?"""
-    return graph.first_downstream(op, match=is_weight_layer, through=lambda _: True, max_steps=4096) is not None
+    return graph.first_downstream(op, match=applies_weights, through=lambda _: True, max_steps=4096) is not None
 
 
 def surrogate_note(trace: Trace) -> str:
