@@ -421,13 +421,14 @@ class Structure:
         """
         layer_input = serial
         stream_entry: Optional[int] = None
-        found: tuple[Optional[OpRecord], int] = (None, serial)
+        parent: Optional[OpRecord] = None
         for _ in range(256):
             prod = self.graph.producer.get(serial)
             if prod is None:
                 break
             if is_weight_layer(prod):
-                found = ((prod if self.is_main_path_layer(prod) else None), serial)
+                # The previous layer; one left out of the main path starts a new chain at its output.
+                parent = prod if self.is_main_path_layer(prod) else None
                 break
             block = self.block_of_add.get(prod.index)
             if block is not None:
@@ -437,13 +438,12 @@ class Structure:
             if self.is_norm(prod) or not self._chain_transparent(prod) or nxt is None:
                 break
             serial = nxt
-        found = found if found[0] is not None or found[1] == serial else (None, serial)
         crossed = 1.0
         if stream_entry is not None:
             before, after = self.std(stream_entry), self.std(layer_input)
             if before and after:
                 crossed = after / before
-        return found[0], found[1], crossed
+        return parent, serial, crossed
 
     def _chain_transparent(self, op: OpRecord) -> bool:
         """Ops the main path runs through: one tensor in (bias adds and scalar scalings included),
