@@ -86,9 +86,9 @@ class ChainLink:
     start: ChainStart
     out_std: float
     step: float                       # signal scale from the parent's output (or the start) to this output
-    factor: float                     # cumulative: this output's std over the start's std
+    factor: float                     # cumulative: the product of the steps from the chain's start
     own_ratio: float                  # this layer alone: output std over input std
-    residual_growth: float = 1.0      # stream growth of residual adds crossed on the way, divided out
+    residual_growth: float = 1.0      # scale change along residual blocks crossed on the way, divided out
 
     def path(self) -> list["ChainLink"]:
         """The links from the chain's start to this one."""
@@ -283,41 +283,21 @@ class Structure:
         return prefix or add_module
 
     # ------------------------------------------------------------------ the stream
-    def _stream_back(self, serial: int) -> tuple[Optional[ResidualBlock], bool]:
-        """Walk a stream value back through activations, dropout and views to the block that produced
-        it. Returns (that block, whether a normalization sits in between)."""
+    def _stream_back(self, serial: int) -> Optional[ResidualBlock]:
+        """The block whose output this stream value is, through activations, dropout and views; None
+        when something else sits in between, a normalization included (post-LN restarts the stream)."""
         for _ in range(64):
             prod = self.graph.producer.get(serial)
-            if prod is None:
-                return None, False
+            if prod is None or self.is_norm(prod):
+                return None
             block = self.block_of_add.get(prod.index)
             if block is not None:
-                return block, False
-            if self.is_norm(prod):
-                back, _ = self._stream_back_from(prod)
-                return back, True
-            if not self._stream_transparent(prod):
-                return None, False
+                return block
             nxt = self.main_input(prod)
-            if nxt is None:
-                return None, False
+            if not self._stream_transparent(prod) or nxt is None:
+                return None
             serial = nxt
-        return None, False
-
-    def _stream_back_from(self, norm: OpRecord) -> tuple[Optional[ResidualBlock], bool]:
-        """The block right before a norm (post-LN: add -> LayerNorm), ignoring the norm."""
-        for s in self.tensor_inputs(norm)[:1]:
-            prod = self.graph.producer.get(s)
-            for _ in range(16):
-                if prod is None:
-                    break
-                if prod.index in self.block_of_add:
-                    return self.block_of_add[prod.index], True
-                if not self._stream_transparent(prod):
-                    break
-                nxt = self.main_input(prod)
-                prod = self.graph.producer.get(nxt) if nxt is not None else None
-        return None, True
+        return None
 
     def _stream_transparent(self, op: OpRecord) -> bool:
         k = op.kind
@@ -336,8 +316,8 @@ class Structure:
             if var_in is None or var_branch is None or var_out is None:
                 continue
             step = StreamStep(b, var_in, var_branch, var_out)
-            prev, normalized = self._stream_back(b.source)
-            if prev is not None and not normalized and prev.add.index in steps:
+            prev = self._stream_back(b.source)
+            if prev is not None and prev.add.index in steps:
                 step.previous = steps[prev.add.index]
                 step.previous.successors.append(step)
             steps[b.add.index] = step
