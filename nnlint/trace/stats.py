@@ -97,15 +97,23 @@ def summarize(x, pending: PendingStats, store: Callable[[TensorSummary], None],
     acc = accumulation_dtype(flat)
     s = torch.sum(flat, dtype=acc)
     norm = torch.linalg.vector_norm(flat, dtype=acc)
+    # Non-finite is decided by max and min over the whole tensor (not the sample: one NaN counts),
+    # not by the sum: a float32 attention mask full of finfo.min overflows a sum yet is finite.
+    whole = x.detach().reshape(-1)
+    hi, lo = whole.amax().to(acc), whole.amin().to(acc)
 
     def done(values: list[float]) -> None:
-        total, nrm = values
-        finite = total == total and abs(total) != float("inf") and nrm == nrm and nrm != float("inf")
-        mean = total / n if finite else float("nan")
-        var = max(nrm * nrm / n - mean * mean, 0.0) if finite else float("nan")
-        store(TensorSummary(shape, dtype, mean, var ** 0.5 if finite else float("nan"), not finite))
+        total, nrm, top, bottom = values
+        finite = all(v == v and abs(v) != float("inf") for v in (top, bottom))
+        if not finite:
+            store(TensorSummary(shape, dtype, float("nan"), float("nan"), True))
+            return
+        # Finite values whose sum of squares overflows the accumulator: report the scale as inf.
+        mean = total / n
+        var = nrm * nrm / n - mean * mean if nrm != float("inf") else float("inf")
+        store(TensorSummary(shape, dtype, mean, max(var, 0.0) ** 0.5, False))
 
-    pending.defer([s, norm], done)
+    pending.defer([s, norm, hi, lo], done)
 
 
 def summarize_exact(x, pending: PendingStats, store: Callable[[TensorSummary], None]) -> None:
