@@ -31,11 +31,11 @@ class LossAtInit(Rule):
     output layer instead of learning features (the "hockey stick" loss curve), large gradients flow
     back, and softmax saturation can stall classes for good.
 
-    The message quotes the measured loss, the reference and the logits' std. With the surrogate-free
-    loss (a real `loss_fn`) this is an absolute measurement, not a heuristic. Terms are read per call,
-    so `F.cross_entropy(logits.view(-1, V), y.view(-1))` and a main-plus-auxiliary loss both work; a
-    `reduction="sum"` loss is divided by the number of labels. Label smoothing does not move the
-    reference: a uniform guess still costs `log(num_classes)`.
+    The message quotes the measured loss, the reference and the logits' std: with a real `loss_fn`
+    this is an absolute measurement, not a heuristic (without one, the rule does not run). Terms are
+    read per call, so `F.cross_entropy(logits.view(-1, V), y.view(-1))` and a main-plus-auxiliary loss
+    both work; a `reduction="sum"` loss is divided by the number of labels. Label smoothing does not
+    move the reference: a uniform guess still costs `log(num_classes)`.
 
     ## Example
     ```python

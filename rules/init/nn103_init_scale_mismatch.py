@@ -24,7 +24,8 @@ class InitScaleMismatch(Rule):
     range AND the mis-scale shows in the measured signal:
 
     - no normalization layer re-scales the layer's output before the next weight layer (Conv→BatchNorm,
-      a Linear→LayerNorm, a depthwise conv right before a LayerNorm are all exempt), and
+      a Linear→LayerNorm, a depthwise conv right before a LayerNorm, a hand-written norm module such
+      as an RMSNorm are all exempt), and
     - the layer's measured gain (output std, bias removed, over input RMS) is more than 2x off the
       gain a correct layer gives on this very input.
 
@@ -41,7 +42,8 @@ class InitScaleMismatch(Rule):
       scale, pre-LN transformers); too *large* is still reported there;
     - the model's final layer (it reaches no other weight layer) when it is too small: small logits at
       init are good practice. It is judged against identity only when it makes the output blow up (too
-      large, and the measured gain confirms it);
+      large against the fan-in value, since a 10-class head's fan-out std 1/sqrt(10) would hide it,
+      and the measured gain confirms it);
     - embeddings (std 1 in PyTorch, 0.02 in GPT/BERT: a lookup, not a projection), frozen and tied
       weights, recurrent cells.
     - a too-small layer whose shrink does not compound: one layer scaled down by a constant only scales
