@@ -188,6 +188,31 @@ def once_per_site(ops):
             yield op
 
 
+def input_normalized_by_model(trace: Trace, rec) -> bool:
+    """True when the model normalizes this input itself before anything else reads it: every consumer
+    (through views and dtype casts) is `x - mean` followed by `/ std` or `* (1 / std)`, or a
+    normalization layer (an input BatchNorm). Then the first layer sees a normalized signal, whatever
+    the raw batch looks like (torchvision's Inception with transform_input, nnlint fix's input
+    normalization)."""
+    graph = Graph(trace)
+
+    def normalized(serial: int, depth: int = 0) -> bool:
+        consumers = graph.consumers.get(serial, [])
+        if not consumers or depth > 3:
+            return False
+        for op in consumers:
+            if op.kind in opnames.NORM_OPS:
+                continue
+            if op.kind == "sub" and op.inputs[:1] == [serial] and any(n.kind in ("div", "mul") for n in graph.next_ops(op)):
+                continue
+            if op.kind in opnames.PASSTHROUGH and all(normalized(s, depth + 1) for s in op.outputs):
+                continue
+            return False
+        return True
+
+    return normalized(rec.serial)
+
+
 def normalizes(op: OpRecord) -> bool:
     """A normalization op, an op of a hand-written norm module (ConvNeXt's channels-first LayerNorm,
     an RMSNorm: their mean/sub/rsqrt/mul ops run inside a module whose type names a Norm), or a

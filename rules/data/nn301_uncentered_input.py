@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from nnlint.diagnostics import Fix
 from nnlint.registry import Rule
-from nnlint.rulekit import fmt, input_location, normalize_call
+from nnlint.rulekit import fmt, input_location, input_normalized_by_model, normalize_call
 
 
 class UncenteredInput(Rule):
@@ -16,7 +16,8 @@ class UncenteredInput(Rule):
     Efficient BackProp). An offset also shifts the pre-activations of the first layer away from where
     the activations are useful (and saturates sigmoid/tanh).
 
-    Integer inputs (token ids) are not checked.
+    Integer inputs (token ids) are not checked, nor inputs the model normalizes itself before anything
+    else reads them (`(x - mean) / std` first thing in forward, an input BatchNorm).
 
     ## Example
     ```python
@@ -48,6 +49,8 @@ class UncenteredInput(Rule):
         for rec in trace.inputs:
             if not rec.is_float or not rec.channel_mean or rec.summary.nonfinite:
                 continue
+            if input_normalized_by_model(trace, rec):
+                continue   # the model normalizes it first (x - mean) / std: its first layer sees a normalized signal
             means, stds = rec.channel_mean, rec.channel_std
             off = [i for i, (m, s) in enumerate(zip(means, stds)) if abs(m) > self.opts["mean_to_std"] * s and abs(m) > 1e-6]
             if len(off) / len(means) <= self.opts["channel_fraction"]:

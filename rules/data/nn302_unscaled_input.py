@@ -4,7 +4,7 @@ import statistics
 
 from nnlint.diagnostics import Fix
 from nnlint.registry import Rule
-from nnlint.rulekit import fmt, input_location, normalize_call
+from nnlint.rulekit import fmt, input_location, input_normalized_by_model, normalize_call
 
 
 class UnscaledInput(Rule):
@@ -18,6 +18,9 @@ class UnscaledInput(Rule):
     60x too large (saturating tanh/sigmoid, exploding the signal), a tiny one makes them vanish. Features
     on very different scales give the loss surface a bad condition number: the learning rate that suits
     one feature is too large or too small for another.
+
+    Not reported for inputs the model normalizes itself before anything else reads them (`(x - mean) / std`
+    first thing in forward, an input BatchNorm).
 
     ## Example
     ```python
@@ -48,6 +51,8 @@ class UnscaledInput(Rule):
         for rec in trace.inputs:
             if not rec.is_float or not rec.channel_std or rec.summary.nonfinite:
                 continue
+            if input_normalized_by_model(trace, rec):
+                continue   # the model normalizes it first (x - mean) / std: its first layer sees a normalized signal
             stds = rec.channel_std
             live = [s for s in stds if s > 1e-12]
             if not live:
