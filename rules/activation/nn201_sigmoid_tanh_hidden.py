@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from nnlint.diagnostics import Fix
 from nnlint.registry import Rule
-from nnlint.rulekit import describe_op, is_functional, location_for
+from nnlint.rulekit import describe_op, initializer_for, is_functional, location_for
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
 
@@ -72,9 +72,24 @@ class SigmoidTanhHidden(Rule):
                         description=f"replace {op.kind} with ReLU and re-initialize the layer before it with Kaiming",
                         params={"from": op.kind, "to": "relu", "functional": is_functional(trace, op),
                                 "line": op.location.line if op.location else None,
-                                "file": op.location.file if op.location else None},
+                                "file": op.location.file if op.location else None,
+                                "reinit": _feeding_reinits(trace, graph, op)},
                         safe=False),
             )
+
+
+def _feeding_reinits(trace, graph: Graph, op) -> list[dict]:
+    """The Kaiming re-init the new ReLU needs, for every layer that feeds this call site (a call in a
+    loop, `for fc in self.hidden: x = torch.sigmoid(fc(x))`, is fed by each of them)."""
+    out: dict[str, dict] = {}
+    same_site = [o for o in graph.ops if o.kind == op.kind and o.module == op.module
+                 and (o.location == op.location if is_functional(trace, op) else True)]
+    for o in same_site:
+        feeding = graph.feeding_weight_op(o)
+        p = trace.params.get(feeding.weight) if feeding is not None and feeding.weight else None
+        if p is not None:
+            out.setdefault(p.name, {"target": p.module, "param": p.attr, "zero_bias": True, **initializer_for("relu")})
+    return list(out.values())
 
 
 def _saturated_sites(trace) -> set[tuple[str, int]]:

@@ -44,7 +44,8 @@ class DeadRelu(Rule):
       not judged: with 4 samples a healthy unit is silent 6% of the time by chance.
 
     ## Fix safety
-    Safe: Kaiming re-init of the layer that feeds the activation, with a zero bias.
+    Safe: Kaiming re-init of the layer that feeds the activation, with a small positive bias (0.01) so
+    that every unit starts active on about half of the inputs.
     """
 
     code = "NN203"
@@ -79,9 +80,10 @@ class DeadRelu(Rule):
             fix = None
             if feeding is not None and feeding.weight is not None:
                 fix = Fix(kind="reinit", target=feeding.module,
-                          description=f"re-initialize {feeding.module} with nn.init.kaiming_normal_(..., nonlinearity='relu') and a zero bias",
+                          description=f"re-initialize {feeding.module} with nn.init.kaiming_normal_(..., nonlinearity='relu') "
+                                      "and a small positive bias (0.01)",
                           params={"initializer": "kaiming_normal_", "nonlinearity": "relu", "mode": "fan_in",
-                                  "param": "weight", "zero_bias": True}, safe=True)
+                                  "param": "weight", "zero_bias": True, "bias": 0.01}, safe=True)
             yield self.diagnostic(
                 op.module,
                 f"{pct(frac)} of {describe_op(trace, op)} {unit} ({dead}/{len(active)}) never activate on this batch "
