@@ -255,3 +255,6 @@ def find_rule(code: str):
         + difflib.get_close_matches(key.lower(), list(by_name), n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise ConfigError(f"unknown rule {code!r}; {hint}`nnlint rules` lists them all")
+
+
+import nnlint.fix.cli  # noqa: E402,F401  (registers `nnlint fix` on main; see nnlint/fix/cli.py)

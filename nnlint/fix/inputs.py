@@ -1,0 +1,94 @@
+"""Input normalization, in memory: `(x - mean) / std` with the per-channel statistics measured on the
+batch, registered as buffers on the model (they follow `.to(device)` and the state_dict) and applied by
+a forward pre-hook to the argument the input path names ("batch", "batch[1]", "batch['pixels']")."""
+from __future__ import annotations
+
+import re
+from typing import Any, Optional, Union
+
+_PATH = re.compile(r"^batch(?:\[(\d+)\]|\[(['\"])(.+)\2\])?$")
+
+
+def argument_of(path: str) -> Union[int, str]:
+    """Which forward argument an input path is: 0 for "batch", i for "batch[i]", "k" for "batch['k']"."""
+    m = _PATH.match(path)
+    if m is None:
+        from nnlint.fix.runtime import CannotFix
+
+        raise CannotFix(f"input {path} is nested inside the batch; normalize it in the data pipeline")
+    if m.group(1) is not None:
+        return int(m.group(1))
+    if m.group(3) is not None:
+        return m.group(3)
+    return 0
+
+
+def broadcast_shape(ndim: int, channel_dim: Optional[int]) -> list[int]:
+    """[1, -1, 1, 1] for NCHW channels; [-1] when the channels are the last dim (plain broadcasting)."""
+    if channel_dim is None or channel_dim >= ndim - 1:
+        return [-1]
+    return [1] * channel_dim + [-1] + [1] * (ndim - channel_dim - 1)
+
+
+def overall(mean: list[float], std: list[float]) -> tuple[float, float]:
+    """The whole input's mean and std from its per-channel ones (equal-sized channels)."""
+    n = max(len(mean), 1)
+    m = sum(mean) / n
+    second = sum(s * s + mu * mu for mu, s in zip(mean, std)) / n
+    return m, max(second - m * m, 0.0) ** 0.5
+
+
+class InputNormalizer:
+    """A forward pre-hook: normalizes one argument with the model's buffers `<prefix>_mean/_std`.
+    A class, not a closure, so the model still pickles and deep-copies."""
+
+    def __init__(self, argument: Union[int, str], prefix: str):
+        self.argument = argument
+        self.prefix = prefix
+
+    def __call__(self, module, args, kwargs):
+        mean, std = getattr(module, f"{self.prefix}_mean"), getattr(module, f"{self.prefix}_std")
+        if isinstance(self.argument, int) and self.argument < len(args):
+            args = list(args)
+            args[self.argument] = (args[self.argument] - mean) / std
+            return tuple(args), kwargs
+        if isinstance(self.argument, str) and self.argument in kwargs:
+            return args, {**kwargs, self.argument: (kwargs[self.argument] - mean) / std}
+        return args, kwargs
+
+
+def install_input_normalization(model, batch: Any, path: str, channel_dim: Optional[int],
+                                mean: list[float], std: list[float]) -> str:
+    import torch
+
+    from nnlint.fix.runtime import CannotFix
+
+    argument = argument_of(path)
+    if not mean or len(mean) != len(std):
+        raise CannotFix(f"no per-channel statistics for {path}")
+    ndim = _ndim(batch, argument)
+    prefix = "input" if argument in (0, "input", "x") else f"input_{argument}"
+    for hook in model._forward_pre_hooks.values():
+        if isinstance(hook, InputNormalizer) and hook.argument == argument:
+            return f"{path} is already normalized by the model"
+    like = next((p for p in model.parameters() if p.is_floating_point()), None)
+    kw = {"device": like.device, "dtype": like.dtype} if like is not None else {}
+    shape = broadcast_shape(ndim, channel_dim)
+    safe_std = [s if s > 0 else 1.0 for s in std]
+    model.register_buffer(f"{prefix}_mean", torch.tensor(mean, **kw).view(*shape))
+    model.register_buffer(f"{prefix}_std", torch.tensor(safe_std, **kw).view(*shape))
+    model.register_forward_pre_hook(InputNormalizer(argument, prefix), with_kwargs=True)
+    return (f"the model now normalizes {path}: (x - {prefix}_mean) / {prefix}_std with the {len(mean)} per-channel "
+            f"statistics measured on the batch (buffers {prefix}_mean/{prefix}_std, a forward pre-hook)")
+
+
+def _ndim(batch: Any, argument: Union[int, str]) -> int:
+    import torch
+
+    if isinstance(batch, torch.Tensor):
+        return batch.dim()
+    try:
+        value = batch[argument]
+    except (KeyError, IndexError, TypeError):
+        return 2
+    return value.dim() if isinstance(value, torch.Tensor) else 2

@@ -1,0 +1,137 @@
+"""What a fix run did, diagnostic by diagnostic: applied, failed, skipped (unsafe), not fixable.
+
+Shared by the runtime fixer (nnlint.fix) and the source fixer (`nnlint fix FILE`): both work in rounds
+(fix what the check reports, re-check, fix what the fixes revealed) and judge a fix by the re-check: a
+fix whose diagnostic is still reported afterwards failed, whatever the applier said.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
+
+from nnlint.diagnostics import Diagnostic, Fix
+
+APPLIED, FAILED, SKIPPED_UNSAFE, NOT_FIXABLE = "applied", "failed", "skipped_unsafe", "not_fixable"
+
+
+def diagnostic_key(d: Diagnostic) -> tuple[str, str]:
+    """A diagnostic's identity across a re-check: rule and module (lines move when a file is edited)."""
+    return (d.code, d.module)
+
+
+@dataclass
+class FixOutcome:
+    diagnostic: Diagnostic
+    status: str                   # applied | failed | skipped_unsafe | not_fixable
+    detail: str = ""              # what was done, or why not, or what to do by hand
+
+    @property
+    def fix(self) -> Optional[Fix]:
+        return self.diagnostic.fix
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return diagnostic_key(self.diagnostic)
+
+    def line(self) -> str:
+        """`NN203 act1: <detail>` for the summary."""
+        where = self.diagnostic.module or "input/model"
+        return f"{self.diagnostic.code} {where}: {self.detail}"
+
+
+@dataclass
+class FixResult:
+    """`result.applied` / `.failed` / `.skipped_unsafe` / `.not_fixable` are FixOutcomes; `result.report`
+    is the check after fixing (what is left)."""
+
+    applied: list[FixOutcome] = field(default_factory=list)
+    failed: list[FixOutcome] = field(default_factory=list)
+    skipped_unsafe: list[FixOutcome] = field(default_factory=list)
+    not_fixable: list[FixOutcome] = field(default_factory=list)
+    report: Any = None            # nnlint.report.Report after the fixes
+    rounds: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.report is None or self.report.ok
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.applied)
+
+    def summary(self) -> str:
+        """A few lines for a person: what was fixed, what failed, what is left to do by hand."""
+        lines = []
+        sections = ((self.applied, "fixed"), (self.failed, "failed (the re-check still reports it)"),
+                    (self.skipped_unsafe, "not applied: unsafe (changes the architecture); allow with --unsafe-fixes / unsafe=True"),
+                    (self.not_fixable, "not fixable automatically"))
+        for outcomes, title in sections:
+            if outcomes:
+                lines.append(f"{title}:")
+                lines += [f"  {o.line()}" for o in outcomes]
+        if not lines:
+            lines.append("nothing to fix")
+        return "\n".join(lines)
+
+
+class Ledger:
+    """The outcomes of a multi-round run, one per diagnostic key (the latest word wins)."""
+
+    def __init__(self):
+        self.outcomes: dict[tuple[str, str], FixOutcome] = {}
+
+    def record(self, outcome: FixOutcome) -> None:
+        self.outcomes[outcome.key] = outcome
+
+    def seen(self, d: Diagnostic) -> bool:
+        return diagnostic_key(d) in self.outcomes
+
+    def verify(self, applied_now: Iterable[FixOutcome], report) -> None:
+        """A fix applied this round whose diagnostic the re-check still reports has failed."""
+        remaining = {diagnostic_key(d): d for d in report.diagnostics}
+        for outcome in applied_now:
+            if outcome.status == APPLIED and outcome.key in remaining:
+                still = remaining[outcome.key]
+                outcome.status = FAILED
+                outcome.detail = f"{outcome.detail}; still reported after the fix: {still.message}"
+
+    def result(self, report, rounds: int) -> FixResult:
+        """Applied and failed fixes stay listed; skipped and not-fixable ones only while still reported."""
+        remaining = {diagnostic_key(d) for d in report.diagnostics}
+        result = FixResult(report=report, rounds=rounds)
+        for outcome in self.outcomes.values():
+            if outcome.status == APPLIED:
+                result.applied.append(outcome)
+            elif outcome.status == FAILED:
+                result.failed.append(outcome)
+            elif outcome.key in remaining:
+                (result.skipped_unsafe if outcome.status == SKIPPED_UNSAFE else result.not_fixable).append(outcome)
+        # a diagnostic no fix addressed, still there at the end (e.g. revealed in the last round)
+        known = set(self.outcomes)
+        for d in report.diagnostics:
+            if diagnostic_key(d) not in known:
+                result.not_fixable.append(FixOutcome(d, NOT_FIXABLE, manual_advice(d)))
+                known.add(diagnostic_key(d))
+        return result
+
+
+def triage(diagnostics: Iterable[Diagnostic], ledger: Ledger, *, unsafe: bool, known_kinds) -> list[Diagnostic]:
+    """Record the diagnostics this round cannot fix (no fix, unsafe, unknown kind) and return the rest."""
+    todo = []
+    for d in diagnostics:
+        if ledger.seen(d):
+            continue
+        if d.fix is None:
+            ledger.record(FixOutcome(d, NOT_FIXABLE, manual_advice(d)))
+        elif d.fix.kind not in known_kinds:
+            ledger.record(FixOutcome(d, NOT_FIXABLE, f"no automatic fix for {d.fix.kind!r}; by hand: {d.fix.description}"))
+        elif not d.fix.safe and not unsafe:
+            ledger.record(FixOutcome(d, SKIPPED_UNSAFE, d.fix.description))
+        else:
+            todo.append(d)
+    return todo
+
+
+def manual_advice(d: Diagnostic) -> str:
+    """A finding with no fix: what its message says to do, by hand."""
+    return f"by hand: {d.message}"
