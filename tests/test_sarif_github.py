@@ -97,6 +97,7 @@ def test_sarif_has_what_github_code_scanning_requires():
     # The input finding has no line of its own: it points at the model file's first line.
     assert results[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "models/net.py"
     assert results[0]["locations"][0]["physicalLocation"]["region"]["startLine"] == 1
+    assert results[0]["message"]["text"].startswith("input: channel means 0.13")   # as the text table names it
     assert results[1]["message"]["text"].startswith("encoder.act: 100% of units")
     rules = {r["id"]: r for r in log["runs"][0]["tool"]["driver"]["rules"]}
     # The rule's own documentation (its docstring) is what the code-scanning page shows as help.
@@ -181,7 +182,7 @@ def test_github_annotations_round_trip_through_the_runners_unescaping():
     commands = [parse_command(line) for line in lines]
     assert [c[0] for c in commands] == ["notice", "error", "warning"]
     notice, error, warning = commands
-    assert notice[1] == {"file": "models/net.py", "line": "1", "title": "NN301 uncentered-input"}
+    assert notice[1] == {"file": "models/net.py", "line": "1", "title": "NN301 uncentered-input (input)"}
     assert notice[2] == "channel means 0.13 (std 0.31)\nsubtract the mean"
     assert error[1] == {"file": "models/net.py", "line": "14", "title": "NN203 dead-relu (encoder.act)"}
     assert error[2].endswith("\nFix: re-init encoder.fc with kaiming_normal_(nonlinearity='relu')")

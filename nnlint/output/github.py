@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from nnlint.output import module_label
 from nnlint.output.locations import finding_location, relative_path, repo_root
 
 COMMAND = {"error": "error", "warning": "warning", "info": "notice"}
@@ -31,7 +32,7 @@ def render(report, *, root: Optional[str] = None) -> str:
         if loc is not None:
             props["file"] = relative_path(loc.file, base) or loc.file
             props["line"] = str(max(int(loc.line), 1))
-        props["title"] = f"{d.code} {d.name}" + (f" ({d.module})" if d.module else "")
+        props["title"] = f"{d.code} {d.name} ({module_label(d)})"
         message = d.message + (f"\nFix: {d.fix.description}" if d.fix is not None else "")
         fields = ",".join(f"{k}={escape_property(v)}" for k, v in props.items())
         lines.append(f"::{COMMAND.get(d.severity, 'warning')} {fields}::{escape_data(message)}")

@@ -7,7 +7,8 @@ What GitHub requires, and where it comes from here:
 - each result: ruleId, ruleIndex, level (error / warning / note), message.text, and one
   physicalLocation whose artifactLocation.uri is relative to the repository root (`%SRCROOT%`) and
   whose region has a startLine.
-The module a finding is about goes into the message and into a logicalLocation.
+The module a finding is about (named as the text table names it) goes into the message, and into a
+logicalLocation when it has a qualified name.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import re
 from typing import Any, Optional
 
 from nnlint.diagnostics import Diagnostic
+from nnlint.output import module_label
 from nnlint.output.locations import finding_location, relative_path, repo_root
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -82,7 +84,7 @@ def _result(d: Diagnostic, rule_index: int, report, base) -> dict[str, Any]:
         "ruleId": d.code,
         "ruleIndex": rule_index,
         "level": LEVEL.get(d.severity, "warning"),
-        "message": {"text": f"{d.module}: {d.message}" if d.module else d.message},
+        "message": {"text": f"{module_label(d)}: {d.message}"},
     }
     loc = finding_location(d, report)
     if loc is not None:
