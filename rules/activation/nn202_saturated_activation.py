@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import math
+
 from nnlint.registry import Rule
-from nnlint.rulekit import describe_op, fmt, location_for, nonlinearity_after, pct, reinit_fix
+from nnlint.rulekit import describe_op, expected_std, fmt, location_for, nonlinearity_after, pct, reinit_fix
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
 
@@ -40,7 +42,11 @@ class SaturatedActivation(Rule):
     sigmoid'(4.4)/sigmoid'(0) = 0.047.
 
     ## Fix safety
-    Safe: Xavier re-init (with tanh's gain 5/3) of the weight layer that feeds the activation.
+    Safe: Xavier re-init (with tanh's gain 5/3) of the weight layer that feeds the activation. When the
+    measurement says Xavier would still leave more than half the warning fraction saturated (Xavier's
+    fan average is large for a narrow output head fed by ReLU features, e.g. a tanh action head), the
+    fix instead draws the weight with the std that puts the measured pre-activations at std 1 (tanh)
+    or 2 (sigmoid), where the activation is close to linear.
     """
 
     code = "NN202"
@@ -66,6 +72,7 @@ class SaturatedActivation(Rule):
             if feeding is not None and feeding.weight is not None:
                 nonlin, slope = nonlinearity_after(graph, feeding)
                 fix = reinit_fix(trace, feeding.module, op.kind if nonlin == "linear" else nonlin, slope)
+                _measured_scale(trace, op, feeding, fix, self.opts["warning_fraction"])
             z = op.stats.get("in")
             yield self.diagnostic(
                 op.module,
@@ -79,3 +86,28 @@ class SaturatedActivation(Rule):
                           "input_std": None if z is None else z.std, "feeding_layer": feeding.module if feeding else None},
                 fix=fix,
             )
+
+
+# Where a re-init that keeps the activation near its linear range puts the pre-activation std.
+TARGET_STD = {"tanh": 1.0, "sigmoid": 2.0}
+
+
+def _measured_scale(trace, op, feeding, fix, warning_fraction: float) -> None:
+    """Predict the saturation Xavier would leave (the pre-activation std scales with the weight std);
+    when it is still over half the warning fraction, switch the fix to the weight std that gives the
+    pre-activations the target std."""
+    z = op.stats.get("in")
+    p = trace.params.get(feeding.weight)
+    if z is None or p is None or not p.std > 0 or not z.std > 0 or p.fan_in <= 0:
+        return
+    xavier = expected_std(p.fan_in, p.fan_out, op.kind)
+    predicted = z.std * xavier / p.std
+    if math.erfc(FLAT_REGION[op.kind] / (predicted * math.sqrt(2))) <= warning_fraction / 2:
+        return
+    std = float(f"{p.std * TARGET_STD[op.kind] / z.std:.3g}")
+    call = f"nn.init.normal_({{w}}, std={std})"
+    fix.params.update({"initializer": "normal_", "std": std, "call": call})
+    fix.params.pop("gain", None)
+    fix.description = (f"re-initialize {p.module}.{p.attr}: {call.format(w=f'self.{p.module}.{p.attr}')} "
+                       f"(measured: puts {op.kind}'s inputs at std {TARGET_STD[op.kind]:g}; Xavier would leave them "
+                       f"at std {fmt(predicted)})")
