@@ -190,7 +190,8 @@ def once_per_site(ops):
 
 def input_normalized_by_model(trace: Trace, rec) -> bool:
     """True when the model normalizes this input itself before anything else reads it: every consumer
-    (through views and dtype casts) is `x - mean` followed by `/ std` or `* (1 / std)`, or a
+    (through views and dtype casts) is `x - mean` followed by `/ std`, `* (1 / std)` or a whitening
+    `@ W`, or a
     normalization layer (an input BatchNorm). Then the first layer sees a normalized signal, whatever
     the raw batch looks like (torchvision's Inception with transform_input, nnlint fix's input
     normalization)."""
@@ -203,7 +204,7 @@ def input_normalized_by_model(trace: Trace, rec) -> bool:
         for op in consumers:
             if op.kind in opnames.NORM_OPS:
                 continue
-            if op.kind == "sub" and op.inputs[:1] == [serial] and any(n.kind in ("div", "mul") for n in graph.next_ops(op)):
+            if op.kind == "sub" and op.inputs[:1] == [serial] and any(n.kind in ("div", "mul", "matmul") for n in graph.next_ops(op)):
                 continue
             if op.kind in opnames.PASSTHROUGH and all(normalized(s, depth + 1) for s in op.outputs):
                 continue

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Optional
 
-from nnlint.fix.result import APPLIED, FAILED, FixOutcome, FixResult, Ledger, triage
+from nnlint.fix.result import APPLIED, NOT_FIXABLE, FixOutcome, FixResult, Ledger, triage
 
 
 def fix(
@@ -54,7 +54,8 @@ def fix(
         results = apply_round([d.fix for d in todo], ctx)
         outcomes = []
         for d, (ok, detail) in zip(todo, results):
-            outcome = FixOutcome(d, APPLIED if ok else FAILED, detail)
+            # an applier that cannot act on this model: not fixable automatically, with its reason
+            outcome = FixOutcome(d, APPLIED if ok else NOT_FIXABLE, detail if ok else f"{detail}; by hand: {d.fix.description}")
             ledger.record(outcome)
             outcomes.append(outcome)
         report = run_check()

@@ -24,7 +24,7 @@ class Rewrite:
     file: str
     line: int
     funcs: tuple[str, ...]        # the torch function names called at the site ("sigmoid", "dropout")
-    action: str                   # "activation" | "dropout_training" | "dropout_nd"
+    action: str                   # "activation" | "dropout_training" | "dropout_nd" | "identity"
     params: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     def matches(self, name: str, file: str, line: int) -> bool:
@@ -117,4 +117,9 @@ def _dropout_nd(func, args, kwargs, rewrite: Rewrite, module):
     return replacement(args[0] if args else kwargs["input"], p=p, training=training)
 
 
-_ACTIONS = {"activation": _activation, "dropout_training": _dropout_training, "dropout_nd": _dropout_nd}
+def _identity(func, args, kwargs, rewrite: Rewrite, module):
+    return args[0] if args else kwargs["input"]
+
+
+_ACTIONS = {"activation": _activation, "dropout_training": _dropout_training, "dropout_nd": _dropout_nd,
+            "identity": _identity}

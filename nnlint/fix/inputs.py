@@ -39,22 +39,80 @@ def overall(mean: list[float], std: list[float]) -> tuple[float, float]:
 
 
 class InputNormalizer:
-    """A forward pre-hook: normalizes one argument with the model's buffers `<prefix>_mean/_std`.
-    A class, not a closure, so the model still pickles and deep-copies."""
+    """A forward pre-hook: normalizes one argument with the model's buffers, `(x - <prefix>_mean) /
+    <prefix>_std`, or whitens it, `(x - <prefix>_mean) @ <prefix>_whitening`. A class, not a closure,
+    so the model still pickles and deep-copies."""
 
-    def __init__(self, argument: Union[int, str], prefix: str):
+    def __init__(self, argument: Union[int, str], prefix: str, whiten: bool = False):
         self.argument = argument
         self.prefix = prefix
+        self.whiten = whiten
+
+    def transform(self, module, x):
+        mean = getattr(module, f"{self.prefix}_mean")
+        if self.whiten:
+            return (x - mean) @ getattr(module, f"{self.prefix}_whitening")
+        return (x - mean) / getattr(module, f"{self.prefix}_std")
 
     def __call__(self, module, args, kwargs):
-        mean, std = getattr(module, f"{self.prefix}_mean"), getattr(module, f"{self.prefix}_std")
         if isinstance(self.argument, int) and self.argument < len(args):
             args = list(args)
-            args[self.argument] = (args[self.argument] - mean) / std
+            args[self.argument] = self.transform(module, args[self.argument])
             return tuple(args), kwargs
         if isinstance(self.argument, str) and self.argument in kwargs:
-            return args, {**kwargs, self.argument: (kwargs[self.argument] - mean) / std}
+            return args, {**kwargs, self.argument: self.transform(module, kwargs[self.argument])}
         return args, kwargs
+
+
+def _already(model, argument) -> bool:
+    return any(isinstance(h, InputNormalizer) and h.argument == argument for h in model._forward_pre_hooks.values())
+
+
+def prefix_for(argument: Union[int, str]) -> str:
+    return "input" if argument == 0 else f"input_{argument}"
+
+
+def zca(x, eps: float):
+    """ZCA whitening of a (samples, features) tensor: (mean, W) with cov((x - mean) @ W) = I."""
+    import torch
+
+    x = x.detach().double()
+    mean = x.mean(0)
+    cov = torch.cov((x - mean).T)
+    values, vectors = torch.linalg.eigh(cov)
+    w = vectors @ torch.diag((values.clamp(min=0) + eps).rsqrt()) @ vectors.T
+    return mean, w
+
+
+def input_tensor(batch: Any, argument: Union[int, str]):
+    import torch
+
+    if isinstance(batch, torch.Tensor):
+        return batch if argument == 0 else None
+    try:
+        value = batch[argument]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return value if isinstance(value, torch.Tensor) else None
+
+
+def install_input_whitening(model, batch: Any, path: str, eps: float) -> str:
+    from nnlint.fix.runtime import CannotFix
+
+    argument = argument_of(path)
+    x = input_tensor(batch, argument)
+    if x is None or x.dim() != 2 or not x.is_floating_point():
+        raise CannotFix(f"{path} is not a (samples, features) float tensor")
+    if _already(model, argument):
+        return f"{path} is already normalized by the model"
+    mean, w = zca(x, eps)
+    prefix = prefix_for(argument)
+    like = next((p for p in model.parameters() if p.is_floating_point()), x)
+    model.register_buffer(f"{prefix}_mean", mean.to(like.device, like.dtype))
+    model.register_buffer(f"{prefix}_whitening", w.to(like.device, like.dtype))
+    model.register_forward_pre_hook(InputNormalizer(argument, prefix, whiten=True), with_kwargs=True)
+    return (f"the model now whitens {path}: (x - {prefix}_mean) @ {prefix}_whitening, ZCA computed on the batch "
+            f"({x.shape[1]} features, eps {eps:g})")
 
 
 def install_input_normalization(model, batch: Any, path: str, channel_dim: Optional[int],
@@ -67,10 +125,9 @@ def install_input_normalization(model, batch: Any, path: str, channel_dim: Optio
     if not mean or len(mean) != len(std):
         raise CannotFix(f"no per-channel statistics for {path}")
     ndim = _ndim(batch, argument)
-    prefix = "input" if argument in (0, "input", "x") else f"input_{argument}"
-    for hook in model._forward_pre_hooks.values():
-        if isinstance(hook, InputNormalizer) and hook.argument == argument:
-            return f"{path} is already normalized by the model"
+    prefix = prefix_for(argument)
+    if _already(model, argument):
+        return f"{path} is already normalized by the model"
     like = next((p for p in model.parameters() if p.is_floating_point()), None)
     kw = {"device": like.device, "dtype": like.dtype} if like is not None else {}
     shape = broadcast_shape(ndim, channel_dim)
@@ -83,12 +140,5 @@ def install_input_normalization(model, batch: Any, path: str, channel_dim: Optio
 
 
 def _ndim(batch: Any, argument: Union[int, str]) -> int:
-    import torch
-
-    if isinstance(batch, torch.Tensor):
-        return batch.dim()
-    try:
-        value = batch[argument]
-    except (KeyError, IndexError, TypeError):
-        return 2
-    return value.dim() if isinstance(value, torch.Tensor) else 2
+    x = input_tensor(batch, argument)
+    return x.dim() if x is not None else 2

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
-from nnlint.diagnostics import Diagnostic, Fix
+from nnlint.diagnostics import SEVERITY_RANK, Diagnostic, Fix
 
 APPLIED, FAILED, SKIPPED_UNSAFE, NOT_FIXABLE = "applied", "failed", "skipped_unsafe", "not_fixable"
 
@@ -115,8 +115,14 @@ class Ledger:
         return result
 
 
+# Kinds whose edit must come first for the same input: whitening subsumes the normalization.
+_KIND_ORDER = {"whiten_input": 0}
+
+
 def triage(diagnostics: Iterable[Diagnostic], ledger: Ledger, *, unsafe: bool, known_kinds) -> list[Diagnostic]:
-    """Record the diagnostics this round cannot fix (no fix, unsafe, unknown kind) and return the rest."""
+    """Record the diagnostics this round cannot fix (no fix, unsafe, unknown kind) and return the rest,
+    the most severe first: when two fixes disagree about one parameter (NN103's Xavier and NN202's
+    measured std for the same layer), the first one's init wins (specs.resolve)."""
     todo = []
     for d in diagnostics:
         if ledger.seen(d):
@@ -129,6 +135,7 @@ def triage(diagnostics: Iterable[Diagnostic], ledger: Ledger, *, unsafe: bool, k
             ledger.record(FixOutcome(d, SKIPPED_UNSAFE, d.fix.description))
         else:
             todo.append(d)
+    todo.sort(key=lambda d: (_KIND_ORDER.get(d.fix.kind, 1), SEVERITY_RANK.get(d.severity, 9), d.code))
     return todo
 
 

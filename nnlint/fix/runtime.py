@@ -228,6 +228,37 @@ def normalize_input(fix: Fix, ctx: RuntimeContext) -> Applied:
     return Applied(detail)
 
 
+@runtime_applier("whiten_input")
+def whiten_input(fix: Fix, ctx: RuntimeContext) -> Applied:
+    from nnlint.fix.inputs import install_input_whitening
+
+    return Applied(install_input_whitening(ctx.model, ctx.batch, fix.params.get("input", "batch"),
+                                           float(fix.params.get("eps", 1e-5))))
+
+
+def _dropout_modules():
+    import torch.nn as nn
+
+    return (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+@runtime_applier("move_dropout")
+def move_dropout(fix: Fix, ctx: RuntimeContext) -> Applied:
+    """Dropout feeding a BatchNorm: removed (nn.Identity in its place, so no index or name moves);
+    BatchNorm already regularizes. Moving it after the last BatchNorm is a design choice left to the user."""
+    import torch.nn as nn
+
+    module = ctx.module(fix.target)
+    if isinstance(module, _dropout_modules()) and fix.target:
+        replace_module(ctx.model, fix.target, nn.Identity())
+        return Applied(f"removed {fix.target} ({type(module).__name__}(p={module.p})) in front of BatchNorm "
+                       f"{fix.params.get('batchnorm')} (nn.Identity in its place)")
+    site = _site(fix)
+    func = fix.params.get("func") or "dropout"
+    callsite.install(module, callsite.Rewrite(site[0], site[1], (func,), "identity", {}))
+    return Applied(f"{func}() at {os.path.basename(site[0])}:{site[1]} now passes its input through")
+
+
 # ---------------------------------------------------------------------------------------------
 
 

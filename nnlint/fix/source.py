@@ -28,7 +28,7 @@ from nnlint.diagnostics import Diagnostic, Fix, Location
 from nnlint.fix.cstfile import CallInfo, SourceFile, SourceSyntaxError
 from nnlint.fix.edits import START, EditSet, Insertion, NodeEdit, apply_edits
 from nnlint.fix.placement import CannotPlace, Placer, Request, RootScope, root_scope_of
-from nnlint.fix.result import APPLIED, FAILED, FixOutcome, FixResult, Ledger, diagnostic_key, triage
+from nnlint.fix.result import APPLIED, FAILED, NOT_FIXABLE, FixOutcome, FixResult, Ledger, diagnostic_key, triage
 from nnlint.fix.sites import WriteLog, init_code_keys, module_paths, record_writes
 from nnlint.fix.specs import PARAM_INITS, join_detail, resolve
 
@@ -44,6 +44,7 @@ class SourceContext:
     origins: dict
     placer: Placer
     round_targets: dict[str, set[str]]              # Fix.kind -> targets fixed this round
+    batch: Any = None
     edits: EditSet = field(default_factory=EditSet)
     requests: list[tuple[Request, int]] = field(default_factory=list)   # (param init, owning fix index)
     current: int = 0                                                    # index of the fix being planned
@@ -307,25 +308,18 @@ def _whole_model_mode(ctx: SourceContext) -> str:
 
 @source_applier("normalize_input")
 def normalize_input(fix: Fix, d: Diagnostic, ctx: SourceContext) -> str:
-    from nnlint.fix.inputs import argument_of, broadcast_shape, overall
-    from nnlint.fix.runtime import CannotFix
+    from nnlint.fix.inputs import broadcast_shape, overall
 
     p = fix.params
-    path = p.get("input", "batch")
-    if path in ctx.normalized_inputs:
+    path, argument = _input_argument(fix, d, ctx)
+    if argument is None:
         return f"{path} is normalized by the edit for {ctx.normalized_inputs[path]}"
-    ctx.normalized_inputs[path] = d.code
-    try:
-        argument = argument_of(path)
-    except CannotFix as exc:
-        raise CannotPlace(str(exc)) from None
     mean, std = list(p.get("mean") or []), [s if s > 0 else 1.0 for s in (p.get("std") or [])]
     if not mean or len(mean) != len(std):
         raise CannotPlace(f"no per-channel statistics for {path}")
     rec = next((r for r in ctx.trace.inputs if r.path == path), None) if ctx.trace is not None else None
     ndim = len(rec.summary.shape) if rec is not None else 2
     torch = ctx.spell("torch")
-    prefix = "input" if argument == 0 else f"input_{argument}"
     if len(mean) > 16:
         # many features (a flattened image, a table): the whole input's mean and std read better, and
         # are what the message suggests
@@ -338,28 +332,103 @@ def normalize_input(fix: Fix, d: Diagnostic, ctx: SourceContext) -> str:
         mean_code = f"{torch}.tensor([{', '.join(f'{x:.4g}' for x in mean)}]){view}"
         std_code = f"{torch}.tensor([{', '.join(f'{x:.4g}' for x in std)}]){view}"
         what = f"per-channel mean/std of the {len(mean)} channels"
+    return _transform_input(ctx, path, argument, [("mean", mean_code), ("std", std_code)], "({x} - {b}_mean) / {b}_std",
+                            f"normalize {path} with the {what} measured on the sample batch (nnlint {d.code})")
+
+
+@source_applier("whiten_input")
+def whiten_input(fix: Fix, d: Diagnostic, ctx: SourceContext) -> str:
+    from nnlint.fix.inputs import input_tensor, zca
+
+    path, argument = _input_argument(fix, d, ctx)
+    if argument is None:
+        return f"{path} is whitened by the edit for {ctx.normalized_inputs[path]}"
+    x = input_tensor(ctx.batch, argument)
+    if x is None or x.dim() != 2 or not x.is_floating_point():
+        raise CannotPlace(f"{path} is not a (samples, features) float tensor")
+    if x.shape[1] > 32:
+        raise CannotPlace(f"{path} has {x.shape[1]} features: a {x.shape[1]}x{x.shape[1]} whitening matrix does not "
+                          "belong in source; whiten in the data pipeline")
+    mean, w = zca(x, float(fix.params.get("eps", 1e-5)))
+    torch = ctx.spell("torch")
+    rows = ",\n".join("    [" + ", ".join(_number(v) for v in row) + "]" for row in w.tolist())
+    scale = float(x.detach().double().std())
+    mean_code = f"{torch}.tensor([{', '.join(_number(v, scale) for v in mean.tolist())}])"
+    return _transform_input(ctx, path, argument, [("mean", mean_code), ("whitening", f"{torch}.tensor([\n{rows},\n])")],
+                            "({x} - {b}_mean) @ {b}_whitening",
+                            f"whiten {path} (ZCA measured on the sample batch; better: on the training set) (nnlint {d.code})")
+
+
+def _number(v: float, scale: float = 1.0) -> str:
+    """4 significant digits; float noise around zero (a mean of 1e-9 on standardized data) as 0."""
+    return "0.0" if abs(v) < 1e-6 * max(scale, 1e-12) else f"{v:.4g}"
+
+
+def _input_argument(fix: Fix, d: Diagnostic, ctx: SourceContext):
+    """(input path, forward argument); the argument is None when another edit already transforms it."""
+    from nnlint.fix.inputs import argument_of
+    from nnlint.fix.runtime import CannotFix
+
+    path = fix.params.get("input", "batch")
+    if path in ctx.normalized_inputs:
+        return path, None
+    try:
+        argument = argument_of(path)
+    except CannotFix as exc:
+        raise CannotPlace(str(exc)) from None
+    ctx.normalized_inputs[path] = d.code
+    return path, argument
+
+
+def _transform_input(ctx: SourceContext, path: str, argument, buffers: list[tuple[str, str]], formula: str,
+                     comment: str) -> str:
+    """Buffers `<prefix>_<name>` on the root and `x = formula` applied to the input: first thing in the
+    root's forward when its class is in this file, else in a forward pre-hook after the model is built."""
+    from nnlint.fix.inputs import prefix_for
+
     q = ctx.source.quote
-    comment = f"normalize {path} with the {what} measured on the sample batch (nnlint {d.code})"
+    prefix = prefix_for(argument)
+    names = "/".join(f"{prefix}_{name}" for name, _ in buffers)
     forward_param = _forward_parameter(ctx, argument)
     if forward_param is not None:
         init_fn, forward_fn, name = forward_param
         ctx.edits.insertions.append(Insertion(init_fn, "end", [
-            f"self.register_buffer({q}{prefix}_mean{q}, {mean_code})",
-            f"self.register_buffer({q}{prefix}_std{q}, {std_code})"], comment))
+            f"self.register_buffer({q}{prefix}_{b}{q}, {code})" for b, code in buffers], comment))
         ctx.edits.insertions.append(Insertion(forward_fn, START, [
-            f"{name} = ({name} - self.{prefix}_mean) / self.{prefix}_std"]))
-        return f"the model normalizes {path} first thing in forward, with buffers {prefix}_mean/{prefix}_std ({what})"
+            f"{name} = " + formula.format(x=name, b=f"self.{prefix}")]))
+        return f"the model transforms {path} first thing in forward, with buffers {names}"
     scope = ctx.placer.root_scope()
     base = scope.base
     if isinstance(argument, int):
-        hook = (f"{base}.register_forward_pre_hook(lambda module, args: (*args[:{argument}], "
-                f"(args[{argument}] - module.{prefix}_mean) / module.{prefix}_std, *args[{argument + 1}:]))")
+        new = formula.format(x=f"args[{argument}]", b=f"module.{prefix}")
+        before = f"*args[:{argument}], " if argument else ""
+        hook = f"{base}.register_forward_pre_hook(lambda module, args: ({before}{new}, *args[{argument + 1}:]))"
     else:
+        new = formula.format(x=f"kwargs[{q}{argument}{q}]", b=f"module.{prefix}")
         hook = (f"{base}.register_forward_pre_hook(lambda module, args, kwargs: (args, {{**kwargs, {q}{argument}{q}: "
-                f"(kwargs[{q}{argument}{q}] - module.{prefix}_mean) / module.{prefix}_std}}), with_kwargs=True)")
-    scope.extra += [(f"{base}.register_buffer({q}{prefix}_mean{q}, {mean_code})", comment),
-                    (f"{base}.register_buffer({q}{prefix}_std{q}, {std_code})", comment), (hook, comment)]
-    return f"the model normalizes {path} in a forward pre-hook, with buffers {prefix}_mean/{prefix}_std ({what})"
+                f"{new}}}), with_kwargs=True)")
+    scope.extra += [(f"{base}.register_buffer({q}{prefix}_{b}{q}, {code})", comment) for b, code in buffers]
+    scope.extra.append((hook, comment))
+    return f"the model transforms {path} in a forward pre-hook, with buffers {names}"
+
+
+@source_applier("move_dropout")
+def move_dropout(fix: Fix, d: Diagnostic, ctx: SourceContext) -> str:
+    """Dropout feeding a BatchNorm is removed: nn.Identity() in its place (indices and names stay), or a
+    functional call replaced by its input."""
+    module = ctx.modules.get(fix.target)
+    cls = type(module).__name__ if module is not None else ""
+    if cls.startswith(("Dropout", "AlphaDropout", "FeatureAlphaDropout")) and fix.target:
+        call = ctx.construction_call(fix.target, {cls}, "move_dropout")
+        _rename_call(call, "Identity", ctx, args=[])
+        return (f"nn.{cls}(...) on line {call.start_line} -> nn.Identity(): BatchNorm {fix.params.get('batchnorm')} "
+                "already regularizes (to keep dropout, add it after the last BatchNorm)")
+    func = fix.params.get("func") or "dropout"
+    call = ctx.call_site(fix, {func})
+    if not call.node.args:
+        raise CannotPlace(f"{func}() on line {call.start_line} has no input argument")
+    ctx.edits.node_edits.append(NodeEdit(call.node, lambda node: node.args[0].value))
+    return f"{func}(...) on line {call.start_line} replaced by its input: BatchNorm already regularizes"
 
 
 def _forward_parameter(ctx: SourceContext, argument):
@@ -405,7 +474,7 @@ def plan_edits(source: SourceFile, path: str, loaded, log: WriteLog, trace, root
         for i, d in enumerate(diagnostics):
             if i not in excluded:
                 targets.setdefault(d.fix.kind, set()).add(d.fix.target)
-        ctx = SourceContext(source, path, loaded.model, trace, loaded.origins, placer, targets)
+        ctx = SourceContext(source, path, loaded.model, trace, loaded.origins, placer, targets, loaded.batch)
         applied: dict[int, str] = {}
         newly: dict[int, str] = {}
         for i, d in enumerate(diagnostics):
@@ -569,7 +638,7 @@ def _verified_round(source: SourceFile, path: Path, current: Checked, root: Root
                           candidates)
         for i, reason in plan.failed.items():
             d = candidates[i]
-            ledger.record(FixOutcome(d, FAILED, f"not placed in the source: {reason}; by hand: {d.fix.description}"))
+            ledger.record(FixOutcome(d, NOT_FIXABLE, f"cannot place it in this file: {reason}; by hand: {d.fix.description}"))
         kept = [candidates[i] for i in sorted(plan.applied)]
         if not kept or plan.text == source.text:
             for i in plan.applied:
