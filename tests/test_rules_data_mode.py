@@ -2,8 +2,6 @@
 nnlint.check (optimizer=, train_transform=, source_origins= plumbing included)."""
 from __future__ import annotations
 
-import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -437,30 +435,3 @@ def test_bn_resnet_with_adamw_groups_and_augmentation_is_clean_for_this_family()
     found = run(model, images(), ["NN303", "NN305", "NN503", "NN504", "NN505", "NN506"],
                 optimizer=torch.optim.AdamW(param_groups(model, 0.05), lr=1e-3), train_transform=transform)
     assert found == []
-
-
-# ----- the fixtures, through the loader: each finding on its `# expect:` line ---------------------
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-MY_FIXTURES = [
-    "data_correlated_features.py", "data_independent_features.py",
-    "data_no_augmentation.py", "data_flip_crop_augmentation.py",
-    "mode_batchnorm_no_running_stats.py", "mode_batchnorm_running_stats.py",
-    "mode_dropout_on_conv_maps.py", "mode_dropout2d_on_conv_maps.py",
-    "mode_dropout_before_batchnorm.py", "mode_dropout_after_last_batchnorm.py",
-    "mode_sgd_decays_norms.py", "mode_adam_l2_weight_decay.py", "mode_adamw_param_groups.py",
-]
-THIS_FAMILY = ["NN303", "NN305", "NN503", "NN504", "NN505", "NN506"]
-
-
-@pytest.mark.parametrize("name", MY_FIXTURES)
-def test_fixture_findings_point_at_their_expect_markers(name):
-    """The loader records where the batch, the optimizer and the transform are built; the findings
-    about them (NN303, NN506, NN305) point there, the module findings at the module's line."""
-    load_target = pytest.importorskip("nnlint.loader").load_target
-    path = FIXTURES / name
-    lines = path.read_text().splitlines()
-    expected = {(i + 1, code) for i, line in enumerate(lines) for code in re.findall(r"# expect: (NN\d+)", line)}
-    assert expected or "# expect: clean" in "\n".join(lines)
-    loaded = load_target(str(path))
-    report = nnlint.check(loaded.model, loaded.batch, select=THIS_FAMILY, **loaded.check_arguments())
-    assert {(d.location.line if d.location else None, d.code) for d in report.diagnostics} == expected

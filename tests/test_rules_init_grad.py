@@ -421,27 +421,3 @@ def test_hugging_face_models_at_their_own_init_are_quiet(name):
     }
     ids = torch.randint(0, 1000, (2, 32), generator=torch.Generator().manual_seed(5))
     assert problems(check(seeded(configs[name]), {"input_ids": ids})) == []
-
-
-# ---------------------------------------------------------------------------------------------
-# The fixtures: each `# expect: NN10x` marker is where that code's diagnostic points
-
-
-MY_FIXTURES = ["init_scale_too_large", "init_scale_kaiming", "loss_at_init_overconfident", "loss_at_init_small_head",
-               "gradients_vanishing_sigmoid", "gradients_relu_kaiming", "gradients_nan_sqrt", "gradients_sqrt_eps",
-               "gradients_detached_backbone", "gradients_frozen_backbone"]
-
-
-@pytest.mark.parametrize("name", MY_FIXTURES)
-def test_fixture_markers(name):
-    from nnlint.loader import load_target
-
-    path = FIXTURES / f"{name}.py"
-    expected = {(code, line) for line, text in enumerate(path.read_text().splitlines(), 1)
-                for code in re.findall(r"# expect: (NN\d{3})", text)}
-    loaded = load_target(str(path))
-    diags = nnlint.check(loaded.model, loaded.batch, **loaded.check_arguments()).diagnostics
-    got = {(d.code, d.location.line) for d in diags if d.location is not None and Path(d.location.file) == path}
-    assert {m for m in got if m[0] in CODES} == {m for m in expected if m[0] in CODES}
-    if "# expect: clean" in path.read_text():
-        assert problems(diags) == []
