@@ -9,6 +9,7 @@ duration of `run_trace` only, and the model is restored exactly as it was found 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any, Callable, Optional
@@ -533,7 +534,9 @@ class _eager:
         self._warnings = warnings.catch_warnings()
         self._warnings.__enter__()
         warnings.filterwarnings("ignore", message=r".*torch.compile\(module\)` when there are global hooks.*")
-        set_stance = getattr(getattr(torch, "compiler", None), "set_stance", None)
+        # Only when dynamo is loaded: without it nothing can be compiled, and importing it costs ~1.5 s.
+        compiler = getattr(torch, "compiler", None) if "torch._dynamo" in sys.modules else None
+        set_stance = getattr(compiler, "set_stance", None)
         self._stance = set_stance("force_eager") if set_stance is not None else None
         if self._stance is not None:
             self._stance.__enter__()
