@@ -202,20 +202,50 @@ def deliver(report: Optional[Report], on_error: str) -> None:
     """Raise on error-severity findings (on every rank together), warn on the rest (rank 0 only).
 
     Every rank must call this at the same point, even one whose check could not run (report None):
-    it takes part in the agreement."""
+    under torch.distributed the ranks' findings are merged first (one all_gather), so every rank
+    decides on the same merged report and rank 0 prints it once."""
     from nnlint.testing import failures, report_text
 
-    errors = bool(report is not None and failures(report, "error"))
-    stop = any_rank(errors) and on_error == "raise"
-    if stop:
-        if errors:
+    report = merged_across_ranks(report)
+    if report is not None and failures(report, "error") and on_error == "raise":
+        if is_reporting_rank():
             raise UnhealthyModelError(f"nnlint stopped training before the first update:\n\n{report_text(report)}",
                                       report)
-        raise UnhealthyModelError("nnlint stopped training before the first update: another rank found an "
-                                  "error (rank 0 prints the report)")
+        raise UnhealthyModelError("nnlint stopped training before the first update (rank 0 prints the report)",
+                                  report)
     if report is not None and failures(report, "warning") and is_reporting_rank():
         warnings.warn(f"nnlint found problems in the training setup:\n\n{report_text(report)}", NNLintWarning,
                       stacklevel=2)
+
+
+def merged_across_ranks(report: Optional[Report]) -> Optional[Report]:
+    """Each rank measured its own shard of the batch; the union of their findings (the most severe
+    where ranks disagree, with the ranks that saw each in its evidence) is the same on every rank.
+    Outside torch.distributed, the report itself."""
+    dist = _distributed()
+    if dist is None:
+        return report
+    from nnlint.diagnostics import SEVERITY_RANK
+
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, None if report is None else report.diagnostics)
+    if all(found is None for found in gathered):
+        return None
+    merged: dict = {}
+    for rank, found in enumerate(gathered):
+        for d in found or ():
+            key = (d.code, d.module, d.location)
+            kept = merged.get(key)
+            if kept is None or SEVERITY_RANK[d.severity] < SEVERITY_RANK[kept.severity]:
+                ranks = kept.evidence.get("ranks", []) if kept is not None else []
+                kept = merged[key] = dataclasses.replace(d, evidence={**d.evidence, "ranks": ranks})
+            kept.evidence["ranks"] = sorted(set(kept.evidence["ranks"]) | {rank})
+    base = report if report is not None else Report(diagnostics=[])
+    seen_by = "; ".join(f"{d.code} on {d.module or 'the input'}: rank {', '.join(map(str, d.evidence['ranks']))}"
+                        for d in merged.values() if len(d.evidence["ranks"]) < len(gathered))
+    note = f"merged the findings of {len(gathered)} ranks, each measured on its own shard" + (
+        f" (seen only on some: {seen_by})" if seen_by else "")
+    return dataclasses.replace(base, diagnostics=list(merged.values()), notes=list(base.notes) + [note])
 
 
 def with_real_gradients(trace, model):
@@ -265,21 +295,6 @@ def _distributed():
 def is_reporting_rank() -> bool:
     dist = _distributed()
     return dist is None or dist.get_rank() == 0
-
-
-def any_rank(flag: bool) -> bool:
-    """True on every rank when `flag` is true on any rank (one all-reduce); `flag` outside distributed."""
-    dist = _distributed()
-    if dist is None:
-        return flag
-    import torch
-
-    device = torch.device("cpu")
-    if "nccl" in str(dist.get_backend()).lower():
-        device = torch.device("cuda", torch.cuda.current_device())
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
 
 
 class _CallableModule(types.ModuleType):

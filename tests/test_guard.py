@@ -284,18 +284,3 @@ def test_nnlint_guard_stays_callable_after_the_module_is_imported():
     g = nnlint.guard(model, config=Config())
     assert isinstance(g, guard_module.Guard)
     g.remove()
-
-
-def test_ranks_agree_in_a_process_group(tmp_path):
-    """One-rank gloo group: the decision goes through the all-reduce every rank takes part in."""
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
-    try:
-        assert guard_module.any_rank(True) and not guard_module.any_rank(False)
-        model, optimizer = make(dead=True)
-        nnlint.guard(model, optimizer, config=Config())
-        with pytest.raises(UnhealthyModelError, match="NN203"):
-            train(model, optimizer, data(1))
-    finally:
-        dist.destroy_process_group()
