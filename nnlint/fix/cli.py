@@ -19,6 +19,7 @@ import sys
 import click
 
 from nnlint.cli import EXIT_CLEAN, EXIT_FINDINGS, main, model_options, parse_codes, resolve_target
+from nnlint.errors import NNLintError
 
 
 @click.command("fix")
@@ -54,7 +55,10 @@ def fix_command(file, model_spec, input_shape, device, mode, unsafe_fixes, selec
     if mode == "diff":
         click.echo(run.diff(shown), nl=False)
     elif run.changed:
-        write_atomically(run.path, run.fixed)
+        try:
+            write_atomically(run.path, run.fixed)
+        except OSError as exc:
+            raise NNLintError(f"{shown}: cannot write the fixed file ({exc}); the file is unchanged") from None
     click.echo(_summary(shown, run, mode, unsafe_fixes), err=True)
     if mode == "diff":
         sys.exit(EXIT_FINDINGS if run.changed or not result.ok else EXIT_CLEAN)

@@ -129,9 +129,9 @@ class _Apply(cst.CSTTransformer):
         body = list(module.body)
         # statements after top-level anchors, by the anchor's position in the original body
         for index in reversed(range(len(original.body))):
-            for ins in self.insertions.get(id(original.body[index]), ()):
-                if ins.where == AFTER:
-                    body[index + 1:index + 1] = _statements(ins)
+            after = [s for ins in self.insertions.get(id(original.body[index]), ()) if ins.where == AFTER
+                     for s in _statements(ins)]
+            body[index + 1:index + 1] = after
         if self.imports:
             # after the file's leading imports (and its docstring)
             at = 1 if body and _is_docstring(body[0]) else 0

@@ -35,8 +35,9 @@ class FixOutcome:
 
     def line(self) -> str:
         """`NN203 act1: <detail>` for the summary."""
-        where = self.diagnostic.module or "input/model"
-        return f"{self.diagnostic.code} {where}: {self.detail}"
+        d = self.diagnostic
+        where = d.module or ("input" if "input" in d.evidence else "model")
+        return f"{d.code} {where}: {self.detail}"
 
 
 @dataclass

@@ -324,14 +324,14 @@ def normalize_input(fix: Fix, d: Diagnostic, ctx: SourceContext) -> str:
         # many features (a flattened image, a table): the whole input's mean and std read better, and
         # are what the message suggests
         m, s = overall(mean, std)
-        mean_code, std_code = f"{torch}.tensor({m:.4g})", f"{torch}.tensor({s:.4g})"
-        what = f"mean {m:.4g}, std {s:.4g}"
+        mean_code, std_code = f"{torch}.tensor({_float(m)})", f"{torch}.tensor({_float(s)})"
+        what = "mean/std"
     else:
         shape = broadcast_shape(ndim, p.get("channel_dim"))
         view = "" if shape == [-1] else f".view({', '.join(str(x) for x in shape)})"
-        mean_code = f"{torch}.tensor([{', '.join(f'{x:.4g}' for x in mean)}]){view}"
-        std_code = f"{torch}.tensor([{', '.join(f'{x:.4g}' for x in std)}]){view}"
-        what = f"per-channel mean/std of the {len(mean)} channels"
+        mean_code = f"{torch}.tensor({_vector([_float(x) for x in mean])}){view}"
+        std_code = f"{torch}.tensor({_vector([_float(x) for x in std])}){view}"
+        what = f"per-{'channel' if p.get('channel_dim') == 1 and ndim >= 3 else 'feature'} mean/std"
     return _transform_input(ctx, path, argument, [("mean", mean_code), ("std", std_code)], "({x} - {b}_mean) / {b}_std",
                             f"normalize {path} with the {what} measured on the sample batch (nnlint {d.code})")
 
@@ -351,17 +351,27 @@ def whiten_input(fix: Fix, d: Diagnostic, ctx: SourceContext) -> str:
                           "belong in source; whiten in the data pipeline")
     mean, w = zca(x, float(fix.params.get("eps", 1e-5)))
     torch = ctx.spell("torch")
-    rows = ",\n".join("    [" + ", ".join(_number(v) for v in row) + "]" for row in w.tolist())
+    rows = ",\n".join("    [" + ", ".join(_float(v) for v in row) + "]" for row in w.tolist())
     scale = float(x.detach().double().std())
-    mean_code = f"{torch}.tensor([{', '.join(_number(v, scale) for v in mean.tolist())}])"
+    means = [_float(v, scale) for v in mean.tolist()]
+    mean_code = f"{torch}.zeros({len(means)})" if all(v == "0.0" for v in means) else f"{torch}.tensor({_vector(means)})"
     return _transform_input(ctx, path, argument, [("mean", mean_code), ("whitening", f"{torch}.tensor([\n{rows},\n])")],
                             "({x} - {b}_mean) @ {b}_whitening",
                             f"whiten {path} (ZCA measured on the sample batch; better: on the training set) (nnlint {d.code})")
 
 
-def _number(v: float, scale: float = 1.0) -> str:
-    """4 significant digits; float noise around zero (a mean of 1e-9 on standardized data) as 0."""
-    return "0.0" if abs(v) < 1e-6 * max(scale, 1e-12) else f"{v:.4g}"
+def _vector(values: list[str], per_line: int = 8) -> str:
+    """`[1.0, 2.0]`, or one wrapped line per `per_line` values when there are more."""
+    if len(values) <= per_line:
+        return f"[{', '.join(values)}]"
+    lines = [", ".join(values[i:i + per_line]) for i in range(0, len(values), per_line)]
+    return "[\n" + "".join(f"    {line},\n" for line in lines) + "]"
+
+
+def _float(v: float, scale: float = 1.0) -> str:
+    """A float literal with 4 significant digits (`127.0`, never `127`: an all-integer list would make an
+    int64 buffer); float noise around zero (a mean of 1e-9 on standardized data) as 0.0."""
+    return "0.0" if abs(v) < 1e-6 * max(scale, 1e-12) else repr(float(f"{v:.4g}"))
 
 
 def _input_argument(fix: Fix, d: Diagnostic, ctx: SourceContext):
@@ -393,7 +403,8 @@ def _transform_input(ctx: SourceContext, path: str, argument, buffers: list[tupl
     if forward_param is not None:
         init_fn, forward_fn, name = forward_param
         ctx.edits.insertions.append(Insertion(init_fn, "end", [
-            f"self.register_buffer({q}{prefix}_{b}{q}, {code})" for b, code in buffers], comment))
+            f"self.register_buffer({q}{prefix}_{b}{q}, {code})" for b, code in buffers],
+            comment.replace(f" {path} ", f" {name} (the input) ", 1)))
         ctx.edits.insertions.append(Insertion(forward_fn, START, [
             f"{name} = " + formula.format(x=name, b=f"self.{prefix}")]))
         return f"the model transforms {path} first thing in forward, with buffers {names}"
@@ -593,14 +604,15 @@ def read_source(path: Path) -> SourceFile:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise LoadError(f"{path}: cannot read it: {exc}") from None
-    try:
-        source = SourceFile(text, str(path))
+    try:   # Python's own message first: it names the line the way the user's editor does
         compile(text, str(path), "exec")
-    except SourceSyntaxError as exc:
-        raise LoadError(f"{exc}\nfix the syntax error by hand first; nnlint fix changed nothing") from None
+        return SourceFile(text, str(path))
     except SyntaxError as exc:
-        raise LoadError(f"{path}:{exc.lineno}: syntax error: {exc.msg}\nfix it by hand first; nnlint fix changed nothing") from None
-    return source
+        where = f"{path}:{exc.lineno}" if exc.lineno else str(path)
+        raise LoadError(f"{where}: syntax error: {exc.msg}\n    {(exc.text or '').strip()}\n"
+                        "fix it by hand first; nnlint fix changed nothing") from None
+    except SourceSyntaxError as exc:
+        raise LoadError(f"{exc}\nfix it by hand first; nnlint fix changed nothing") from None
 
 
 def fix_file(path, *, factory: Optional[str] = None, input_shape=None, device=None, unsafe: bool = False,

@@ -1,0 +1,144 @@
+"""The source fixer: for every rule that declares a fix, the edit it makes to a small model file (a
+golden diff, tests/fix_cases/<case>.diff), and that the edited file, checked again from scratch, no
+longer reports the finding. Plus where edits go (in place, the class's __init__, the parent's, the
+factory, after a module-level model), what is kept (comments, formatting), and what is refused (a
+file with a syntax error, a fix that cannot be placed in this file): never a half-edited file.
+
+NNLINT_UPDATE_SNAPSHOTS=1 rewrites the golden diffs; read them before committing.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import nnlint
+from nnlint.errors import LoadError
+from nnlint.fix.source import fix_file
+from nnlint.loader import load_target
+from nnlint.registry import all_rules
+
+CASES = Path(__file__).parent / "fix_cases"
+
+# case -> (the rules whose source fix it shows, fix_file options)
+SOURCE_CASES = {
+    "reinit_in_place": ({"NN101", "NN103"}, {}),              # nn.init calls edited in place, comments kept
+    "exploding_cnn": ({"NN402", "NN103"}, {}),                # the init call inside a loop, edited once
+    "deep_mlp": ({"NN401", "NN103"}, {}),                     # default init: one loop at the end of __init__
+    "block_init": ({"NN203", "NN103"}, {}),                   # every Block alike: edits go into Block.__init__
+    "block_mixed": ({"NN103"}, {"select": ["NN103"]}),        # only some Blocks: the parent names them
+    "residual_blocks": ({"NN403"}, {}),                       # after the parent's init loop, one loop
+    "tanh_head": ({"NN202", "NN103"}, {}),                    # the measured std, where Xavier still saturates
+    "overconfident_head": ({"NN304"}, {}),                    # final layer scaled down, bias zeroed
+    "module_level": ({"NN102", "NN203", "NN301"}, {"unsafe": True}),   # after the module-level statements
+    "sequential_sigmoid": ({"NN201"}, {"unsafe": True}),      # `return nn.Sequential(...)` bound to a name
+    "functional_calls": ({"NN201", "NN501"}, {"unsafe": True}),   # torch.sigmoid -> torch.relu; training=
+    "conv_modes": ({"NN502", "NN503", "NN504"}, {"unsafe": True}),
+    "raw_images": ({"NN301", "NN302"}, {"unsafe": True}),     # one normalization, first thing in forward
+    "correlated_features": ({"NN303"}, {"unsafe": True}),     # ZCA whitening in a forward pre-hook
+    "dropout_before_bn": ({"NN505"}, {"unsafe": True}),
+}
+
+
+def copy_case(name: str, folder: Path) -> Path:
+    path = folder / f"{name}.py"
+    shutil.copy(CASES / f"{name}.py", path)
+    return path
+
+
+def check_golden(name: str, text: str) -> None:
+    path = CASES / f"{name}.diff"
+    if os.environ.get("NNLINT_UPDATE_SNAPSHOTS") == "1":
+        path.write_text(text)
+    assert path.exists(), f"no golden diff {path.name}; create it with NNLINT_UPDATE_SNAPSHOTS=1"
+    assert text == path.read_text(), f"{path.name} changed; rerun with NNLINT_UPDATE_SNAPSHOTS=1 if intended"
+
+
+def check_file(path: Path):
+    loaded = load_target(str(path))
+    return nnlint.check(loaded.model, loaded.batch, **loaded.check_arguments())
+
+
+def test_every_rule_that_declares_a_fix_has_a_source_case():
+    fixable = {code for code, cls in all_rules().items() if cls.fixable != "none"}
+    covered = set().union(*(codes for codes, _ in SOURCE_CASES.values()))
+    assert fixable <= covered, f"no source case for {sorted(fixable - covered)}"
+
+
+@pytest.mark.parametrize("name", sorted(SOURCE_CASES))
+def test_the_source_fix_makes_the_expected_edit_and_the_file_checks_clean(name, tmp_path):
+    codes, options = SOURCE_CASES[name]
+    path = copy_case(name, tmp_path)
+    before = check_file(path)
+    assert codes <= {d.code for d in before.diagnostics}, f"{name} should show {sorted(codes)}"
+    original = path.read_text()
+    run = fix_file(path, **options)
+    assert path.read_text() == original          # fix_file plans and verifies; it writes nothing
+    check_golden(name, run.diff(f"{name}.py"))
+    assert codes <= {o.diagnostic.code for o in run.result.applied}, run.result.summary()
+    path.write_text(run.fixed)                   # checked again from scratch, as a user would
+    after = check_file(path)
+    assert not codes & {d.code for d in after.diagnostics}, [d.message for d in after.diagnostics]
+    again = fix_file(path, **options)            # and fixing the fixed file changes nothing
+    assert not again.changed and not again.result.applied
+
+
+def test_the_fixed_source_is_plain_torch():
+    for diff in CASES.glob("*.diff"):
+        added = [line for line in diff.read_text().splitlines() if line.startswith("+") and not line.startswith("+++")]
+        assert not any("import nnlint" in line or "nnlint." in line for line in added), diff.name
+
+
+def test_a_syntax_error_is_named_and_nothing_is_edited(tmp_path):
+    path = tmp_path / "broken.py"
+    path.write_text("import torch\n\ndef build_model(:\n    return torch.nn.Linear(2, 2)\n")
+    with pytest.raises(LoadError) as err:
+        fix_file(path)
+    message = str(err.value)
+    assert "broken.py:3" in message and "syntax error" in message and "changed nothing" in message
+    assert path.read_text().startswith("import torch\n\ndef build_model(:")
+
+
+def test_a_fix_that_cannot_be_placed_here_is_named_and_left_out(tmp_path):
+    # the model is built in another file: this one can only say what to change there
+    copy_case("raw_images", tmp_path)
+    path = tmp_path / "uses_raw_images.py"
+    path.write_text(textwrap.dedent("""\
+        import torch
+
+        from raw_images import build_model  # noqa: F401
+
+
+        def sample_batch():
+            torch.manual_seed(2)
+            return torch.randint(0, 256, (8, 3, 8, 8)).float()
+        """))
+    run = fix_file(path, unsafe=True)
+    assert not run.changed
+    assert {o.diagnostic.code for o in run.result.not_fixable} == {"NN301", "NN302"}
+    assert all("cannot place it in this file" in o.detail and "build_model" in o.detail for o in run.result.not_fixable)
+
+
+def test_a_fix_whose_finding_survives_is_failed_and_not_written(tmp_path, monkeypatch):
+    from nnlint.fix import source
+
+    def useless(fix, d, ctx):   # an applier that edits nothing that matters
+        ctx.edits.insertions.append(source.Insertion(None, "imports", ["import math"]))
+        return "imported math"
+
+    monkeypatch.setitem(source.SOURCE_APPLIERS, "zero_init", useless)
+    path = copy_case("residual_blocks", tmp_path)
+    run = fix_file(path)
+    assert not run.changed
+    assert {o.diagnostic.code for o in run.result.failed} == {"NN403"}
+    assert "still reports" in run.result.failed[0].detail
+
+
+def test_unsafe_fixes_need_unsafe(tmp_path):
+    path = copy_case("sequential_sigmoid", tmp_path)
+    run = fix_file(path)
+    assert "nn.Sigmoid()" in run.fixed
+    assert [o.diagnostic.code for o in run.result.skipped_unsafe] == ["NN201"]
