@@ -30,6 +30,18 @@ def broadcast_shape(ndim: int, channel_dim: Optional[int]) -> list[int]:
     return [1] * channel_dim + [-1] + [1] * (ndim - channel_dim - 1)
 
 
+def robust_stds(std: list[float], floor: float = 0.1) -> list[float]:
+    """The per-channel stds to divide by: a channel that is (almost) constant on the batch is divided by
+    a tenth of the typical channel's std, not by its own: a pixel that is zero in all but one image of
+    the batch would otherwise be scaled up 50x and blow up on the next batch (and a constant one, std
+    0, would divide by zero)."""
+    live = sorted(s for s in std if s > 0)
+    if not live:
+        return [1.0 for _ in std]
+    typical = live[len(live) // 2]
+    return [max(s, floor * typical) for s in std]
+
+
 def overall(mean: list[float], std: list[float]) -> tuple[float, float]:
     """The whole input's mean and std from its per-channel ones (equal-sized channels)."""
     n = max(len(mean), 1)
@@ -131,7 +143,7 @@ def install_input_normalization(model, batch: Any, path: str, channel_dim: Optio
     like = next((p for p in model.parameters() if p.is_floating_point()), None)
     kw = {"device": like.device, "dtype": like.dtype} if like is not None else {}
     shape = broadcast_shape(ndim, channel_dim)
-    safe_std = [s if s > 0 else 1.0 for s in std]
+    safe_std = robust_stds(std)
     model.register_buffer(f"{prefix}_mean", torch.tensor(mean, **kw).view(*shape))
     model.register_buffer(f"{prefix}_std", torch.tensor(safe_std, **kw).view(*shape))
     model.register_forward_pre_hook(InputNormalizer(argument, prefix), with_kwargs=True)

@@ -308,13 +308,13 @@ def _whole_model_mode(ctx: SourceContext) -> str:
 
 @source_applier("normalize_input")
 def normalize_input(fix: Fix, d: Diagnostic, ctx: SourceContext) -> str:
-    from nnlint.fix.inputs import broadcast_shape, overall
+    from nnlint.fix.inputs import broadcast_shape, overall, robust_stds
 
     p = fix.params
     path, argument = _input_argument(fix, d, ctx)
     if argument is None:
         return f"{path} is normalized by the edit for {ctx.normalized_inputs[path]}"
-    mean, std = list(p.get("mean") or []), [s if s > 0 else 1.0 for s in (p.get("std") or [])]
+    mean, std = list(p.get("mean") or []), robust_stds(list(p.get("std") or []))
     if not mean or len(mean) != len(std):
         raise CannotPlace(f"no per-channel statistics for {path}")
     rec = next((r for r in ctx.trace.inputs if r.path == path), None) if ctx.trace is not None else None
