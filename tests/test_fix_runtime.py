@@ -181,7 +181,7 @@ def test_triage_records_what_it_cannot_fix():
     todo = triage(diags, ledger, unsafe=False, known_kinds=runtime.RUNTIME_APPLIERS)
     assert [d.code for d in todo] == ["NN101"]
     assert {k: o.status for k, o in ledger.outcomes.items()} == {
-        ("NN406", "fc"): "not_fixable", ("NN201", "act"): "skipped_unsafe"}
+        ("NN406", "fc", None): "not_fixable", ("NN201", "act", None): "skipped_unsafe"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -142,3 +142,37 @@ def test_unsafe_fixes_need_unsafe(tmp_path):
     run = fix_file(path)
     assert "nn.Sigmoid()" in run.fixed
     assert [o.diagnostic.code for o in run.result.skipped_unsafe] == ["NN201"]
+
+
+def test_two_functional_calls_in_one_forward_are_two_findings_and_both_are_fixed(tmp_path):
+    path = tmp_path / "two_calls.py"
+    path.write_text(textwrap.dedent("""\
+        import torch
+        import torch.nn.functional as F
+        from torch import nn
+
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc1 = nn.Linear(8, 32)
+                self.fc2 = nn.Linear(32, 32)
+                self.fc3 = nn.Linear(32, 2)
+
+            def forward(self, features):
+                h = self.fc1(features).tanh()
+                return self.fc3(self.fc2(F.tanh(h)))
+
+
+        def build_model():
+            torch.manual_seed(0)
+            return Net()
+
+
+        def sample_batch():
+            torch.manual_seed(1)
+            return {"features": torch.randn(64, 8)}
+        """))
+    run = fix_file(path, unsafe=True, select=["NN201"])
+    assert [(o.diagnostic.code, o.diagnostic.location.line) for o in run.result.applied] == [("NN201", 14), ("NN201", 15)]
+    assert "h = self.fc1(features).relu()" in run.fixed and "self.fc2(F.relu(h))" in run.fixed

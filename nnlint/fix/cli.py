@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import sys
 
 import click
@@ -59,13 +60,25 @@ def fix_command(file, model_spec, input_shape, device, mode, unsafe_fixes, selec
             write_atomically(run.path, run.fixed)
         except OSError as exc:
             raise NNLintError(f"{shown}: cannot write the fixed file ({exc}); the file is unchanged") from None
-    click.echo(_summary(shown, run, mode, unsafe_fixes), err=True)
+    again = " ".join(["nnlint fix", *_arguments(shown, model_spec, input_shape, device, select, ignore), "--write"]
+                     + (["--unsafe-fixes"] if unsafe_fixes else []))
+    click.echo(_summary(shown, run, mode, again), err=True)
     if mode == "diff":
         sys.exit(EXIT_FINDINGS if run.changed or not result.ok else EXIT_CLEAN)
     sys.exit(EXIT_CLEAN if result.ok else EXIT_FINDINGS)
 
 
-def _summary(shown: str, run, mode: str, unsafe: bool) -> str:
+def _arguments(shown, model_spec, input_shape, device, select, ignore) -> list[str]:
+    """The options of this run, to repeat in the `--write` hint."""
+    out = [shlex.quote(shown)] if not model_spec else []
+    for flag, value in (("--model", model_spec), ("--input-shape", input_shape), ("--device", device)):
+        if value:
+            out += [flag, shlex.quote(value)]
+    out += [f"--select {shlex.quote(v)}" for v in select] + [f"--ignore {shlex.quote(v)}" for v in ignore]
+    return out
+
+
+def _summary(shown: str, run, mode: str, again: str) -> str:
     result = run.result
     lines = []
     if result.applied:
@@ -86,7 +99,7 @@ def _summary(shown: str, run, mode: str, unsafe: bool) -> str:
     elif mode == "write" and run.changed:
         lines.append(f"wrote {shown}")
     elif mode == "diff" and run.changed:
-        lines.append(f"nothing written; apply with: nnlint fix {shown} --write" + (" --unsafe-fixes" if unsafe else ""))
+        lines.append(f"nothing written; apply with: {again}")
     return "\n".join(lines)
 
 

@@ -7,16 +7,21 @@ fix whose diagnostic is still reported afterwards failed, whatever the applier s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from nnlint.diagnostics import SEVERITY_RANK, Diagnostic, Fix
 
 APPLIED, FAILED, SKIPPED_UNSAFE, NOT_FIXABLE = "applied", "failed", "skipped_unsafe", "not_fixable"
 
 
-def diagnostic_key(d: Diagnostic) -> tuple[str, str]:
-    """A diagnostic's identity across a re-check: rule and module (lines move when a file is edited)."""
-    return (d.code, d.module)
+Key = tuple
+
+
+def diagnostic_key(d: Diagnostic) -> Key:
+    """A diagnostic's identity across a re-check: rule, module and line (two functional calls in one
+    forward are two findings on one module). The source fixer maps the lines of an edited file back to
+    the original's before comparing (source.line_key)."""
+    return (d.code, d.module, d.location.line if d.location is not None else None)
 
 
 @dataclass
@@ -24,14 +29,11 @@ class FixOutcome:
     diagnostic: Diagnostic
     status: str                   # applied | failed | skipped_unsafe | not_fixable
     detail: str = ""              # what was done, or why not, or what to do by hand
+    key: Optional[Key] = field(default=None, repr=False)   # set by the Ledger that records it
 
     @property
     def fix(self) -> Optional[Fix]:
         return self.diagnostic.fix
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return diagnostic_key(self.diagnostic)
 
     def line(self) -> str:
         """`NN203 act1: <detail>` for the summary."""
@@ -76,29 +78,37 @@ class FixResult:
 
 
 class Ledger:
-    """The outcomes of a multi-round run, one per diagnostic key (the latest word wins)."""
+    """The outcomes of a multi-round run, one per diagnostic key (the latest word wins).
 
-    def __init__(self):
-        self.outcomes: dict[tuple[str, str], FixOutcome] = {}
+    `key_of` gives a diagnostic's key in the current report; the source fixer swaps it for one that maps
+    the lines of the edited text back to the original file's each time the text changes."""
+
+    def __init__(self, key_of: Callable[[Diagnostic], Key] = diagnostic_key):
+        self.outcomes: dict[Key, FixOutcome] = {}
+        self.key_of = key_of
 
     def record(self, outcome: FixOutcome) -> None:
+        if outcome.key is None:
+            outcome.key = self.key_of(outcome.diagnostic)
         self.outcomes[outcome.key] = outcome
 
     def seen(self, d: Diagnostic) -> bool:
-        return diagnostic_key(d) in self.outcomes
+        return self.key_of(d) in self.outcomes
 
-    def verify(self, applied_now: Iterable[FixOutcome], report) -> None:
+    def verify(self, applied_now: Iterable[FixOutcome], report, key_of: Optional[Callable] = None) -> None:
         """A fix applied this round whose diagnostic the re-check still reports has failed."""
-        remaining = {diagnostic_key(d): d for d in report.diagnostics}
+        key_of = key_of or self.key_of
+        remaining = {key_of(d): d for d in report.diagnostics}
         for outcome in applied_now:
             if outcome.status == APPLIED and outcome.key in remaining:
                 still = remaining[outcome.key]
                 outcome.status = FAILED
                 outcome.detail = f"{outcome.detail}; still reported after the fix: {still.message}"
 
-    def result(self, report, rounds: int) -> FixResult:
+    def result(self, report, rounds: int, key_of: Optional[Callable] = None) -> FixResult:
         """Applied and failed fixes stay listed; skipped and not-fixable ones only while still reported."""
-        remaining = {diagnostic_key(d) for d in report.diagnostics}
+        key_of = key_of or self.key_of
+        remaining = {key_of(d) for d in report.diagnostics}
         result = FixResult(report=report, rounds=rounds)
         for outcome in self.outcomes.values():
             if outcome.status == APPLIED:
@@ -110,9 +120,9 @@ class Ledger:
         # a diagnostic no fix addressed, still there at the end (e.g. revealed in the last round)
         known = set(self.outcomes)
         for d in report.diagnostics:
-            if diagnostic_key(d) not in known:
-                result.not_fixable.append(FixOutcome(d, NOT_FIXABLE, manual_advice(d)))
-                known.add(diagnostic_key(d))
+            if key_of(d) not in known:
+                result.not_fixable.append(FixOutcome(d, NOT_FIXABLE, manual_advice(d), key=key_of(d)))
+                known.add(key_of(d))
         return result
 
 

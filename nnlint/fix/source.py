@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
+import re
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -107,7 +108,8 @@ class SourceContext:
             raise CannotPlace("the call site is unknown")
         if os.path.abspath(file) != os.path.abspath(self.path):
             raise CannotPlace(f"the call is in {file}:{line}, outside this file; change it there")
-        calls = [c for c in self.source.calls_at(int(line), names) if not (c.receiver or "").startswith("self")]
+        # not `self.sigmoid(x)`: a module attribute called, which the module swap handles
+        calls = [c for c in self.source.calls_at(int(line), names) if not re.fullmatch(r"self(\.\w+)*", c.receiver or "")]
         if len(calls) != 1:
             what = "no" if not calls else f"{len(calls)}"
             raise CannotPlace(f"line {line} has {what} {'/'.join(sorted(names))}() call(s); change the right one by hand")
@@ -548,6 +550,27 @@ class Checked:
     loaded: Any
     log: WriteLog
     report: Any
+    key: Callable = diagnostic_key   # a finding's key, its line mapped back to the original file
+
+
+def line_key(original: str, text: str, path: str) -> Callable[[Diagnostic], tuple]:
+    """Keys for the findings of an edited version of the file: their lines mapped back to the original's
+    (a finding on an unchanged or rewritten line is the same finding; one on an added line is new)."""
+    back: dict[int, int] = {}
+    matcher = difflib.SequenceMatcher(None, original.splitlines(), text.splitlines(), autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag in ("equal", "replace"):
+            for k in range(min(i2 - i1, j2 - j1)):
+                back[j1 + k + 1] = i1 + k + 1
+    path = os.path.abspath(path)
+
+    def key(d: Diagnostic) -> tuple:
+        line = d.location.line if d.location is not None else None
+        if line is not None and os.path.abspath(d.location.file) == path:
+            line = back.get(line, ("added", line))
+        return (d.code, d.module, line)
+
+    return key
 
 
 class FileChecker:
@@ -628,19 +651,20 @@ def fix_file(path, *, factory: Optional[str] = None, input_shape=None, device=No
     ledger = Ledger()
     rounds = 0
     while rounds < max_rounds:
+        ledger.key_of = current.key
         todo = triage(current.report.diagnostics, ledger, unsafe=unsafe, known_kinds=SOURCE_APPLIERS)
         if not todo:
             break
         rounds += 1
-        accepted = _verified_round(source, path, current, root, todo, checker, ledger)
+        accepted = _verified_round(source, path, current, root, todo, checker, ledger, original)
         if accepted is None:
             break
         source, current = accepted
-    return SourceFixRun(path, original, source.text, ledger.result(current.report, rounds))
+    return SourceFixRun(path, original, source.text, ledger.result(current.report, rounds, key_of=current.key))
 
 
 def _verified_round(source: SourceFile, path: Path, current: Checked, root: RootScope, todo: list[Diagnostic],
-                    checker: FileChecker, ledger: Ledger):
+                    checker: FileChecker, ledger: Ledger, original: str):
     """Plan the fixes of `todo`, re-check the edited text, drop the fixes whose finding survives (or
     whose edit breaks the file) and try again without them. Returns (source, checked) when some fixes
     were verified, else None."""
@@ -681,11 +705,12 @@ def _verified_round(source: SourceFile, path: Path, current: Checked, root: Root
                     ledger.record(FixOutcome(d, FAILED, f"the edited file fails to load or run: {single}"))
             candidates = survivors
             continue
-        remaining = {diagnostic_key(x): x for x in checked.report.diagnostics}
-        survived = [d for d in kept if diagnostic_key(d) in remaining]
+        checked.key = line_key(original, plan.text, str(path))
+        remaining = {checked.key(x): x for x in checked.report.diagnostics}
+        survived = [d for d in kept if current.key(d) in remaining]
         if survived:
             for d in survived:
-                still = remaining[diagnostic_key(d)]
+                still = remaining[current.key(d)]
                 index = candidates.index(d)
                 ledger.record(FixOutcome(d, FAILED, f"{plan.applied[index]}; the re-check still reports: {still.message}"))
             candidates = [d for d in kept if d not in survived]
