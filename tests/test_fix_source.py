@@ -17,7 +17,7 @@ import pytest
 
 import nnlint
 from nnlint.errors import LoadError
-from nnlint.fix.source import fix_file
+from nnlint.fix.filefix import fix_file
 from nnlint.loader import load_target
 from nnlint.registry import all_rules
 

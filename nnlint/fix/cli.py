@@ -42,7 +42,7 @@ def fix_command(file, model_spec, input_shape, device, mode, unsafe_fixes, selec
     must no longer report the fixed findings; a fix that fails that is left out and reported.
     """
     from nnlint.config import load_config
-    from nnlint.fix.source import fix_file, write_atomically
+    from nnlint.fix.filefix import fix_file, write_atomically
 
     target = resolve_target(file, model_spec, input_shape, device)
     selected = parse_codes(select, "--select") or None

@@ -7,30 +7,22 @@ mode and input-normalization statements go after the model is built. An applier 
 its edit raises CannotPlace with what to change by hand; a kind with no applier is not fixable
 automatically. New kinds plug in with `@source_applier("kind")`.
 
-Nothing is written unless the edited file parses and a re-check of it (the file loaded and checked
-again, from a temporary copy beside it) no longer reports the fixed findings; a fix whose finding
-survives is dropped and reported as failed, and the rest re-verified without it. See fix_file.
+Input normalization and whitening live in source_inputs; the run (plan, verify, write) in filefix.
 """
 from __future__ import annotations
 
-import contextlib
-import difflib
 import os
 import re
-import sys
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import libcst as cst
 
 from nnlint.diagnostics import Diagnostic, Fix, Location
-from nnlint.fix.cstfile import CallInfo, SourceFile, SourceSyntaxError
-from nnlint.fix.edits import START, EditSet, Insertion, NodeEdit, apply_edits
-from nnlint.fix.placement import CannotPlace, Placer, Request, RootScope, root_scope_of
-from nnlint.fix.result import APPLIED, FAILED, NOT_FIXABLE, FixOutcome, FixResult, Ledger, diagnostic_key, triage
-from nnlint.fix.sites import WriteLog, init_code_keys, module_paths, record_writes
+from nnlint.fix.cstfile import CallInfo, SourceFile
+from nnlint.fix.edits import EditSet, Insertion, NodeEdit, apply_edits
+from nnlint.fix.placement import CannotPlace, Placer, Request, RootScope
+from nnlint.fix.sites import WriteLog, module_paths
 from nnlint.fix.specs import PARAM_INITS, join_detail, resolve
 
 
@@ -308,123 +300,6 @@ def _whole_model_mode(ctx: SourceContext) -> str:
     return f"add {statement} after the model is built"
 
 
-@source_applier("normalize_input")
-def normalize_input(fix: Fix, d: Diagnostic, ctx: SourceContext) -> str:
-    from nnlint.fix.inputs import broadcast_shape, overall, robust_stds
-
-    p = fix.params
-    path, argument = _input_argument(fix, d, ctx)
-    if argument is None:
-        return f"{path} is normalized by the edit for {ctx.normalized_inputs[path]}"
-    mean, std = list(p.get("mean") or []), robust_stds(list(p.get("std") or []))
-    if not mean or len(mean) != len(std):
-        raise CannotPlace(f"no per-channel statistics for {path}")
-    rec = next((r for r in ctx.trace.inputs if r.path == path), None) if ctx.trace is not None else None
-    ndim = len(rec.summary.shape) if rec is not None else 2
-    torch = ctx.spell("torch")
-    if len(mean) > 16:
-        # many features (a flattened image, a table): the whole input's mean and std read better, and
-        # are what the message suggests
-        m, s = overall(mean, std)
-        mean_code, std_code = f"{torch}.tensor({_float(m)})", f"{torch}.tensor({_float(s)})"
-        what = "mean/std"
-    else:
-        shape = broadcast_shape(ndim, p.get("channel_dim"))
-        view = "" if shape == [-1] else f".view({', '.join(str(x) for x in shape)})"
-        mean_code = f"{torch}.tensor({_vector([_float(x) for x in mean])}){view}"
-        std_code = f"{torch}.tensor({_vector([_float(x) for x in std])}){view}"
-        what = f"per-{'channel' if p.get('channel_dim') == 1 and ndim >= 3 else 'feature'} mean/std"
-    return _transform_input(ctx, path, argument, [("mean", mean_code), ("std", std_code)], "({x} - {b}_mean) / {b}_std",
-                            f"normalize {path} with the {what} measured on the sample batch (nnlint {d.code})")
-
-
-@source_applier("whiten_input")
-def whiten_input(fix: Fix, d: Diagnostic, ctx: SourceContext) -> str:
-    from nnlint.fix.inputs import input_tensor, zca
-
-    path, argument = _input_argument(fix, d, ctx)
-    if argument is None:
-        return f"{path} is whitened by the edit for {ctx.normalized_inputs[path]}"
-    x = input_tensor(ctx.batch, argument)
-    if x is None or x.dim() != 2 or not x.is_floating_point():
-        raise CannotPlace(f"{path} is not a (samples, features) float tensor")
-    if x.shape[1] > 32:
-        raise CannotPlace(f"{path} has {x.shape[1]} features: a {x.shape[1]}x{x.shape[1]} whitening matrix does not "
-                          "belong in source; whiten in the data pipeline")
-    mean, w = zca(x, float(fix.params.get("eps", 1e-5)))
-    torch = ctx.spell("torch")
-    rows = ",\n".join("    [" + ", ".join(_float(v) for v in row) + "]" for row in w.tolist())
-    scale = float(x.detach().double().std())
-    means = [_float(v, scale) for v in mean.tolist()]
-    mean_code = f"{torch}.zeros({len(means)})" if all(v == "0.0" for v in means) else f"{torch}.tensor({_vector(means)})"
-    return _transform_input(ctx, path, argument, [("mean", mean_code), ("whitening", f"{torch}.tensor([\n{rows},\n])")],
-                            "({x} - {b}_mean) @ {b}_whitening",
-                            f"whiten {path} (ZCA measured on the sample batch; better: on the training set) (nnlint {d.code})")
-
-
-def _vector(values: list[str], per_line: int = 8) -> str:
-    """`[1.0, 2.0]`, or one wrapped line per `per_line` values when there are more."""
-    if len(values) <= per_line:
-        return f"[{', '.join(values)}]"
-    lines = [", ".join(values[i:i + per_line]) for i in range(0, len(values), per_line)]
-    return "[\n" + "".join(f"    {line},\n" for line in lines) + "]"
-
-
-def _float(v: float, scale: float = 1.0) -> str:
-    """A float literal with 4 significant digits (`127.0`, never `127`: an all-integer list would make an
-    int64 buffer); float noise around zero (a mean of 1e-9 on standardized data) as 0.0."""
-    return "0.0" if abs(v) < 1e-6 * max(scale, 1e-12) else repr(float(f"{v:.4g}"))
-
-
-def _input_argument(fix: Fix, d: Diagnostic, ctx: SourceContext):
-    """(input path, forward argument); the argument is None when another edit already transforms it."""
-    from nnlint.fix.inputs import argument_of
-    from nnlint.fix.runtime import CannotFix
-
-    path = fix.params.get("input", "batch")
-    if path in ctx.normalized_inputs:
-        return path, None
-    try:
-        argument = argument_of(path)
-    except CannotFix as exc:
-        raise CannotPlace(str(exc)) from None
-    ctx.normalized_inputs[path] = d.code
-    return path, argument
-
-
-def _transform_input(ctx: SourceContext, path: str, argument, buffers: list[tuple[str, str]], formula: str,
-                     comment: str) -> str:
-    """Buffers `<prefix>_<name>` on the root and `x = formula` applied to the input: first thing in the
-    root's forward when its class is in this file, else in a forward pre-hook after the model is built."""
-    from nnlint.fix.inputs import prefix_for
-
-    q = ctx.source.quote
-    prefix = prefix_for(argument)
-    names = "/".join(f"{prefix}_{name}" for name, _ in buffers)
-    forward_param = _forward_parameter(ctx, argument)
-    if forward_param is not None:
-        init_fn, forward_fn, name = forward_param
-        ctx.edits.insertions.append(Insertion(init_fn, "end", [
-            f"self.register_buffer({q}{prefix}_{b}{q}, {code})" for b, code in buffers],
-            comment.replace(f" {path} ", f" {name} (the input) ", 1)))
-        ctx.edits.insertions.append(Insertion(forward_fn, START, [
-            f"{name} = " + formula.format(x=name, b=f"self.{prefix}")]))
-        return f"the model transforms {path} first thing in forward, with buffers {names}"
-    scope = ctx.placer.root_scope()
-    base = scope.base
-    if isinstance(argument, int):
-        new = formula.format(x=f"args[{argument}]", b=f"module.{prefix}")
-        before = f"*args[:{argument}], " if argument else ""
-        hook = f"{base}.register_forward_pre_hook(lambda module, args: ({before}{new}, *args[{argument + 1}:]))"
-    else:
-        new = formula.format(x=f"kwargs[{q}{argument}{q}]", b=f"module.{prefix}")
-        hook = (f"{base}.register_forward_pre_hook(lambda module, args, kwargs: (args, {{**kwargs, {q}{argument}{q}: "
-                f"{new}}}), with_kwargs=True)")
-    scope.extra += [(f"{base}.register_buffer({q}{prefix}_{b}{q}, {code})", comment) for b, code in buffers]
-    scope.extra.append((hook, comment))
-    return f"the model transforms {path} in a forward pre-hook, with buffers {names}"
-
-
 @source_applier("move_dropout")
 def move_dropout(fix: Fix, d: Diagnostic, ctx: SourceContext) -> str:
     """Dropout feeding a BatchNorm is removed: nn.Identity() in its place (indices and names stay), or a
@@ -442,27 +317,6 @@ def move_dropout(fix: Fix, d: Diagnostic, ctx: SourceContext) -> str:
         raise CannotPlace(f"{func}() on line {call.start_line} has no input argument")
     ctx.edits.node_edits.append(NodeEdit(call.node, lambda node: node.args[0].value))
     return f"{func}(...) on line {call.start_line} replaced by its input: BatchNorm already regularizes"
-
-
-def _forward_parameter(ctx: SourceContext, argument):
-    """(root __init__, root forward, parameter name) when the root class is defined in this file."""
-    root = ctx.model
-    keys = init_code_keys(root)
-    forward = getattr(type(root).forward, "__code__", None)
-    if not keys or forward is None or os.path.abspath(keys[0][0]) != os.path.abspath(ctx.path) \
-            or os.path.abspath(forward.co_filename) != os.path.abspath(ctx.path):
-        return None
-    init_fn = ctx.source.function(keys[0][1], "__init__")
-    forward_fn = ctx.source.function(forward.co_firstlineno, "forward")
-    if init_fn is None or forward_fn is None:
-        return None
-    params = [p.name.value for p in forward_fn.params.params][1:]
-    if forward_fn.params.star_arg not in (cst.MaybeSentinel.DEFAULT, None) and isinstance(argument, int) and argument >= len(params):
-        return None
-    if isinstance(argument, int):
-        return (init_fn, forward_fn, params[argument]) if argument < len(params) else None
-    names = params + [p.name.value for p in forward_fn.params.kwonly_params]
-    return (init_fn, forward_fn, argument) if argument in names else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,219 +378,4 @@ def plan_edits(source: SourceFile, path: str, loaded, log: WriteLog, trace, root
         return Plan(text, applied, excluded)
 
 
-# ---------------------------------------------------------------------------------------------
-# The whole run: load, check, plan, verify, repeat
-
-
-@dataclass
-class SourceFixRun:
-    path: Path
-    original: str
-    fixed: str
-    result: FixResult
-
-    @property
-    def changed(self) -> bool:
-        return self.fixed != self.original
-
-    def diff(self, shown: Optional[str] = None) -> str:
-        name = shown or str(self.path)
-        return "".join(difflib.unified_diff(self.original.splitlines(keepends=True), self.fixed.splitlines(keepends=True),
-                                            fromfile=f"a/{name}", tofile=f"b/{name}"))
-
-
-@dataclass
-class Checked:
-    loaded: Any
-    log: WriteLog
-    report: Any
-    key: Callable = diagnostic_key   # a finding's key, its line mapped back to the original file
-
-
-def line_key(original: str, text: str, path: str) -> Callable[[Diagnostic], tuple]:
-    """Keys for the findings of an edited version of the file: their lines mapped back to the original's
-    (a finding on an unchanged or rewritten line is the same finding; one on an added line is new)."""
-    back: dict[int, int] = {}
-    matcher = difflib.SequenceMatcher(None, original.splitlines(), text.splitlines(), autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag in ("equal", "replace"):
-            for k in range(min(i2 - i1, j2 - j1)):
-                back[j1 + k + 1] = i1 + k + 1
-    path = os.path.abspath(path)
-
-    def key(d: Diagnostic) -> tuple:
-        line = d.location.line if d.location is not None else None
-        if line is not None and os.path.abspath(d.location.file) == path:
-            line = back.get(line, ("added", line))
-        return (d.code, d.module, line)
-
-    return key
-
-
-class FileChecker:
-    """Loads a version of the model file (the file itself, or edited text in a temporary copy beside it,
-    so that its local imports resolve) with the write recorder on, and checks it."""
-
-    def __init__(self, path: Path, *, factory=None, input_shape=None, device=None, select=None, ignore=None,
-                 config=None):
-        self.path = path
-        self.factory, self.input_shape, self.device = factory, input_shape, device
-        self.select, self.ignore, self.config = select, ignore, config
-
-    def check_file(self, file: Path) -> Checked:
-        from nnlint.api import check
-        from nnlint.loader import load_target
-
-        previous = sys.dont_write_bytecode
-        sys.dont_write_bytecode = True   # no __pycache__ entry for the temporary copy
-        try:
-            with contextlib.redirect_stdout(sys.stderr):
-                with record_writes() as log:
-                    loaded = load_target(str(file), factory=self.factory, input_shape=self.input_shape,
-                                         device=self.device)
-                report = check(loaded.model, loaded.batch, select=self.select, ignore=self.ignore, config=self.config,
-                               **loaded.check_arguments())
-        finally:
-            sys.dont_write_bytecode = previous
-        return Checked(loaded, log, report)
-
-    def check_text(self, text: str) -> Checked:
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.nnlint-fix-", suffix=".py", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            checked = self.check_file(Path(tmp))
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        _relocate(checked.report, tmp, str(self.path))
-        return checked
-
-
-def _relocate(report, old: str, new: str) -> None:
-    """Findings of the temporary copy point at the real file (same lines: it is the fixed text)."""
-    for d in report.diagnostics:
-        if d.location is not None and os.path.abspath(d.location.file) == os.path.abspath(old):
-            d.location = Location(new, d.location.line)
-
-
-def read_source(path: Path) -> SourceFile:
-    from nnlint.errors import LoadError
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LoadError(f"{path}: cannot read it: {exc}") from None
-    try:   # Python's own message first: it names the line the way the user's editor does
-        compile(text, str(path), "exec")
-        return SourceFile(text, str(path))
-    except SyntaxError as exc:
-        where = f"{path}:{exc.lineno}" if exc.lineno else str(path)
-        raise LoadError(f"{where}: syntax error: {exc.msg}\n    {(exc.text or '').strip()}\n"
-                        "fix it by hand first; nnlint fix changed nothing") from None
-    except SourceSyntaxError as exc:
-        raise LoadError(f"{exc}\nfix it by hand first; nnlint fix changed nothing") from None
-
-
-def fix_file(path, *, factory: Optional[str] = None, input_shape=None, device=None, unsafe: bool = False,
-             select=None, ignore=None, config=None, max_rounds: int = 3) -> SourceFixRun:
-    """Plan and verify the source fixes of the model file; writes nothing (see write_atomically)."""
-    path = Path(path).resolve()
-    source = read_source(path)
-    original = source.text
-    checker = FileChecker(path, factory=factory, input_shape=input_shape, device=device, select=select,
-                          ignore=ignore, config=config)
-    current = checker.check_file(path)
-    root = root_scope_of(source, factory)
-    ledger = Ledger()
-    rounds = 0
-    while rounds < max_rounds:
-        ledger.key_of = current.key
-        todo = triage(current.report.diagnostics, ledger, unsafe=unsafe, known_kinds=SOURCE_APPLIERS)
-        if not todo:
-            break
-        rounds += 1
-        accepted = _verified_round(source, path, current, root, todo, checker, ledger, original)
-        if accepted is None:
-            break
-        source, current = accepted
-    return SourceFixRun(path, original, source.text, ledger.result(current.report, rounds, key_of=current.key))
-
-
-def _verified_round(source: SourceFile, path: Path, current: Checked, root: RootScope, todo: list[Diagnostic],
-                    checker: FileChecker, ledger: Ledger, original: str):
-    """Plan the fixes of `todo`, re-check the edited text, drop the fixes whose finding survives (or
-    whose edit breaks the file) and try again without them. Returns (source, checked) when some fixes
-    were verified, else None."""
-    candidates = list(todo)
-    while candidates:
-        plan = plan_edits(source, str(current.loaded.path), current.loaded, current.log, current.report.trace, root,
-                          candidates)
-        for i, reason in plan.failed.items():
-            d = candidates[i]
-            ledger.record(FixOutcome(d, NOT_FIXABLE, f"cannot place it in this file: {reason}; by hand: {d.fix.description}"))
-        kept = [candidates[i] for i in sorted(plan.applied)]
-        if not kept or plan.text == source.text:
-            for i in plan.applied:
-                ledger.record(FixOutcome(candidates[i], FAILED, f"{plan.applied[i]}: produced no edit"))
-            return None
-        try:
-            edited = SourceFile(plan.text, str(path))
-            compile(plan.text, str(path), "exec")
-        except (SourceSyntaxError, SyntaxError) as exc:   # a bug in an applier: never write such a file
-            raise RuntimeError(f"the edited file does not parse ({exc}); nothing was written") from None
-        from nnlint.errors import NNLintError
-
-        try:
-            checked = checker.check_text(plan.text)
-        except NNLintError as exc:
-            if len(kept) == 1:
-                ledger.record(FixOutcome(kept[0], FAILED, f"the edited file fails to load or run: {exc}"))
-                return None
-            # find the culprit: verify each fix alone, keep those that survive
-            survivors = []
-            for d in kept:
-                alone = plan_edits(source, str(current.loaded.path), current.loaded, current.log, current.report.trace,
-                                   root, [d])
-                try:
-                    checker.check_text(alone.text)
-                    survivors.append(d)
-                except NNLintError as single:
-                    ledger.record(FixOutcome(d, FAILED, f"the edited file fails to load or run: {single}"))
-            candidates = survivors
-            continue
-        checked.key = line_key(original, plan.text, str(path))
-        remaining = {checked.key(x): x for x in checked.report.diagnostics}
-        survived = [d for d in kept if current.key(d) in remaining]
-        if survived:
-            for d in survived:
-                still = remaining[current.key(d)]
-                index = candidates.index(d)
-                ledger.record(FixOutcome(d, FAILED, f"{plan.applied[index]}; the re-check still reports: {still.message}"))
-            candidates = [d for d in kept if d not in survived]
-            continue
-        for i, d in enumerate(candidates):
-            if i in plan.applied:
-                ledger.record(FixOutcome(d, APPLIED, plan.applied[i]))
-        return edited, checked
-    return None
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder and rename it over the original: a reader
-    (or a crash) sees the old file or the new one, never half of it. Keeps the file's permissions."""
-    path = Path(path)
-    mode = path.stat().st_mode & 0o7777 if path.exists() else None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+from nnlint.fix import source_inputs  # noqa: E402,F401  (registers the input appliers)
