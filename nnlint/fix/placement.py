@@ -223,11 +223,11 @@ class Placer:
                 if not call.node.args:
                     continue
                 target = self.source.code(call.node.args[0].value)
-                prefix = call.receiver.rsplit(".", 1)[0] if call.receiver and call.receiver.endswith("init") else self.nn
                 if call.receiver and call.receiver.endswith("init"):
+                    # keep the file's spelling of torch.nn.init (`nn.init`, `init`, `torch.nn.init`)
                     text = render_call(spec, target, nn="__NN__", quote=self.source.quote).replace("__NN__.init", call.receiver)
-                else:
-                    text = render_call(spec, target, nn=prefix, quote=self.source.quote)
+                else:   # a bare `normal_(...)` imported from torch.nn.init
+                    text = render_call(spec, target, nn=self.nn, quote=self.source.quote)
                     self.uses_nn = True
             else:
                 if not isinstance(call.node.func, cst.Attribute):
