@@ -31,6 +31,7 @@ SOURCE_CASES = {
     "block_init": ({"NN203", "NN103"}, {}),                   # every Block alike: edits go into Block.__init__
     "block_mixed": ({"NN103"}, {"select": ["NN103"]}),        # only some Blocks: the parent names them
     "residual_blocks": ({"NN403"}, {}),                       # after the parent's init loop, one loop
+    "bn_residual": ({"NN403"}, {}),                           # the last norm weight, in Block.__init__
     "tanh_head": ({"NN202", "NN103"}, {}),                    # the measured std, where Xavier still saturates
     "overconfident_head": ({"NN304"}, {}),                    # final layer scaled down, bias zeroed
     "module_level": ({"NN102", "NN203", "NN301"}, {"unsafe": True}),   # after the module-level statements
