@@ -30,6 +30,7 @@ SOURCE_CASES = {
     "deep_mlp": ({"NN401", "NN103"}, {}),                     # default init: one loop at the end of __init__
     "block_init": ({"NN203", "NN103"}, {}),                   # every Block alike: edits go into Block.__init__
     "block_mixed": ({"NN103"}, {"select": ["NN103"]}),        # only some Blocks: the parent names them
+    "vgg_isinstance": ({"NN103", "NN401", "NN203"}, {}),      # modules() + isinstance, edited and added
     "residual_blocks": ({"NN403"}, {}),                       # after the parent's init loop, one loop
     "bn_residual": ({"NN403"}, {}),                           # the last norm weight, in Block.__init__
     "tanh_head": ({"NN202", "NN103"}, {}),                    # the measured std, where Xavier still saturates

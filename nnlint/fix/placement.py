@@ -353,7 +353,9 @@ class Placer:
         items.sort(key=lambda it: order.get(_join(scope.module_path, it[0]), 0))
         position = {(rel, attr): i for i, (rel, attr, _, _) in enumerate(items)}
         placed_rows: list[tuple[int, str, str, tuple[str, ...]]] = []     # (position, statement, why, codes)
-        used_loops = self._loops(scope, base_module, items)
+        used_loops = self._type_loops(scope, base_module, items)
+        typed = {key for group in used_loops for key in group[3]}
+        used_loops += self._loops(scope, base_module, [it for it in items if (it[0], it[1]) not in typed])
         for text, why, codes, keys in used_loops:
             placed_rows.append((min(position[k] for k in keys), text, why, codes))
         looped = {key for group in used_loops for key in group[3]}
@@ -384,6 +386,46 @@ class Placer:
                 codes += [x for x in c if x not in codes]
             comments.append(f"{why} (nnlint {', '.join(codes)})" if codes else why)
         return statements, comments
+
+    def _type_loops(self, scope: Scope, base_module, items) -> list[tuple[str, str, tuple[str, ...], set]]:
+        """`for m in self.modules(): if isinstance(m, nn.Conv2d): ...` when every module of a type under the
+        scope gets the same inits (and they are spread over more than one container)."""
+        by_module: dict[str, list] = {}
+        for rel, attr, spec, codes in items:
+            by_module.setdefault(rel, []).append((attr, spec, codes))
+        out = []
+        modules_by_type: dict[type, list[str]] = {}
+        for name, module in base_module.named_modules():
+            modules_by_type.setdefault(type(module), []).append(name)
+        for cls, names in modules_by_type.items():
+            spelled = self._class_spelling(cls)
+            if spelled is None or len(names) < 3 or not all(n in by_module for n in names):
+                continue
+            shapes = {tuple(sorted((a, sp) for a, sp, _ in by_module[n])) for n in names}
+            if len(shapes) != 1 or _whole_container(base_module, names):
+                continue   # a plain loop over that container reads better (_loops)
+            ops = sorted(by_module[names[0]], key=lambda o: o[0] != "weight")
+            var = "m" if "m" != scope.base else "module"
+            body = "\n".join(f"        {render_call(spec, f'{var}.{attr}', nn=self.nn, quote=self.source.quote)}"
+                             for attr, spec, _ in ops)
+            codes: tuple[str, ...] = ()
+            for n in names:
+                for _, _, c in by_module[n]:
+                    codes += tuple(x for x in c if x not in codes)
+            text = f"for {var} in {scope.base}.modules():\n    if isinstance({var}, {spelled}):\n{body}\n"
+            keys = {(n, attr) for n in names for attr, _, _ in by_module[n]}
+            out.append((text, ops[0][1].why or "re-initialized", codes, keys))
+        return out
+
+    def _class_spelling(self, cls: type) -> Optional[str]:
+        """`nn.Conv2d` for torch.nn's own layers, `Block` for a class defined at the top of this file."""
+        import torch.nn as nn
+
+        if getattr(nn, cls.__name__, None) is cls:
+            return f"{self.nn}.{cls.__name__}"
+        if self.source.top_level_class(cls.__name__) is not None:
+            return cls.__name__
+        return None
 
     def _loops(self, scope: Scope, base_module, items) -> list[tuple[str, str, tuple[str, ...], set]]:
         """`for block in self.blocks: ...` for items that cover every element of a container alike."""
@@ -430,6 +472,16 @@ class Placer:
         while name in used:
             name += "_"
         return name
+
+
+def _whole_container(root, names: list[str]) -> bool:
+    """`names` are exactly the elements of one nn.Sequential/ModuleList."""
+    parents = {n.rpartition(".")[0] for n in names}
+    if len(parents) != 1 or not all(n.rpartition(".")[2].isdigit() for n in names):
+        return False
+    parent = parents.pop()
+    container = root.get_submodule(parent) if parent else root
+    return len(container) == len(names)
 
 
 def _join(prefix: str, rel: str) -> str:
