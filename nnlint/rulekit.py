@@ -145,6 +145,10 @@ def normalize_call(mean: list[float], std: list[float]) -> str:
 
     if len(mean) == 1:
         return f"Normalize({mean[0]:.4g}, {std[0]:.4g})"
+    if len(mean) > 8:
+        # 784 numbers help nobody: name the shape of the fix and its typical values.
+        return (f"a per-feature Normalize over {len(mean)} features (means {fmt(min(mean))} to {fmt(max(mean))}, "
+                f"stds {fmt(min(std))} to {fmt(max(std))})")
     return f"Normalize(mean={seq(mean)}, std={seq(std)})"
 
 

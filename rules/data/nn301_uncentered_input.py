@@ -73,7 +73,7 @@ class UncenteredInput(Rule):
                 evidence={"input": rec.path, "channel_dim": rec.channel_dim, "mean": means, "std": stds,
                           "off_center": len(off), "channels": len(means)},
                 fix=Fix(kind="normalize_input", target="", safe=False,
-                        description=f"normalize {rec.path} with the measured {normalize_call(means, stds)}",
+                        description=f"normalize {rec.path} with the statistics measured on the batch: {normalize_call(means, stds)}",
                         params={"input": rec.path, "channel_dim": rec.channel_dim, "mean": means,
                                 "std": [s if s > 0 else 1.0 for s in stds]}),
             )

@@ -76,7 +76,7 @@ class UnscaledInput(Rule):
                 location=input_location(trace),
                 evidence={"input": rec.path, "median_std": median, "scale_ratio": ratio, "std": stds},
                 fix=Fix(kind="normalize_input", target="", safe=False,
-                        description=f"normalize {rec.path} with the measured {normalize_call(means, stds)}",
+                        description=f"normalize {rec.path} with the statistics measured on the batch: {normalize_call(means, stds)}",
                         params={"input": rec.path, "channel_dim": rec.channel_dim, "mean": means,
                                 "std": [s if s > 0 else 1.0 for s in stds]}),
             )
