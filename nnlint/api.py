@@ -5,7 +5,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from nnlint.config import Config
 from nnlint.diagnostics import Diagnostic
-from nnlint.errors import ConfigError, NNLintError
+from nnlint.errors import ConfigError
 from nnlint.registry import select_rules, validate_codes
 from nnlint.report import Report
 

@@ -4,7 +4,6 @@ Both libraries are optional extras; .ci/run installs them, and these tests skip 
 """
 from __future__ import annotations
 
-import copy
 import warnings
 
 import pytest

@@ -264,7 +264,3 @@ class ResidualAdd:
     op: OpRecord
     skip: int      # serial of the identity (or downsampled) operand
     branch: int    # serial of f(x)
-
-
-def weight_ops(ops: Iterable[OpRecord]) -> list[OpRecord]:
-    return [o for o in ops if o.kind in ("linear", "conv") or (o.kind in opnames.WEIGHT_OPS and o.weight is not None)]

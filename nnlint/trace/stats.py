@@ -193,8 +193,6 @@ def channel_moments(x, channel_dim: int, pending: PendingStats, store: Callable[
 
 def mean_abs_correlation(x, pending: PendingStats, store: Callable[[float], None], max_features: int = 512) -> None:
     """Mean absolute off-diagonal correlation of a 2-D (samples x features) input."""
-    import torch
-
     if x.dim() != 2 or x.shape[0] < 3 or not (2 <= x.shape[1] <= max_features):
         return
     xf = x.detach().float()
