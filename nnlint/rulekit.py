@@ -199,7 +199,7 @@ def input_normalized_by_model(trace: Trace, rec) -> bool:
     normalization layer (an input BatchNorm). Then the first layer sees a normalized signal, whatever
     the raw batch looks like (torchvision's Inception with transform_input, nnlint fix's input
     normalization)."""
-    graph = Graph(trace)
+    graph = Graph.of(trace)
 
     def normalized(serial: int, depth: int = 0) -> bool:
         consumers = graph.consumers.get(serial, [])

@@ -105,7 +105,7 @@ def _residual_adds(trace) -> list:
     try:
         from nnlint.trace.graph import Graph
 
-        found = Graph(trace).residual_adds
+        found = Graph.of(trace).residual_adds
     except Exception:   # noqa: BLE001 - a report must render even if structure detection breaks
         return []
     adds = [getattr(a, "op", a) for a in found]

@@ -43,6 +43,16 @@ class Graph:
         self.output_serials = set(trace.output_serials if phase == "train" else trace.eval_output_serials)
         self.param_serials = trace.param_serials
 
+    @classmethod
+    def of(cls, trace: Trace, phase: str = "train") -> "Graph":
+        """The graph of a trace, built once and shared by every rule that reads it (its cached
+        structure, such as residual_adds, is then computed once per check, not once per rule)."""
+        cache = trace.__dict__.setdefault("_graphs", {})
+        key = (phase, len(trace.ops))   # a trace whose ops changed gets a fresh graph
+        if key not in cache:
+            cache[key] = cls(trace, phase)
+        return cache[key]
+
     # -- basic walks --
     def next_ops(self, op: OpRecord) -> list[OpRecord]:
         seen: dict[int, OpRecord] = {}
@@ -194,13 +204,14 @@ class Graph:
         upstream = set()
         for s in op.inputs:
             upstream |= self.ancestors(s, limit=64) | {s}
+        downstream = self.descendant_serials(op, limit=64)
         queue = deque(self.next_ops(op))
         for _ in range(8):
             if not queue:
                 break
             nxt = queue.popleft()
             if nxt.kind == "mul":
-                others = [s for s in nxt.inputs if s not in self.descendant_serials(op, limit=64)]
+                others = [s for s in nxt.inputs if s not in downstream]
                 if any(s in upstream for s in others):
                     out = nxt.out
                     return shape is None or out is None or tuple(out.shape) == tuple(shape)

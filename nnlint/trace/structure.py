@@ -129,7 +129,7 @@ class Structure:
 
     def __init__(self, trace: Trace, graph: Optional[Graph] = None):
         self.trace = trace
-        self.graph = graph if graph is not None else Graph(trace)
+        self.graph = graph if graph is not None else Graph.of(trace)
         self._input_summary = {rec.serial: rec.summary for rec in trace.inputs if rec.is_float}
         self._main_path: dict[int, bool] = {}   # op index -> is_main_path_layer, memoized
         self._call_summary: dict[int, TensorSummary] = {}

@@ -46,7 +46,7 @@ class SigmoidTanhHidden(Rule):
     fixable = "unsafe"
 
     def check(self, trace):
-        graph = Graph(trace)
+        graph = Graph.of(trace)
         saturated = _saturated_sites(trace)
         reported: set[tuple[str, int]] = set()
         for op in graph.ops:

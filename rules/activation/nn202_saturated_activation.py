@@ -57,7 +57,7 @@ class SaturatedActivation(Rule):
     fixable = "safe"
 
     def check(self, trace):
-        graph = Graph(trace)
+        graph = Graph.of(trace)
         for op in graph.ops:
             if op.kind not in opnames.SATURATING:
                 continue

@@ -56,7 +56,7 @@ class DeadRelu(Rule):
     fixable = "safe"
 
     def check(self, trace):
-        graph = Graph(trace)
+        graph = Graph.of(trace)
         for op in graph.ops:
             if op.kind not in opnames.RELU_FAMILY:
                 continue

@@ -81,7 +81,7 @@ class CorrelatedInput(Rule):
     fixable = "unsafe"
 
     def check(self, trace):
-        graph = Graph(trace)
+        graph = Graph.of(trace)
         for rec in trace.inputs:
             corr = rec.mean_abs_correlation
             shape = rec.summary.shape

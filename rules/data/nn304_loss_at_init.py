@@ -76,7 +76,7 @@ class LossAtInit(Rule):
         terms = trace.target_info.get("classification_losses") or []
         if not terms or trace.loss_is_surrogate:
             return
-        graph = Graph(trace)
+        graph = Graph.of(trace)
         reported: set[str] = set()
         for term in terms:
             value, classes = term.get("value"), term.get("num_classes") or 0

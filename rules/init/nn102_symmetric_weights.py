@@ -39,7 +39,7 @@ class SymmetricWeights(Rule):
     fixable = "safe"
 
     def check(self, trace):
-        graph = Graph(trace)
+        graph = Graph.of(trace)
         for name, p in trace.params.items():
             if not p.rows_identical or p.all_zero or not p.requires_grad or len(p.shape) < 2 or p.tied_to:
                 continue

@@ -100,7 +100,7 @@ class InitScaleMismatch(Rule):
     fixable = "safe"
 
     def check(self, trace):
-        graph = Graph(trace)
+        graph = Graph.of(trace)
         in_branch = _residual_branch_ops(graph)
         embedding_params = {o.weight for o in graph.ops if o.kind == "embedding" and o.weight}
         candidates: list[Mismatch] = []

@@ -74,7 +74,7 @@ class DropoutOnConvFeatures(Rule):
     fixable = "unsafe"
 
     def check(self, trace):
-        graph = Graph(trace)
+        graph = Graph.of(trace)
         for op in once_per_site(active_dropouts(graph)):
             out = op.out
             if op.func not in ELEMENTWISE or out is None or len(out.shape) < 3:

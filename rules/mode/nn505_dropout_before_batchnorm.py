@@ -80,7 +80,7 @@ class DropoutBeforeBatchNorm(Rule):
     fixable = "unsafe"
 
     def check(self, trace):
-        graph = Graph(trace)
+        graph = Graph.of(trace)
         for op in once_per_site(active_dropouts(graph)):
             bn = batchnorm_fed_by(graph, op)
             if bn is not None:

@@ -114,7 +114,7 @@ def earliest_vs_last(trace: Trace) -> Optional[GradientRatio]:
     groups = parallel_groups(weight_layers(trace), trace.param_serials)
     if len(groups) < 2:
         return None
-    graph = Graph(trace)
+    graph = Graph.of(trace)
     first = groups[0]
     hidden = [g for g in groups[1:] if _feeds_weight_layer(graph, g.op)]
     if not hidden:

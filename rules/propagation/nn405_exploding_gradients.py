@@ -115,7 +115,7 @@ SINGULAR_AT_ZERO = ("sqrt", "rsqrt", "log", "log2", "log10", "reciprocal", "pow"
 
 def _singular_op_after(trace, param: str):
     """The first op after the parameter's layer whose derivative blows up at 0 (sqrt first)."""
-    graph = Graph(trace)
+    graph = Graph.of(trace)
     use = next((o for o in graph.ops if param in (trace.param_serials.get(s) for s in o.inputs)), None)
     if use is None:
         return None

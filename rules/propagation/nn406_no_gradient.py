@@ -69,7 +69,7 @@ class NoGradient(Rule):
     def check(self, trace):
         if not trace.backward_ran:
             return
-        graph = Graph(trace)
+        graph = Graph.of(trace)
         uses = _first_uses(graph)
         blockers = _zero_multipliers(trace, graph)
         findings: dict[str, Finding] = {}
