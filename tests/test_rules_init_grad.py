@@ -373,6 +373,38 @@ def test_nn406_dead_relu_leaves_exactly_zero_gradients_with_its_cause():
     assert "input is all zeros" in diags[2].message and diags[2].evidence["params"] == ["4.weight"]
 
 
+def zero_hidden_mlp(zero_bias: bool):
+    """16 -> 32 -> ReLU -> 32 -> ReLU -> 4 with both hidden layers zero (and their biases too, or not)."""
+    model = mlp([16, 32, 32, 4], init=kaiming)
+    for layer in (model[0], model[2]):
+        nn.init.zeros_(layer.weight)
+        if zero_bias:
+            nn.init.zeros_(layer.bias)
+        else:
+            nn.init.constant_(layer.bias, 0.1)
+    return model
+
+
+def test_nn101_says_dead_when_the_relu_after_is_off_and_only_identical_otherwise():
+    dead = nnlint.check(seeded(lambda: zero_hidden_mlp(True)), torch.randn(64, 16), select=["NN101"]).diagnostics
+    assert [(d.module, d.severity) for d in dead] == [("0", "error"), ("2", "error")]
+    assert "the relu after it is off for all of them: dead" in dead[0].message
+    assert "layers before it" not in dead[0].message            # nothing is before the first layer
+    assert "no gradient reaches the layers before it" in dead[1].message
+    alive = nnlint.check(seeded(lambda: zero_hidden_mlp(False)), torch.randn(64, 16), select=["NN101"]).diagnostics
+    assert [d.module for d in alive] == ["0", "2"]
+    assert all("start identical" in d.message and "dead" not in d.message for d in alive)
+
+
+def test_nn406_is_quiet_where_an_upstream_zero_layer_explains_the_zero_gradient():
+    # The output layer's input is all zeros because the zero layers before it leave their ReLUs off:
+    # NN101 reports the cause, and NN406 would only repeat it.
+    model = seeded(lambda: zero_hidden_mlp(True))
+    trace = nnlint.check(model, torch.randn(64, 16), select=["NN406"]).trace
+    assert trace.params["4.weight"].grad_all_zero
+    assert check(model, torch.randn(64, 16), ["NN406"]) == []
+
+
 def test_nn406_output_the_loss_ignores_is_cut():
     class TwoHeads(nn.Module):
         def __init__(self):

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from nnlint.registry import Rule
 from nnlint.rulekit import is_intentional_zero_layer, nonlinearity_after, ops_using, reinit_fix
+from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
 
 
@@ -11,10 +12,12 @@ class ZeroWeights(Rule):
     more dimensions used as a layer's weight) that are entirely zero, in a hidden layer.
 
     ## Why is this bad?
-    Every output unit of an all-zero layer computes the same value (its bias) and receives the same
-    gradient, so the units stay identical for the whole of training: the layer has the capacity of a
-    single unit. Before a ReLU the units are also dead. The gradient that reaches the layers before it is
-    exactly zero.
+    Every output unit of an all-zero layer computes the same value (its bias) whatever the input, and the
+    gradient that reaches the layers before it is exactly zero. Before a ReLU with a zero (or negative)
+    bias the units are dead for good: they pass no gradient, so neither this layer nor any before it
+    ever learns. That is the textbook "initialize everything to zero" mistake, and it leaves a classifier
+    predicting one class. Without a dead ReLU the next layer's differing weights break the tie within
+    the first steps, but training starts without signal, and a stack of such layers trains slowly.
 
     Zero-init is intentional, and not reported, for the last layer of a residual branch (each block
     then starts as the identity: Fixup, SkipInit, `zero_init_residual`), for the model's final layer, and
@@ -43,7 +46,7 @@ class ZeroWeights(Rule):
     code = "NN101"
     name = "zero-weights"
     severity = "error"
-    summary = "a hidden layer's trainable weight is entirely zero: its units stay identical"
+    summary = "a hidden layer's trainable weight is entirely zero: its units start identical, and dead before a ReLU"
     fixable = "safe"
 
     def check(self, trace):
@@ -55,12 +58,30 @@ class ZeroWeights(Rule):
             if not uses or all(is_intentional_zero_layer(graph, op) for op in uses):
                 continue
             nonlin, slope = nonlinearity_after(graph, uses[0])
-            units = p.shape[0]
             yield self.diagnostic(
                 p.module,
-                f"{p.attr} is all zeros: the {units} units stay identical and never learn "
-                f"(the layers before it get zero gradient)",
+                f"{p.attr} is all zeros: " + _consequence(graph, uses[0], p.shape[0], nonlin),
                 location=trace.location_of(p.module),
                 evidence={"param": name, "shape": list(p.shape), "std": 0.0, "followed_by": nonlin},
                 fix=reinit_fix(trace, p.module, nonlin, slope),
             )
+
+
+def _consequence(graph: Graph, use, units: int, nonlin: str) -> str:
+    """What the zeros do, said as it is on this model. Before a ReLU whose units are then all off, the
+    layer is dead for good. Otherwise the units only start identical: the next layer's rows differ, so
+    their gradients differ and the first steps break the tie, but until then the layers before get no
+    gradient (and a whole stack of such layers trains slowly, if at all)."""
+    has_inputs_before = graph.first_upstream(use, lambda o: o.weight is not None, through=lambda _: True,
+                                             max_steps=4096) is not None
+    before = "; no gradient reaches the layers before it" if has_inputs_before else ""
+    dead = graph.first_downstream(use, _all_off_relu, through=lambda o: o.weight is None, max_steps=8)
+    if dead is not None:
+        return (f"every one of its {units} units outputs its bias, and the {nonlin} after it is off for all of "
+                f"them: dead, they pass no gradient, so it never learns{before}")
+    return f"its {units} units start identical (each outputs its bias){before} until it moves"
+
+
+def _all_off_relu(op) -> bool:
+    active = op.stats.get("unit_active")
+    return op.kind in opnames.RELU_FAMILY and bool(active) and max(active) == 0.0

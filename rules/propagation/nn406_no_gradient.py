@@ -165,6 +165,12 @@ def _explained_by_zero_init(graph: Graph, use: OpRecord, blockers: list[OpRecord
     for b in blockers:
         if b.index > use.index and any(s in downstream for s in b.inputs if s not in graph.param_serials):
             return True
+    # Upstream too: a layer fed (through a ReLU that is then all off) by a zero layer sees an all-zero
+    # input, so its weight's gradient is zero. NN101 reports that zero layer, whose fix clears this.
+    inputs = {s for s in use.inputs if s not in graph.param_serials}
+    for b in blockers:
+        if b.index < use.index and b is not use and inputs & graph.descendant_serials(b):
+            return True
     return False
 
 
