@@ -217,3 +217,42 @@ def test_already_gain_correct_weights_are_left_alone():
     assert already_satisfied(fc, ParamInit("bias", InitSpec("zeros_"), optional=True))   # default bias range
     nn.init.constant_(fc.bias, -4.0)
     assert not already_satisfied(fc, ParamInit("bias", InitSpec("zeros_"), optional=True))
+
+
+def test_a_failed_fix_is_undone_and_the_others_are_kept(monkeypatch):
+    # Two findings: NN101 (zero embed) and NN301 (an uncentered batch). The re-init is made to draw a
+    # constant (NN102 then, and NN101's finding stays): it fails and must leave the weight as it was.
+    real = runtime.RUNTIME_APPLIERS["reinit"]
+
+    def broken_reinit(fix, ctx):
+        applied = real(fix, ctx)
+        return runtime.Applied("drew zeros", [ParamInit(i.param, InitSpec("zeros_"), i.kind) for i in applied.inits])
+
+    monkeypatch.setitem(runtime.RUNTIME_APPLIERS, "reinit", broken_reinit)
+    loaded = load("init_zero_hidden_layer.py")
+    model = loaded.model
+    with torch.no_grad():
+        model.embed.bias.fill_(0.5)                      # zeros_ would change it: the undo must bring it back
+    bias_before = model.embed.bias.detach().clone()
+    batch = loaded.batch + 3.0
+    result = nnlint.fix(model, batch, unsafe=True, select=["NN101", "NN301"])
+    assert [(o.diagnostic.code, o.diagnostic.module) for o in result.failed] == [("NN101", "embed")]
+    assert "undone" in result.failed[0].detail
+    assert torch.equal(model.embed.bias, bias_before)
+    assert "NN301" in {o.diagnostic.code for o in result.applied}
+    assert {"input_mean", "input_std"} <= set(dict(model.named_buffers()))   # the working fix is kept
+
+
+def test_a_fix_that_breaks_the_forward_is_undone(monkeypatch):
+    def breaking_swap(fix, ctx):
+        runtime.replace_module(ctx.model, fix.target, nn.Linear(3, 3))   # a module that cannot take the input
+        return runtime.Applied("swapped for a broken module")
+
+    monkeypatch.setitem(runtime.RUNTIME_APPLIERS, "swap_activation", breaking_swap)
+    loaded = load("activation_sigmoid_hidden.py")
+    model = loaded.model
+    before = {name: type(m) for name, m in model.named_modules()}
+    result = nnlint.fix(model, loaded.batch, unsafe=True)
+    assert result.failed and all("fails to run after it" in o.detail for o in result.failed)
+    assert {name: type(m) for name, m in model.named_modules()} == before
+    model(loaded.batch)                                   # and it still runs

@@ -36,6 +36,7 @@ class Applied:
 class RuntimeContext:
     model: Any
     batch: Any = None
+    snapshot: Any = None      # a rollback.ModelSnapshot: parameters are saved there before their re-init
 
     def module(self, name: str):
         try:
@@ -98,6 +99,8 @@ def apply_inits(ctx: RuntimeContext, inits: dict[str, ParamInit]) -> tuple[set[s
         if already_satisfied(ctx.module(init.module), init):
             kept.add(name)
             continue
+        if ctx.snapshot is not None:
+            ctx.snapshot.save_tensor(name, tensor)
         fn = getattr(torch.nn.init, init.spec.initializer)
         kwargs = init.spec.runtime_kwargs()
         if "generator" in inspect.signature(fn).parameters:
