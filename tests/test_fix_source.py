@@ -178,3 +178,17 @@ def test_two_functional_calls_in_one_forward_are_two_findings_and_both_are_fixed
     run = fix_file(path, unsafe=True, select=["NN201"])
     assert [(o.diagnostic.code, o.diagnostic.location.line) for o in run.result.applied] == [("NN201", 14), ("NN201", 15)]
     assert "h = self.fc1(features).relu()" in run.fixed and "self.fc2(F.relu(h))" in run.fixed
+
+
+def test_the_comment_over_an_added_init_names_the_initializer_it_introduces():
+    from nnlint.diagnostics import Fix
+    from nnlint.fix.specs import reinit_inits
+
+    def why(**params):
+        fix = Fix(kind="reinit", target="fc", description="", params={"param": "weight", **params}, safe=True)
+        return reinit_inits(fix, lambda name: None)[0].spec.why
+
+    assert why(initializer="kaiming_normal_", nonlinearity="relu") == "Kaiming init for the relu that follows"
+    assert why(initializer="xavier_normal_", nonlinearity="tanh") == "Xavier init for the tanh that follows"
+    # NN202's measured std is not Xavier, and the comment must not say it is
+    assert why(initializer="normal_", std=0.066, nonlinearity="tanh").startswith("std measured on the batch")

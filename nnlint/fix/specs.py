@@ -193,8 +193,14 @@ PARAM_INITS: dict[str, Callable[[Fix, Callable[[str], Optional[float]]], list[Pa
 
 def _why(fix: Fix) -> str:
     nonlinearity = fix.params.get("nonlinearity")
-    family = "Kaiming" if str(fix.params.get("initializer", "")).startswith("kaiming") else "Xavier"
-    return f"{family} init for the {nonlinearity} that follows" if nonlinearity else ""
+    if not nonlinearity:
+        return ""
+    initializer = str(fix.params.get("initializer", ""))
+    if initializer.startswith("kaiming"):
+        return f"Kaiming init for the {nonlinearity} that follows"
+    if initializer == "normal_":   # NN202's measured std: Xavier would still leave the activation saturated
+        return f"std measured on the batch, to keep the {nonlinearity} that follows out of its flat region"
+    return f"Xavier init for the {nonlinearity} that follows"
 
 
 def resolve(inits: list[ParamInit]) -> dict[str, ParamInit]:
