@@ -98,8 +98,7 @@ def run(tmp_path, dead_on_rank, use_guard=True) -> list[dict]:
     out = tmp_path / ("guarded" if use_guard else "plain")
     out.mkdir()
     ctx = mp.get_context("spawn")
-    # A TCP store, not a file:// one: with a file store, rank 0's teardown deletes the file while rank 1
-    # may still be reading it, and gloo aborts the process (SIGABRT, about 1 run in 10).
+    # a TCP store on a free port: no file:// path, so it also runs where file stores do not (Windows)
     store = f"tcp://127.0.0.1:{free_port()}"
     procs = [ctx.Process(target=worker, args=(r, store, str(out), dead_on_rank, use_guard))
              for r in range(WORLD)]
