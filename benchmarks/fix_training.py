@@ -23,7 +23,7 @@ at its own best learning rate (a fixed one would favour whichever model its scal
 Reported: the mean training loss over the last 10% of steps, the mean over the first 20% (how fast
 training gets going), accuracy on the 360 held-out images (8 at a time, as a model serves them), and at
 how many learning rates of the grid the model trains at all (test accuracy over twice chance).
-A script, not a test: about 35 minutes on 2 CPU cores (`--seeds 1`: about 12).
+A script, not a test: about 25 minutes on 2 CPU cores (`--seeds 1`: about 8).
 """
 from __future__ import annotations
 
