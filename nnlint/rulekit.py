@@ -116,6 +116,12 @@ def ops_using(graph: Graph, param: str) -> list[OpRecord]:
     return [o for o in graph.ops if o.weight == param]
 
 
+def is_all_off_relu(op: OpRecord) -> bool:
+    """A ReLU-family call where no unit fired at all on the batch: nothing passes it, forward or back."""
+    active = op.stats.get("unit_active")
+    return op.kind in opnames.RELU_FAMILY and bool(active) and max(active) == 0.0
+
+
 def is_intentional_zero_layer(graph: Graph, op: OpRecord) -> bool:
     """Zero-init is a known good practice for: the last layer of a residual branch (each block starts
     as the identity), the model's final layer (no weight layer downstream), and gate/modulation

@@ -1,8 +1,7 @@
 from __future__ import annotations
 
 from nnlint.registry import Rule
-from nnlint.rulekit import is_intentional_zero_layer, nonlinearity_after, ops_using, reinit_fix
-from nnlint.trace import ops as opnames
+from nnlint.rulekit import is_all_off_relu, is_intentional_zero_layer, nonlinearity_after, ops_using, reinit_fix
 from nnlint.trace.graph import Graph
 
 
@@ -75,13 +74,9 @@ def _consequence(graph: Graph, use, units: int, nonlin: str) -> str:
     has_inputs_before = graph.first_upstream(use, lambda o: o.weight is not None, through=lambda _: True,
                                              max_steps=4096) is not None
     before = "; no gradient reaches the layers before it" if has_inputs_before else ""
-    dead = graph.first_downstream(use, _all_off_relu, through=lambda o: o.weight is None, max_steps=8)
+    dead = graph.first_downstream(use, is_all_off_relu, through=lambda o: o.weight is None, max_steps=8)
     if dead is not None:
         return (f"every one of its {units} units outputs its bias, and the {nonlin} after it is off for all of "
                 f"them: dead, they pass no gradient, so it never learns{before}")
     return f"its {units} units start identical (each outputs its bias){before} until it moves"
 
-
-def _all_off_relu(op) -> bool:
-    active = op.stats.get("unit_active")
-    return op.kind in opnames.RELU_FAMILY and bool(active) and max(active) == 0.0

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from nnlint.registry import Rule
+from nnlint.rulekit import is_all_off_relu
 from nnlint.rules.propagation._gradients import short_location
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
@@ -190,19 +191,15 @@ def _dead_cause(graph: Graph, uses: list[OpRecord]) -> str:
     downstream (no gradient comes back through it) or feeding them (a weight's gradient is
     dL/dy times its input, and the input is all zeros)."""
     for use in uses:
-        dead = graph.first_downstream(use, _dead_relu, through=lambda _: True, max_steps=4096)
+        dead = graph.first_downstream(use, is_all_off_relu, through=lambda _: True, max_steps=4096)
         if dead is not None:
             return f"every unit of {_op_name(dead)} is inactive on this batch, so no gradient passes it back (see NN203)"
     for use in uses:
-        dead = graph.first_upstream(use, _dead_relu, through=lambda _: True, max_steps=4096)
+        dead = graph.first_upstream(use, is_all_off_relu, through=lambda _: True, max_steps=4096)
         if dead is not None:
             return f"the layer's input is all zeros, as every unit of {_op_name(dead)} is inactive on this batch (see NN203)"
     return "the gradient that reaches them is zero everywhere (a dead path: an inactive ReLU, a multiplication by zero, a constant output)"
 
-
-def _dead_relu(op: OpRecord) -> bool:
-    active = op.stats.get("unit_active")
-    return op.kind in opnames.RELU_FAMILY and bool(active) and max(active) == 0.0
 
 
 def _op_name(op: OpRecord) -> str:
