@@ -252,12 +252,12 @@ def with_real_gradients(trace, model):
     """A copy of `trace` whose parameter gradient statistics are those of the gradients the model holds
     now, measured the way the tracer measures its own (so the gradient rules read them unchanged)."""
     from nnlint.trace import stats
-    from nnlint.trace.tracer import _grad_stats
+    from nnlint.trace.gradients import grad_stats
 
     params = {name: dataclasses.replace(rec, grad_norm=None, grad_all_zero=False, grad_nonfinite=False)
               for name, rec in trace.params.items()}
     pending = stats.PendingStats()
-    _grad_stats(model, params, pending)
+    grad_stats(model, params, pending)
     pending.resolve()
     # The loss value the check recorded was its own surrogate's; the real one is not known here.
     return dataclasses.replace(trace, params=params, backward_ran=True, loss_is_surrogate=False, loss=None)

@@ -328,7 +328,7 @@ def _to_device(model, batch, target, device: str, torch):
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: CUDA is not available to this torch ({torch.__version__}); "
                           "use --device cpu")
-    from nnlint.trace.tracer import materialize_batch
+    from nnlint.trace.batch import materialize_batch
 
     def move(obj):
         if isinstance(obj, torch.Tensor):

@@ -1,14 +1,17 @@
-"""What the user's loss function computes: the classification terms inside it, seen while it runs.
+"""The loss of the check's backward: the user's `loss_fn` when there is one, else a surrogate; and what
+the user's loss function computes: the classification terms inside it, seen while it runs.
 
 `loss_fn` may be `nn.CrossEntropyLoss()`, `F.cross_entropy`, or any function that calls them (a
 language model's `F.cross_entropy(logits.view(-1, V), y.view(-1))`, a main loss plus an auxiliary
 one). A TorchFunctionMode around the call sees each cross-entropy / NLL / binary cross-entropy call with
 its arguments, and records per call: the number of classes, the loss value per element, and the
-entropy of the batch's labels (the loss of the best prediction that ignores the input). NN304 reads it.
+entropy of the batch's labels (the loss of the best prediction that ignores the input). The loss-at-init rule reads it.
 """
 from __future__ import annotations
 
 from typing import Any, Optional
+
+from nnlint.errors import ModelRaised
 
 CLASSIFICATION_LOSSES = {
     "cross_entropy": "cross_entropy", "cross_entropy_loss": "cross_entropy",
@@ -16,6 +19,49 @@ CLASSIFICATION_LOSSES = {
     "binary_cross_entropy_with_logits": "binary_cross_entropy_with_logits",
     "binary_cross_entropy": "binary_cross_entropy",
 }
+
+
+def loss_of_pass(output, out_tensors, target, loss_fn, trace):
+    """The loss to run the backward pass from (None when nothing in the output can carry a gradient),
+    recording on `trace` whether it is the user's and what its classification terms are."""
+    import torch
+
+    if loss_fn is None:
+        return surrogate_loss(out_tensors)
+    trace.loss_is_surrogate = False
+    trace.target_info["loss_type"] = getattr(loss_fn, "__name__", type(loss_fn).__name__)
+    if isinstance(output, torch.Tensor) and isinstance(target, torch.Tensor):
+        if output.dim() == 2 and not target.is_floating_point() and target.dim() == 1:
+            trace.target_info["num_classes"] = int(output.shape[1])
+    try:
+        loss, terms = call_loss(loss_fn, output, target)
+    except Exception as exc:
+        raise ModelRaised("the loss function", exc) from exc
+    if terms:
+        trace.target_info["classification_losses"] = terms
+    return loss
+
+
+def surrogate_loss(out_tensors):
+    """A fixed random projection of every floating output. Its gradient does not depend on the
+    output's value, so a zero-initialized final layer still passes gradients. The projection direction
+    is rank one (a (rows,) vector times a (last dim,) vector): as good as a full random tensor for this
+    purpose, and it costs one mat-vec instead of a randn the size of the logits (25M floats for GPT-2's
+    vocabulary). Seeded by its own generators: the global RNG is not touched."""
+    import torch
+
+    losses = []
+    for i, t in enumerate(out_tensors):
+        if not t.requires_grad or t.numel() == 0:
+            continue
+        gen = torch.Generator(device=t.device)
+        gen.manual_seed(1234 + i)
+        flat = t.reshape(-1, t.shape[-1]) if t.dim() > 0 else t.reshape(1, 1)
+        acc = torch.float64 if t.dtype == torch.float64 else torch.float32
+        cols = torch.randn(flat.shape[1], generator=gen, device=t.device, dtype=acc)
+        rows = torch.randn(flat.shape[0], generator=gen, device=t.device, dtype=acc)
+        losses.append(((flat.to(acc) @ cols) @ rows / (t.numel() ** 0.5)).float())
+    return sum(losses) if losses else None
 
 
 def call_loss(loss_fn, output, target) -> tuple[Any, list[dict[str, Any]]]:
@@ -32,7 +78,7 @@ def call_loss(loss_fn, output, target) -> tuple[Any, list[dict[str, Any]]]:
             if kind is not None:
                 try:
                     term = _describe(kind, result, args, kwargs)
-                except Exception:   # an unusual call: the loss still counts, NN304 just skips it
+                except Exception:   # an unusual call: the loss still counts, the loss-at-init rule just skips it
                     term = None
                 if term is not None:
                     terms.append(term)

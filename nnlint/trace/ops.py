@@ -8,6 +8,10 @@ WEIGHT_OPS = {"linear", "conv", "matmul", "embedding", "bilinear"}
 NORM_OPS = {"batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm"}
 RANDOM_OPS = {"dropout", "random"}
 
+# Where sigmoid and tanh are flat: |z| beyond which the derivative is under 5% of its peak
+# (tanh'(2.2) = 0.048; sigmoid'(4.4) / sigmoid'(0) = 0.047).
+FLAT_REGION = {"tanh": 2.2, "sigmoid": 4.4}
+
 _KIND_BY_NAME = {
     "linear": "linear", "bilinear": "bilinear",
     "conv1d": "conv", "conv2d": "conv", "conv3d": "conv",
@@ -66,3 +70,17 @@ def func_name(func) -> str:
     if name is None:
         name = getattr(getattr(func, "__func__", None), "__name__", None) or type(func).__name__
     return name
+
+
+def scalar_args(kind: str, args: tuple, kwargs: dict) -> dict:
+    """The scalar arguments of a call that rules read: a dropout's p and training flag, a LeakyReLU's
+    slope, a batch_norm's training flag."""
+    if kind == "dropout":
+        p = kwargs.get("p", args[1] if len(args) > 1 else 0.5)
+        training = kwargs.get("training", args[2] if len(args) > 2 else True)
+        return {"p": float(p), "training": bool(training)}
+    if kind == "leaky_relu":
+        return {"negative_slope": float(kwargs.get("negative_slope", args[1] if len(args) > 1 else 0.01))}
+    if kind == "batch_norm":
+        return {"training": bool(kwargs.get("training", args[5] if len(args) > 5 else False))}
+    return {}

@@ -135,6 +135,15 @@ class InputRecord:
 
 
 @dataclass
+class OpaqueRegion:
+    """A module with weights that ran while the tracer saw nothing inside it: TorchScript, a compiled
+    region, a C++ extension."""
+
+    module: str
+    type: str
+
+
+@dataclass
 class OptimizerRecord:
     type: str                      # "SGD", "Adam", "AdamW"
     groups: list[dict[str, Any]]   # each: {"weight_decay": float, "lr": float, "params": [names]}
@@ -159,7 +168,7 @@ class Trace:
     eval_ran: bool = False
     optimizer: Optional[OptimizerRecord] = None
     train_transform: Optional[dict[str, Any]] = None   # {"type": ..., "steps": [class names], "location"}
-    incomplete: list[dict[str, Any]] = field(default_factory=list)  # regions the tracer could not see
+    incomplete: list[OpaqueRegion] = field(default_factory=list)    # regions the tracer could not see
     batch_description: str = ""
     seconds: float = 0.0
     device: str = "cpu"

@@ -69,3 +69,19 @@ class ModelState:
         torch.set_rng_state(self.cpu_rng)
         if self.cuda_rng is not None:
             torch.cuda.set_rng_state_all(self.cuda_rng)
+
+
+def rng_snapshot() -> list:
+    """Comparable RNG states of the CPU and every initialized CUDA device."""
+    import torch
+
+    states = [torch.get_rng_state()]
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states += torch.cuda.get_rng_state_all()
+    return states
+
+
+def rng_changed(before: list, after: list) -> bool:
+    import torch
+
+    return len(before) != len(after) or any(not torch.equal(a, b) for a, b in zip(before, after))

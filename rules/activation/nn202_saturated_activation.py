@@ -7,7 +7,7 @@ from nnlint.rulekit import describe_op, expected_std, fmt, location_for, nonline
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
 
-FLAT_REGION = {"tanh": 2.2, "sigmoid": 4.4}
+FLAT_REGION = opnames.FLAT_REGION
 
 
 class SaturatedActivation(Rule):

@@ -35,11 +35,11 @@ class IncompleteTrace(Rule):
 
     def check(self, trace):
         for region in trace.incomplete:
-            module = region["module"]
+            module = region.module
             yield self.diagnostic(
                 module,
-                f"{region['type']} ran as an opaque region (TorchScript, compiled or a C++ extension): "
+                f"{region.type} ran as an opaque region (TorchScript, compiled or a C++ extension): "
                 "activation rules could not look inside it; check the eager module to cover it",
                 location=trace.location_of(module),
-                evidence={"type": region["type"]},
+                evidence={"type": region.type},
             )

@@ -139,7 +139,7 @@ def _first_uses(graph: Graph) -> dict[str, OpRecord]:
 
 def _opaque(trace: Trace, p: ParamRecord) -> bool:
     """A parameter of a region the tracer could not see into (TorchScript, C++): its use is unknown."""
-    return any(p.module == r.get("module") or p.module.startswith(r.get("module", "") + ".") for r in trace.incomplete)
+    return any(p.module == r.module or p.module.startswith(r.module + ".") for r in trace.incomplete)
 
 
 def _zero_multipliers(trace: Trace, graph: Graph) -> list[OpRecord]:
