@@ -25,17 +25,17 @@ class Location:
 class Fix:
     """What to do about a diagnostic, as data: the runtime and source fixers both read it.
 
-    kind: "reinit" | "zero_init" | "bias_fill" | "swap_activation" | "normalize_input" | "set_eval"
-          | "set_train" | "functional_dropout_training" | "dropout2d" | "keep_running_stats" | ...
+    kind: a fix kind's name (nnlint.fix.kinds: "reinit", "zero_init", "swap_activation", ...).
     target: the qualified module name the fix applies to ("" for the model or its input).
-    params: what the fix needs (initializer, nonlinearity, gain, a, mode, mean, std, replacement ...).
-    safe: True when the architecture is unchanged (re-init, modes); False when it changes.
+    params: the kind's own params dataclass (its `Params`): what the fix needs.
+    safe: True when the architecture is unchanged (re-init, modes); False when it changes (the kind's).
+    Rules build fixes with the kind's `make`, which checks the params and sets `safe`.
     """
 
     kind: str
     target: str
     description: str
-    params: dict[str, Any] = field(default_factory=dict)
+    params: Any = None
     safe: bool = True
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,27 +1,21 @@
-"""Small helpers the rules share: number formatting and the gain-correct re-init for a layer.
+"""Small helpers the rules share: number formatting, locations, and the gain-correct re-init fix for a
+layer (the init itself is nnlint.initmath's).
 
-No torch here: the gains are torch.nn.init.calculate_gain's values, written out.
+No torch here.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 from nnlint.diagnostics import Fix, Location
+from nnlint.fix.kind import CallSite
+from nnlint.fix.kinds.normalize_input import NormalizeInput, NormalizeInputParams
+from nnlint.fix.kinds.reinit import Reinit, ReinitParams
+from nnlint.initmath import correct_init
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Follower, Graph
 from nnlint.trace.records import OpRecord, Trace
 from nnlint.trace.structure import is_norm_type, is_weight_layer
-
-# torch.nn.init.calculate_gain, for the nonlinearities nnlint recognises. GELU/SiLU/Mish behave like
-# ReLU for signal propagation, so Kaiming's ReLU gain is the standard choice for them too.
-GAINS = {
-    "linear": 1.0, "identity": 1.0, "conv": 1.0, "sigmoid": 1.0, "tanh": 5.0 / 3, "relu": math.sqrt(2.0),
-    "selu": 3.0 / 4, "gelu": math.sqrt(2.0), "silu": math.sqrt(2.0), "mish": math.sqrt(2.0),
-    "relu6": math.sqrt(2.0), "elu": math.sqrt(2.0), "hardswish": math.sqrt(2.0), "celu": math.sqrt(2.0),
-}
-XAVIER_FAMILY = {"tanh", "sigmoid", "linear", "identity", "softmax", "log_softmax", "hardsigmoid", "hardtanh"}
-
 
 def fmt(x: float, digits: int = 2) -> str:
     """A number as a person reads it: 0.036, 0.5, 1.3e-05, 2.4e+03."""
@@ -41,52 +35,36 @@ def pct(f: float) -> str:
     return f"{100 * f:.0f}%"
 
 
+
+
 def nonlinearity_after(graph: Graph, op: OpRecord) -> tuple[str, Optional[float]]:
-    """The nonlinearity a weight layer feeds ("relu", "tanh", "linear" ...) and a LeakyReLU's slope."""
+    """The nonlinearity a weight layer feeds ("relu", "tanh", "linear" ...) and, for a leaky one, the
+    slope it has on this model (LeakyReLU's argument, PReLU's learned weight, RReLU's mean slope)."""
     f: Follower = graph.follower(op)
-    if f.kind == "activation" and f.activation:
-        slope = f.op.args.get("negative_slope") if f.op is not None else None
-        return f.activation, slope
     if f.kind == "norm" and f.op is not None:
-        # A norm between the layer and its activation: the activation after the norm decides.
-        after = graph.follower(f.op)
-        if after.kind == "activation" and after.activation:
-            return after.activation, after.op.args.get("negative_slope") if after.op is not None else None
+        f = graph.follower(f.op)   # a norm between the layer and its activation: the activation decides
+    if f.kind == "activation" and f.activation and f.op is not None:
+        return f.activation, activation_slope(graph, f.op)
     return "linear", None
 
 
-def expected_std(fan_in: int, fan_out: int, nonlinearity: str, slope: Optional[float] = None) -> float:
-    """The gain-correct std: Kaiming gain/sqrt(fan_in) for the ReLU family, Xavier for the rest."""
-    if nonlinearity == "leaky_relu":
-        s = 0.01 if slope is None else slope
-        return math.sqrt(2.0 / (1 + s * s)) / math.sqrt(max(fan_in, 1))
-    if nonlinearity in XAVIER_FAMILY or nonlinearity not in GAINS:
-        gain = GAINS.get(nonlinearity, 1.0)
-        return gain * math.sqrt(2.0 / max(fan_in + fan_out, 1))
-    return GAINS[nonlinearity] / math.sqrt(max(fan_in, 1))
+def activation_slope(graph: Graph, op: OpRecord) -> Optional[float]:
+    if op.kind == "leaky_relu":
+        return op.args.get("negative_slope")
+    if op.kind == "prelu":
+        weights = [graph.trace.params[n] for n in map(graph.param_serials.get, op.inputs) if n in graph.trace.params]
+        return weights[0].mean if weights else None
+    if op.kind == "rrelu" and "lower" in op.args:
+        return (op.args["lower"] + op.args["upper"]) / 2
+    return None
 
 
-def initializer_for(nonlinearity: str, slope: Optional[float] = None) -> dict:
-    """The torch.nn.init call that gives the gain-correct std for this nonlinearity, as Fix params."""
-    if nonlinearity in ("relu", "relu6", "gelu", "silu", "mish", "elu", "celu", "hardswish", "selu"):
-        return {"initializer": "kaiming_normal_", "nonlinearity": "relu", "mode": "fan_in",
-                "call": "nn.init.kaiming_normal_({w}, nonlinearity='relu')"}
-    if nonlinearity == "leaky_relu":
-        a = 0.01 if slope is None else slope
-        return {"initializer": "kaiming_normal_", "nonlinearity": "leaky_relu", "a": a, "mode": "fan_in",
-                "call": f"nn.init.kaiming_normal_({{w}}, a={a}, nonlinearity='leaky_relu')"}
-    gain_name = nonlinearity if nonlinearity in ("tanh", "sigmoid") else "linear"
-    gain = GAINS.get(gain_name, 1.0)
-    call = "nn.init.xavier_normal_({w})" if gain == 1.0 else f"nn.init.xavier_normal_({{w}}, gain=nn.init.calculate_gain('{gain_name}'))"
-    return {"initializer": "xavier_normal_", "nonlinearity": gain_name, "gain": gain, "call": call}
-
-
-def reinit_fix(trace: Trace, module: str, nonlinearity: str, slope: Optional[float] = None, *, why: str = "") -> Fix:
-    init = initializer_for(nonlinearity, slope)
-    weight = f"self.{module}.weight" if module else "weight"
-    call = init["call"].format(w=weight)
-    return Fix(kind="reinit", target=module, description=f"re-initialize {module}.weight: {call}" + (f" ({why})" if why else ""),
-               params={**init, "param": "weight", "zero_bias": True}, safe=True)
+def reinit_fix(trace: Trace, module: str, nonlinearity: str, slope: Optional[float] = None, *, why: str = "",
+               param: str = "weight", bias: Optional[float] = None) -> Fix:
+    """Re-initialize `module.param` with the gain-correct init for the nonlinearity that follows it."""
+    params = ReinitParams(spec=correct_init(nonlinearity, slope), param=param, bias=bias)
+    return Reinit.make(module, f"re-initialize {module}.{param}: {params.call(module)}" + (f" ({why})" if why else ""),
+                       params)
 
 
 def is_functional(trace: Trace, op: OpRecord) -> bool:
@@ -94,6 +72,12 @@ def is_functional(trace: Trace, op: OpRecord) -> bool:
     torch.nn module (nn.Sigmoid)."""
     rec = trace.modules.get(op.module)
     return rec is None or not (rec.is_torch_builtin and rec.is_leaf)
+
+
+def call_site(trace: Trace, op: OpRecord) -> CallSite:
+    """Where an op was called, for a fix that rewrites that call (or swaps the module that made it)."""
+    loc = op.location
+    return CallSite(loc.file if loc else None, loc.line if loc else None, op.func, is_functional(trace, op))
 
 
 def location_for(trace: Trace, module: str, op: Optional[OpRecord] = None):
@@ -156,6 +140,14 @@ def normalize_call(mean: list[float], std: list[float]) -> str:
         return (f"a per-feature Normalize over {len(mean)} features (means {fmt(min(mean))} to {fmt(max(mean))}, "
                 f"stds {fmt(min(std))} to {fmt(max(std))})")
     return f"Normalize(mean={seq(mean)}, std={seq(std)})"
+
+
+def normalize_input_fix(rec) -> Fix:
+    """Normalize an input record's channels with the statistics measured on the batch."""
+    means, stds = rec.channel_mean, rec.channel_std
+    return NormalizeInput.make(
+        "", f"normalize {rec.path} with the statistics measured on the batch: {normalize_call(means, stds)}",
+        NormalizeInputParams(rec.path, rec.channel_dim, tuple(means), tuple(s if s > 0 else 1.0 for s in stds)))
 
 
 def input_location(trace: Trace):

@@ -15,7 +15,9 @@ import nnlint
 from nnlint.diagnostics import Diagnostic, Fix
 from nnlint.fix import runtime
 from nnlint.fix.result import Ledger, triage
-from nnlint.fix.specs import InitSpec, ParamInit, already_satisfied, render_call, resolve, spec_from_params
+from nnlint.fix.kind import KINDS, Applied, all_kinds
+from nnlint.fix.specs import ParamInit, already_satisfied, resolve
+from nnlint.initmath import InitSpec, correct_init
 from nnlint.loader import load_target
 from nnlint.registry import all_rules
 
@@ -147,7 +149,7 @@ def test_input_normalization_is_buffers_and_a_hook_on_the_model():
 
 
 def test_a_fix_that_does_not_clear_its_finding_is_failed(monkeypatch):
-    monkeypatch.setitem(runtime.RUNTIME_APPLIERS, "reinit", lambda fix, ctx: runtime.Applied("pretended"))
+    monkeypatch.setattr(all_kinds()["reinit"], "apply", lambda fix, ctx: Applied("pretended"))
     loaded = load("init_zero_hidden_layer.py")
     result = run_fix(loaded)
     assert [o.diagnostic.code for o in result.failed] == ["NN101"]
@@ -178,7 +180,7 @@ def test_triage_records_what_it_cannot_fix():
     diags = [Diagnostic("NN406", "no-gradient", "error", "fc", "cut off"),
              Diagnostic("NN201", "sigmoid-tanh-hidden", "info", "act", "swap", fix=Fix("swap_activation", "act", "swap", safe=False)),
              Diagnostic("NN101", "zero-weights", "error", "fc2", "zero", fix=Fix("reinit", "fc2", "reinit"))]
-    todo = triage(diags, ledger, unsafe=False, known_kinds=runtime.RUNTIME_APPLIERS)
+    todo = triage(diags, ledger, unsafe=False, known_kinds=all_kinds())
     assert [d.code for d in todo] == ["NN101"]
     assert {k: o.status for k, o in ledger.outcomes.items()} == {
         ("NN406", "fc", None): "not_fixable", ("NN201", "act", None): "skipped_unsafe"}
@@ -189,20 +191,22 @@ def test_triage_records_what_it_cannot_fix():
 
 
 def test_init_specs_follow_the_nonlinearity():
-    relu = spec_from_params({"initializer": "kaiming_normal_", "nonlinearity": "relu", "mode": "fan_in"})
-    assert render_call(relu, "w") == 'nn.init.kaiming_normal_(w, nonlinearity="relu")'
-    leaky = spec_from_params({"initializer": "kaiming_normal_", "nonlinearity": "leaky_relu", "a": 0.2, "mode": "fan_out"})
-    assert render_call(leaky, "w", quote="'") == "nn.init.kaiming_normal_(w, a=0.2, mode='fan_out', nonlinearity='leaky_relu')"
-    tanh = spec_from_params({"initializer": "xavier_normal_", "nonlinearity": "tanh", "gain": 5 / 3})
-    assert render_call(tanh, "w") == 'nn.init.xavier_normal_(w, gain=nn.init.calculate_gain("tanh"))'
+    assert correct_init("relu").render("w") == 'nn.init.kaiming_normal_(w, nonlinearity="relu")'
+    leaky = correct_init("leaky_relu", 0.2)
+    assert leaky.render("w", quote="'") == "nn.init.kaiming_normal_(w, a=0.2, nonlinearity='leaky_relu')"
+    fan_out = InitSpec("kaiming_normal_", (("a", 0.2), ("mode", "fan_out"), ("nonlinearity", "leaky_relu")))
+    assert fan_out.render("w", quote="'") == "nn.init.kaiming_normal_(w, a=0.2, mode='fan_out', nonlinearity='leaky_relu')"
+    tanh = correct_init("tanh")
+    assert tanh.render("w") == 'nn.init.xavier_normal_(w, gain=nn.init.calculate_gain("tanh"))'
     assert tanh.runtime_kwargs() == {"gain": pytest.approx(5 / 3)}
-    sigmoid = spec_from_params({"initializer": "xavier_normal_", "nonlinearity": "sigmoid", "gain": 1.0})
-    assert render_call(sigmoid, "w", nn="torch.nn") == "torch.nn.init.xavier_normal_(w)"
+    assert correct_init("sigmoid").render("w", nn="torch.nn") == "torch.nn.init.xavier_normal_(w)"
+    assert correct_init("selu").render("w") == 'nn.init.kaiming_normal_(w, nonlinearity="linear")'   # LeCun normal
 
 
 def test_the_swap_reinit_wins_over_a_plain_reinit_of_the_same_weight():
-    xavier = ParamInit("fc1.weight", InitSpec("xavier_normal_", gain_of="tanh"), "reinit")
-    kaiming = ParamInit("fc1.weight", InitSpec("kaiming_normal_", (("nonlinearity", "relu"),)), "swap_activation")
+    xavier = ParamInit("fc1.weight", InitSpec("xavier_normal_", gain_of="tanh"), KINDS["reinit"].init_priority)
+    kaiming = ParamInit("fc1.weight", InitSpec("kaiming_normal_", (("nonlinearity", "relu"),)),
+                        KINDS["swap_activation"].init_priority)
     assert resolve([xavier, kaiming])["fc1.weight"] is kaiming
     assert resolve([kaiming, xavier])["fc1.weight"] is kaiming
 
@@ -222,13 +226,14 @@ def test_already_gain_correct_weights_are_left_alone():
 def test_a_failed_fix_is_undone_and_the_others_are_kept(monkeypatch):
     # Two findings: NN101 (zero embed) and NN301 (an uncentered batch). The re-init is made to draw a
     # constant (NN102 then, and NN101's finding stays): it fails and must leave the weight as it was.
-    real = runtime.RUNTIME_APPLIERS["reinit"]
+    reinit = all_kinds()["reinit"]
+    real = reinit.apply
 
     def broken_reinit(fix, ctx):
         applied = real(fix, ctx)
-        return runtime.Applied("drew zeros", [ParamInit(i.param, InitSpec("zeros_"), i.kind) for i in applied.inits])
+        return Applied("drew zeros", [ParamInit(i.param, InitSpec("zeros_"), i.priority) for i in applied.inits])
 
-    monkeypatch.setitem(runtime.RUNTIME_APPLIERS, "reinit", broken_reinit)
+    monkeypatch.setattr(reinit, "apply", broken_reinit)
     loaded = load("init_zero_hidden_layer.py")
     model = loaded.model
     with torch.no_grad():
@@ -245,10 +250,10 @@ def test_a_failed_fix_is_undone_and_the_others_are_kept(monkeypatch):
 
 def test_a_fix_that_breaks_the_forward_is_undone(monkeypatch):
     def breaking_swap(fix, ctx):
-        runtime.replace_module(ctx.model, fix.target, nn.Linear(3, 3))   # a module that cannot take the input
-        return runtime.Applied("swapped for a broken module")
+        ctx.replace_module(fix.target, nn.Linear(3, 3))   # a module that cannot take the input
+        return Applied("swapped for a broken module")
 
-    monkeypatch.setitem(runtime.RUNTIME_APPLIERS, "swap_activation", breaking_swap)
+    monkeypatch.setattr(all_kinds()["swap_activation"], "apply", breaking_swap)
     loaded = load("activation_sigmoid_hidden.py")
     model = loaded.model
     before = {name: type(m) for name, m in model.named_modules()}

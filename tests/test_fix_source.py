@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import nnlint
+from nnlint.fix.kind import all_kinds
 from nnlint.errors import LoadError
 from nnlint.fix.filefix import fix_file
 from nnlint.loader import load_target
@@ -131,7 +132,7 @@ def test_a_fix_whose_finding_survives_is_failed_and_not_written(tmp_path, monkey
         ctx.edits.insertions.append(source.Insertion(None, "imports", ["import math"]))
         return "imported math"
 
-    monkeypatch.setitem(source.SOURCE_APPLIERS, "zero_init", useless)
+    monkeypatch.setattr(all_kinds()["zero_init"], "edit", useless)
     path = copy_case("residual_blocks", tmp_path)
     run = fix_file(path)
     assert not run.changed
@@ -181,14 +182,16 @@ def test_two_functional_calls_in_one_forward_are_two_findings_and_both_are_fixed
 
 
 def test_the_comment_over_an_added_init_names_the_initializer_it_introduces():
-    from nnlint.diagnostics import Fix
-    from nnlint.fix.specs import reinit_inits
+    from nnlint.rulekit import reinit_fix
 
-    def why(**params):
-        fix = Fix(kind="reinit", target="fc", description="", params={"param": "weight", **params}, safe=True)
-        return reinit_inits(fix, lambda name: None)[0].spec.why
+    def why(fix):
+        return all_kinds()[fix.kind].inits(fix, lambda name: None)[0].spec.why
 
-    assert why(initializer="kaiming_normal_", nonlinearity="relu") == "Kaiming init for the relu that follows"
-    assert why(initializer="xavier_normal_", nonlinearity="tanh") == "Xavier init for the tanh that follows"
+    assert why(reinit_fix(None, "fc", "relu")) == "Kaiming init for the relu that follows"
+    assert why(reinit_fix(None, "fc", "tanh")) == "Xavier init for the tanh that follows"
+    assert why(reinit_fix(None, "fc", "selu")) == "LeCun normal init for the selu that follows"
     # NN202's measured std is not Xavier, and the comment must not say it is
-    assert why(initializer="normal_", std=0.066, nonlinearity="tanh").startswith("std measured on the batch")
+    loaded = load_target(str(CASES / "tanh_head.py"))
+    [d] = nnlint.check(loaded.model, loaded.batch, select=["NN202"]).diagnostics
+    assert d.fix.params.spec.initializer == "normal_"
+    assert why(d.fix).startswith("std measured on the batch")

@@ -200,7 +200,7 @@ def test_input_section_shows_channel_stats_and_the_fixers_normalization(report, 
     fix = next(d.fix for d in report.diagnostics if d.code == "NN301")
     assert sum(1 for t in doc.titles if t.startswith("feature ") and "mean" in t) == 12
     assert "The fixer would normalize this input" in page
-    first_mean = f"{fix.params['mean'][0]:.4g}"
+    first_mean = f"{fix.params.mean[0]:.4g}"
     assert f"mean = torch.tensor([{first_mean}," in " ".join(doc.text)
 
 

@@ -246,7 +246,7 @@ def test_nn504_elementwise_dropout_on_a_conv_map():
     assert d.module == "2" and d.evidence["conv"] == "0"
     assert d.evidence["shape"] == [16, 8, 16, 16] and d.evidence["p"] == 0.3
     assert "nn.Dropout2d(p=0.3)" in d.message
-    assert d.fix.kind == "dropout2d" and d.fix.target == "2" and d.fix.params["replacement"] == "Dropout2d"
+    assert d.fix.kind == "dropout2d" and d.fix.target == "2" and d.fix.params.replacement == "Dropout2d"
     assert d.fix.safe is False
 
 
@@ -264,7 +264,7 @@ def test_nn504_functional_dropout_on_a_conv1d_map_suggests_dropout1d():
     d = only(run(Conv1dNet(), torch.randn(16, 4, 20), ["NN504"]), "NN504")
     assert d.module == "" and d.evidence["replacement"] == "Dropout1d"
     assert "F.dropout1d(x, p=0.2, training=self.training)" in d.message
-    assert d.fix.params["functional"] is True and d.location is not None
+    assert d.fix.params.site.functional is True and d.location is not None
 
 
 @pytest.mark.parametrize("dropout", [nn.Dropout2d(0.3), nn.Dropout(0.0)], ids=["dropout2d", "p=0"])
@@ -313,7 +313,7 @@ def test_nn505_dropout_feeding_batchnorm_quotes_the_measured_variance_shift():
     assert 2.2 < shift < 2.8
     assert shift == pytest.approx(d.evidence["train_var"] / d.evidence["eval_var"])
     assert f"{fmt(shift)}x" in d.message
-    assert d.fix.kind == "move_dropout" and d.fix.safe is False and d.fix.params["batchnorm"] == "3"
+    assert d.fix.kind == "move_dropout" and d.fix.safe is False and d.fix.params.batchnorm == "3"
 
 
 def test_nn505_dropout_after_the_last_batchnorm_is_quiet():

@@ -69,8 +69,8 @@ def test_nn103_default_init_deep_relu_mlp_reports_every_too_small_hidden_layer()
     assert 2.3 < first.evidence["ratio"] < 2.6 and first.evidence["direction"] == "small"
     assert first.evidence["chain_shrink"] > 50
     assert re.match(r"weight std 0\.07\d?, expected 0\.18 for relu \(Kaiming\): 2\.\dx too small", first.message)
-    assert "nn.init.kaiming_normal_(self.0.weight, nonlinearity='relu')" in first.message
-    assert first.fix.kind == "reinit" and first.fix.params["initializer"] == "kaiming_normal_"
+    assert 'nn.init.kaiming_normal_(self.0.weight, nonlinearity="relu")' in first.message
+    assert first.fix.kind == "reinit" and first.fix.params.spec.initializer == "kaiming_normal_"
 
 
 def test_nn103_kaiming_twin_is_quiet():
@@ -100,7 +100,7 @@ def test_nn103_tanh_layer_quotes_the_xavier_std():
     expected = 5 / 3 * math.sqrt(2 / (784 + 256))
     assert d.module == "0" and d.evidence["expected_std"] == pytest.approx(expected)
     assert d.message.startswith("weight std 0.5, expected 0.073 for tanh (Xavier): 6.8x too large")
-    assert d.fix.params["call"] == "nn.init.xavier_normal_({w}, gain=nn.init.calculate_gain('tanh'))"
+    assert d.fix.params.call("0") == 'nn.init.xavier_normal_(self.0.weight, gain=nn.init.calculate_gain("tanh"))'
 
 
 def test_nn103_output_layer_is_judged_only_when_it_blows_the_output_up():
@@ -192,7 +192,8 @@ def test_nn304_over_confident_head():
     assert d.evidence["ratio"] > 3 and d.evidence["logit_std"] > 4
     assert re.match(r"loss at init \d+\.?\d* is \d\.?\d*x log\(10\) = 2\.3", d.message)
     assert d.fix.kind == "scale_final_layer" and d.fix.target == "2"
-    assert d.fix.params["bias"] == "log_priors" and d.fix.params["factor"] == pytest.approx(0.5 / d.evidence["logit_std"], rel=0.05)
+    assert "class log-priors" in d.fix.description
+    assert d.fix.params.factor == pytest.approx(0.5 / d.evidence["logit_std"], rel=0.05)
 
 
 def test_nn304_small_head_twin_and_variants_of_the_loss_are_quiet():

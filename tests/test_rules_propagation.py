@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import nnlint
+from nnlint.initmath import correct_init
 from nnlint.config import Config
 from nnlint.rulekit import fmt
 from nnlint.trace.structure import Structure
@@ -492,8 +493,8 @@ def test_nn401_default_init_deep_relu_mlp():
     assert all(1.9 < 1 / s < 3.0 for s in steps)      # about 2.4x per layer
     assert d.evidence["shrink"] > 50
     assert f"shrinks {fmt(d.evidence['shrink'])}x" in d.message
-    assert d.fix.kind == "reinit" and d.fix.target == "0" and d.fix.params["nonlinearity"] == "relu"
-    assert [c["target"] for c in d.fix.params["chain"]] == d.evidence["layers"]
+    assert d.fix.kind == "reinit" and d.fix.target == "0" and d.fix.params.spec == correct_init("relu")
+    assert [c.target for c in d.fix.params.chain] == d.evidence["layers"]
 
 
 def test_nn401_alexnet_at_pytorch_default_init():
@@ -543,7 +544,7 @@ def test_nn402_weights_twice_too_large():
     assert d.module == "0" and d.severity == "warning"
     assert d.evidence["factor"] > 30 and f"grows {fmt(d.evidence['factor'])}x" in d.message
     assert all(1.5 < s < 3 for s in d.evidence["steps"][1:])
-    assert d.fix.kind == "reinit" and len(d.fix.params["chain"]) == 6
+    assert d.fix.kind == "reinit" and len(d.fix.params.chain) == 6
 
 
 def test_nn402_non_finite_activations_from_exp():
@@ -609,7 +610,7 @@ def test_nn403_resnet_without_norms_warns_on_every_identity_block_of_the_run():
     assert f"grows {fmt(first.evidence['run_growth'])}x" in first.message
     assert f"gain Var(f(x))/Var(x) = {fmt(first.evidence['branch_gain'])}" in first.message
     assert first.fix.kind == "zero_init" and first.fix.target == "layers.0.0.conv2"
-    assert first.fix.params["param"] == "weight"
+    assert first.fix.params.params == ("layers.0.0.conv2.weight",)
 
 
 def test_nn403_a_normalized_downsample_restarts_the_run():
@@ -647,8 +648,8 @@ def test_nn403_bn_resnet_is_healthy_at_most_one_info():
     assert loud(found) == []
     info = only(found, "NN403")
     assert info.severity == "info" and info.module == "layers.0.0.bn2"
-    assert info.fix.kind == "zero_init" and info.fix.params["param"] == "weight"
-    assert len(info.fix.params["targets"]) == 6
+    assert info.fix.kind == "zero_init" and info.fix.params.params[0] == "layers.0.0.bn2.weight"
+    assert len(info.fix.params.params) == 6
 
 
 def test_nn403_post_ln_blocks_with_scale_preserving_branches_are_not_a_run():

@@ -34,7 +34,8 @@ def fix(
 ) -> FixResult:
     """Fix the model in place where it can; returns what was applied, what failed and the re-check."""
     from nnlint.api import check
-    from nnlint.fix.runtime import RUNTIME_APPLIERS, RuntimeContext
+    from nnlint.fix.kind import all_kinds
+    from nnlint.fix.runtime import RuntimeContext
 
     select = list(select) if select is not None else None
     ignore = list(ignore) if ignore is not None else None
@@ -48,7 +49,7 @@ def fix(
     ctx = RuntimeContext(model, batch)
     rounds = 0
     while rounds < max_rounds:
-        todo = triage(report.diagnostics, ledger, unsafe=unsafe, known_kinds=RUNTIME_APPLIERS)
+        todo = triage(report.diagnostics, ledger, unsafe=unsafe, known_kinds=all_kinds())
         if not todo:
             break
         rounds += 1

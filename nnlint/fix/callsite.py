@@ -9,12 +9,16 @@ including those of the children, passes through untouched. The module keeps its 
 its methods and its state_dict; the rewrite is data (`Rewrite`), so the module still deep-copies and
 pickles. It costs a Python dispatch per torch call inside that module's forward: the source fix
 (`nnlint fix FILE`) is the lasting one.
+
+What a rewrite does at its site is a plain module-level function of its fix kind (nnlint.fix.kinds),
+`action(func, args, kwargs, rewrite, module) -> result`: a function reference keeps the rewrite
+picklable.
 """
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from nnlint.trace.source import user_location
 
@@ -24,7 +28,7 @@ class Rewrite:
     file: str
     line: int
     funcs: tuple[str, ...]        # the torch function names called at the site ("sigmoid", "dropout")
-    action: str                   # "activation" | "dropout_training" | "dropout_nd" | "identity"
+    action: Callable              # action(func, args, kwargs, rewrite, module): what runs instead
     params: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     def matches(self, name: str, file: str, line: int) -> bool:
@@ -81,45 +85,5 @@ class _SiteMode(_site_mode_base()):  # type: ignore[misc]
             if loc is not None:
                 for r in self.rewrites:
                     if r.matches(name, loc.file, loc.line):
-                        return _ACTIONS[r.action](func, args, kwargs, r, self.module)
+                        return r.action(func, args, kwargs, r, self.module)
         return func(*args, **kwargs)
-
-
-def _activation(func, args, kwargs, rewrite: Rewrite, module):
-    import torch
-    import torch.nn.functional as F
-
-    x = args[0] if args else kwargs.get("input")
-    to = rewrite.params.get("to", "relu")
-    if to == "leaky_relu":
-        return F.leaky_relu(x, rewrite.params.get("negative_slope", 0.01))
-    return getattr(torch, to)(x)
-
-
-def _dropout_training(func, args, kwargs, rewrite: Rewrite, module):
-    # F.dropout(input, p=0.5, training=True, inplace=False); torch.dropout(input, p, train)
-    args = list(args)
-    if len(args) >= 3:
-        args[2] = module.training
-    else:
-        key = "train" if getattr(func, "__module__", "") == "torch" or "train" in kwargs else "training"
-        kwargs = {**kwargs, key: module.training}
-    return func(*args, **kwargs)
-
-
-def _dropout_nd(func, args, kwargs, rewrite: Rewrite, module):
-    import torch.nn.functional as F
-
-    replacement = getattr(F, rewrite.params.get("to", "dropout2d"))
-    args = list(args)
-    p = args[1] if len(args) > 1 else kwargs.get("p", 0.5)
-    training = args[2] if len(args) > 2 else kwargs.get("training", kwargs.get("train", True))
-    return replacement(args[0] if args else kwargs["input"], p=p, training=training)
-
-
-def _identity(func, args, kwargs, rewrite: Rewrite, module):
-    return args[0] if args else kwargs["input"]
-
-
-_ACTIONS = {"activation": _activation, "dropout_training": _dropout_training, "dropout_nd": _dropout_nd,
-            "identity": _identity}

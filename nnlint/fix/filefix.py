@@ -23,7 +23,8 @@ from nnlint.fix.cstfile import SourceFile, SourceSyntaxError
 from nnlint.fix.placement import RootScope, root_scope_of
 from nnlint.fix.result import APPLIED, FAILED, NOT_FIXABLE, FixOutcome, FixResult, Ledger, diagnostic_key, triage
 from nnlint.fix.sites import WriteLog, record_writes
-from nnlint.fix.source import SOURCE_APPLIERS, plan_edits
+from nnlint.fix.kind import all_kinds
+from nnlint.fix.source import plan_edits
 
 
 @dataclass
@@ -150,7 +151,7 @@ def fix_file(path, *, factory: Optional[str] = None, input_shape=None, device=No
     rounds = 0
     while rounds < max_rounds:
         ledger.key_of = current.key
-        todo = triage(current.report.diagnostics, ledger, unsafe=unsafe, known_kinds=SOURCE_APPLIERS)
+        todo = triage(current.report.diagnostics, ledger, unsafe=unsafe, known_kinds=all_kinds())
         if not todo:
             break
         rounds += 1

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from typing import Any, Optional, Union
 
+from nnlint.fix.kind import CannotFix
+
 _PATH = re.compile(r"^batch(?:\[(\d+)\]|\[(['\"])(.+)\2\])?$")
 
 
@@ -13,8 +15,6 @@ def argument_of(path: str) -> Union[int, str]:
     """Which forward argument an input path is: 0 for "batch", i for "batch[i]", "k" for "batch['k']"."""
     m = _PATH.match(path)
     if m is None:
-        from nnlint.fix.runtime import CannotFix
-
         raise CannotFix(f"input {path} is nested inside the batch; normalize it in the data pipeline")
     if m.group(1) is not None:
         return int(m.group(1))
@@ -109,8 +109,6 @@ def input_tensor(batch: Any, argument: Union[int, str]):
 
 
 def install_input_whitening(model, batch: Any, path: str, eps: float) -> str:
-    from nnlint.fix.runtime import CannotFix
-
     argument = argument_of(path)
     x = input_tensor(batch, argument)
     if x is None or x.dim() != 2 or not x.is_floating_point():
@@ -130,8 +128,6 @@ def install_input_whitening(model, batch: Any, path: str, eps: float) -> str:
 def install_input_normalization(model, batch: Any, path: str, channel_dim: Optional[int],
                                 mean: list[float], std: list[float]) -> str:
     import torch
-
-    from nnlint.fix.runtime import CannotFix
 
     argument = argument_of(path)
     if not mean or len(mean) != len(std):

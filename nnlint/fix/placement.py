@@ -27,16 +27,14 @@ import libcst as cst
 
 from nnlint.fix.cstfile import SourceFile
 from nnlint.fix.edits import AFTER, BEFORE_RETURN, END, EditSet, Insertion, NodeEdit
+from nnlint.fix.kind import CannotPlace
 from nnlint.fix.sites import WriteLog, init_code_keys, module_paths
-from nnlint.fix.specs import InitSpec, ParamInit, already_satisfied, render_call
+from nnlint.fix.specs import ParamInit, already_satisfied
+from nnlint.initmath import InitSpec
 
 # Tensor methods whose call can be replaced by an nn.init call on the same tensor: they set the
 # values outright (copy_/mul_/add_ transform them, and are left alone).
 _SETTING_METHODS = {"normal_", "uniform_", "fill_", "zero_", "constant_"}
-
-
-class CannotPlace(Exception):
-    """The source fixer cannot put this edit in the file; the message says what to change by hand."""
 
 
 @dataclass(frozen=True)
@@ -225,15 +223,15 @@ class Placer:
                 target = self.source.code(call.node.args[0].value)
                 if call.receiver and call.receiver.endswith("init"):
                     # keep the file's spelling of torch.nn.init (`nn.init`, `init`, `torch.nn.init`)
-                    text = render_call(spec, target, nn="__NN__", quote=self.source.quote).replace("__NN__.init", call.receiver)
+                    text = spec.render(target, nn="__NN__", quote=self.source.quote).replace("__NN__.init", call.receiver)
                 else:   # a bare `normal_(...)` imported from torch.nn.init
-                    text = render_call(spec, target, nn=self.nn, quote=self.source.quote)
+                    text = spec.render(target, nn=self.nn, quote=self.source.quote)
                     self.uses_nn = True
             else:
                 if not isinstance(call.node.func, cst.Attribute):
                     continue
                 target = self.source.code(call.node.func.value)
-                text = render_call(spec, target, nn=self.nn, quote=self.source.quote)
+                text = spec.render(target, nn=self.nn, quote=self.source.quote)
                 self.uses_nn = True
             new = cst.parse_expression(text)
             self.node_edits.append(NodeEdit(call.node, lambda node, new=new: new.with_changes(
@@ -363,7 +361,7 @@ class Placer:
             if (rel, attr) in looped:
                 continue
             target = f"{scope.base}{accessor(base_module, rel)}.{attr}"
-            placed_rows.append((position[(rel, attr)], render_call(spec, target, nn=self.nn, quote=self.source.quote),
+            placed_rows.append((position[(rel, attr)], spec.render(target, nn=self.nn, quote=self.source.quote),
                                 spec.why or "re-initialized", codes))
         placed_rows.sort(key=lambda row: row[0])
         first_seen: dict[str, int] = {}
@@ -406,7 +404,7 @@ class Placer:
                 continue   # a plain loop over that container reads better (_loops)
             ops = sorted(by_module[names[0]], key=lambda o: o[0] != "weight")
             var = "m" if "m" != scope.base else "module"
-            body = "\n".join(f"        {render_call(spec, f'{var}.{attr}', nn=self.nn, quote=self.source.quote)}"
+            body = "\n".join(f"        {spec.render(f'{var}.{attr}', nn=self.nn, quote=self.source.quote)}"
                              for attr, spec, _ in ops)
             codes: tuple[str, ...] = ()
             for n in names:
@@ -454,7 +452,7 @@ class Placer:
             codes: tuple[str, ...] = ()
             spec0 = None
             for suffix, attr, spec, c, _ in sorted(elements[0], key=lambda o: (o[0], o[1])):
-                body.append("    " + render_call(spec, f"{var}{accessor(first, suffix)}.{attr}", nn=self.nn, quote=self.source.quote))
+                body.append("    " + spec.render(f"{var}{accessor(first, suffix)}.{attr}", nn=self.nn, quote=self.source.quote))
                 codes += tuple(x for x in c if x not in codes)
                 spec0 = spec0 or spec
             text = f"for {var} in {iterated}:\n" + "\n".join(body) + "\n"

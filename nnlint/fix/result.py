@@ -126,14 +126,11 @@ class Ledger:
         return result
 
 
-# Kinds whose edit must come first for the same input: whitening subsumes the normalization.
-_KIND_ORDER = {"whiten_input": 0}
-
-
 def triage(diagnostics: Iterable[Diagnostic], ledger: Ledger, *, unsafe: bool, known_kinds) -> list[Diagnostic]:
     """Record the diagnostics this round cannot fix (no fix, unsafe, unknown kind) and return the rest,
-    the most severe first: when two fixes disagree about one parameter (NN103's Xavier and NN202's
-    measured std for the same layer), the first one's init wins (specs.resolve)."""
+    in the kinds' order, then the most severe first: when two fixes of equal priority disagree about one
+    parameter (a Xavier re-init and a measured std for the same layer), the first one's init wins
+    (specs.resolve)."""
     todo = []
     for d in diagnostics:
         if ledger.seen(d):
@@ -146,7 +143,7 @@ def triage(diagnostics: Iterable[Diagnostic], ledger: Ledger, *, unsafe: bool, k
             ledger.record(FixOutcome(d, SKIPPED_UNSAFE, d.fix.description))
         else:
             todo.append(d)
-    todo.sort(key=lambda d: (_KIND_ORDER.get(d.fix.kind, 1), SEVERITY_RANK.get(d.severity, 9), d.code))
+    todo.sort(key=lambda d: (known_kinds[d.fix.kind].order, SEVERITY_RANK.get(d.severity, 9), d.code))
     return todo
 
 

@@ -278,7 +278,7 @@ def _input_block(rec, diagnostics: list[Diagnostic]) -> str:
         return head + (f'<p>mean {svg.format_number(rec.summary.mean)}, std {svg.format_number(rec.summary.std)} '
                        "(no channel dimension to break it down by).</p>")
     mine = [d for d in diagnostics if d.evidence.get("input") == rec.path or
-            (d.fix is not None and d.fix.params.get("input") == rec.path)]
+            (d.fix is not None and getattr(d.fix.params, "input", None) == rec.path)]
     centered = next((d for d in mine if d.code == "NN301"), None)
     scaled = next((d for d in mine if d.code == "NN302"), None)
     means, stds = rec.channel_mean, rec.channel_std
@@ -308,7 +308,7 @@ def _input_block(rec, diagnostics: list[Diagnostic]) -> str:
 def _normalization(rec, mine: list[Diagnostic]) -> str:
     fix = next((d.fix for d in mine if d.fix is not None and d.fix.kind == "normalize_input"), None)
     if fix is not None:
-        mean, std = fix.params.get("mean", rec.channel_mean), fix.params.get("std", rec.channel_std)
+        mean, std = getattr(fix.params, "mean", rec.channel_mean), getattr(fix.params, "std", rec.channel_std)
         lead = "The fixer would normalize this input with the statistics measured on the batch:"
     elif any(d.severity in ("error", "warning") for d in mine):
         mean, std = rec.channel_mean, rec.channel_std

@@ -8,6 +8,10 @@ WEIGHT_OPS = {"linear", "conv", "matmul", "embedding", "bilinear"}
 NORM_OPS = {"batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm"}
 RANDOM_OPS = {"dropout", "random"}
 
+# The torch.nn module of an activation a fix may swap in or out.
+ACTIVATION_MODULES = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "ReLU", "leaky_relu": "LeakyReLU", "gelu": "GELU",
+                      "silu": "SiLU", "elu": "ELU", "softplus": "Softplus", "selu": "SELU", "mish": "Mish"}
+
 # Where sigmoid and tanh are flat: |z| beyond which the derivative is under 5% of its peak
 # (tanh'(2.2) = 0.048; sigmoid'(4.4) / sigmoid'(0) = 0.047).
 FLAT_REGION = {"tanh": 2.2, "sigmoid": 4.4}
@@ -74,13 +78,16 @@ def func_name(func) -> str:
 
 def scalar_args(kind: str, args: tuple, kwargs: dict) -> dict:
     """The scalar arguments of a call that rules read: a dropout's p and training flag, a LeakyReLU's
-    slope, a batch_norm's training flag."""
+    slope, an RReLU's range, a batch_norm's training flag."""
     if kind == "dropout":
         p = kwargs.get("p", args[1] if len(args) > 1 else 0.5)
         training = kwargs.get("training", args[2] if len(args) > 2 else True)
         return {"p": float(p), "training": bool(training)}
     if kind == "leaky_relu":
         return {"negative_slope": float(kwargs.get("negative_slope", args[1] if len(args) > 1 else 0.01))}
+    if kind == "rrelu":
+        return {"lower": float(kwargs.get("lower", args[1] if len(args) > 1 else 1 / 8)),
+                "upper": float(kwargs.get("upper", args[2] if len(args) > 2 else 1 / 3))}
     if kind == "batch_norm":
         return {"training": bool(kwargs.get("training", args[5] if len(args) > 5 else False))}
     return {}

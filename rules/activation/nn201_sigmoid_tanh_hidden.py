@@ -1,8 +1,10 @@
 from __future__ import annotations
 
-from nnlint.diagnostics import Fix
+from nnlint.fix.kinds.swap_activation import SwapActivation, SwapActivationParams
+from nnlint.fix.specs import LayerInit
+from nnlint.initmath import correct_init
 from nnlint.registry import Rule
-from nnlint.rulekit import describe_op, initializer_for, is_functional, location_for
+from nnlint.rulekit import call_site, describe_op, location_for
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
 
@@ -55,7 +57,7 @@ class SigmoidTanhHidden(Rule):
             consumer = graph.feeds_weight_layer(op)
             if consumer is None or graph.is_formula_gate(op):
                 continue
-            key = (op.module, op.location.line if op.location else -1) if is_functional(trace, op) else (op.module, -1)
+            key = (op.module, op.location.line if op.location else -1) if call_site(trace, op).functional else (op.module, -1)
             if key in reported:
                 continue
             reported.add(key)
@@ -68,28 +70,26 @@ class SigmoidTanhHidden(Rule):
                 severity="warning" if sat else None,
                 location=location_for(trace, op.module, op),
                 evidence={"activation": op.kind, "feeds": consumer.module, "saturated": sat},
-                fix=Fix(kind="swap_activation", target=op.module,
-                        description=f"replace {op.kind} with ReLU and re-initialize the layer before it with Kaiming",
-                        params={"from": op.kind, "to": "relu", "functional": is_functional(trace, op),
-                                "line": op.location.line if op.location else None,
-                                "file": op.location.file if op.location else None,
-                                "reinit": _feeding_reinits(trace, graph, op)},
-                        safe=False),
+                fix=SwapActivation.make(
+                    op.module, f"replace {op.kind} with ReLU and re-initialize the layer before it with Kaiming",
+                    SwapActivationParams(source=op.kind, site=call_site(trace, op),
+                                         reinit=_feeding_reinits(trace, graph, op))),
             )
 
 
-def _feeding_reinits(trace, graph: Graph, op) -> list[dict]:
+def _feeding_reinits(trace, graph: Graph, op) -> tuple[LayerInit, ...]:
     """The Kaiming re-init the new ReLU needs, for every layer that feeds this call site (a call in a
     loop, `for fc in self.hidden: x = torch.sigmoid(fc(x))`, is fed by each of them)."""
-    out: dict[str, dict] = {}
+    out: dict[str, LayerInit] = {}
+    functional = call_site(trace, op).functional
     same_site = [o for o in graph.ops if o.kind == op.kind and o.module == op.module
-                 and (o.location == op.location if is_functional(trace, op) else True)]
+                 and (o.location == op.location if functional else True)]
     for o in same_site:
         feeding = graph.feeding_weight_op(o)
         p = trace.params.get(feeding.weight) if feeding is not None and feeding.weight else None
         if p is not None:
-            out.setdefault(p.name, {"target": p.module, "param": p.attr, "zero_bias": True, **initializer_for("relu")})
-    return list(out.values())
+            out.setdefault(p.name, LayerInit(p.module, correct_init("relu"), p.attr))
+    return tuple(out.values())
 
 
 def _saturated_sites(trace) -> set[tuple[str, int]]:

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import dataclasses
 import math
 
+from nnlint.initmath import InitSpec, expected_std
 from nnlint.registry import Rule
-from nnlint.rulekit import describe_op, expected_std, fmt, location_for, nonlinearity_after, pct, reinit_fix
+from nnlint.rulekit import describe_op, fmt, location_for, nonlinearity_after, pct, reinit_fix
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
 
@@ -72,7 +74,7 @@ class SaturatedActivation(Rule):
             if feeding is not None and feeding.weight is not None:
                 nonlin, slope = nonlinearity_after(graph, feeding)
                 fix = reinit_fix(trace, feeding.module, op.kind if nonlin == "linear" else nonlin, slope)
-                _measured_scale(trace, op, feeding, fix, self.opts["warning_fraction"])
+                fix = _measured_scale(trace, op, feeding, fix, self.opts["warning_fraction"])
             z = op.stats.get("in")
             yield self.diagnostic(
                 op.module,
@@ -92,22 +94,23 @@ class SaturatedActivation(Rule):
 TARGET_STD = {"tanh": 1.0, "sigmoid": 2.0}
 
 
-def _measured_scale(trace, op, feeding, fix, warning_fraction: float) -> None:
+def _measured_scale(trace, op, feeding, fix, warning_fraction: float):
     """Predict the saturation Xavier would leave (the pre-activation std scales with the weight std);
     when it is still over half the warning fraction, switch the fix to the weight std that gives the
-    pre-activations the target std."""
+    pre-activations the target std. Returns the fix to use."""
     z = op.stats.get("in")
     p = trace.params.get(feeding.weight)
     if z is None or p is None or not p.std > 0 or not z.std > 0 or p.fan_in <= 0:
-        return
+        return fix
     xavier = expected_std(p.fan_in, p.fan_out, op.kind)
     predicted = z.std * xavier / p.std
     if math.erfc(FLAT_REGION[op.kind] / (predicted * math.sqrt(2))) <= warning_fraction / 2:
-        return
+        return fix
     std = float(f"{p.std * TARGET_STD[op.kind] / z.std:.3g}")
-    call = f"nn.init.normal_({{w}}, std={std})"
-    fix.params.update({"initializer": "normal_", "std": std, "call": call})
-    fix.params.pop("gain", None)
-    fix.description = (f"re-initialize {p.module}.{p.attr}: {call.format(w=f'self.{p.module}.{p.attr}')} "
-                       f"(measured: puts {op.kind}'s inputs at std {TARGET_STD[op.kind]:g}; Xavier would leave them "
-                       f"at std {fmt(predicted)})")
+    spec = InitSpec("normal_", (("std", std),),
+                    why=f"std measured on the batch, to keep the {op.kind} that follows out of its flat region")
+    params = dataclasses.replace(fix.params, spec=spec)
+    fix.params = params
+    fix.description = (f"re-initialize {p.module}.{p.attr}: {params.call(p.module)} (measured: puts {op.kind}'s "
+                       f"inputs at std {TARGET_STD[op.kind]:g}; Xavier would leave them at std {fmt(predicted)})")
+    return fix

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
-from nnlint.diagnostics import Fix
 from nnlint.registry import Rule
-from nnlint.rulekit import describe_op, location_for, pct
+from nnlint.rulekit import activation_slope, describe_op, location_for, pct, reinit_fix
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
+
+
+DEAD_BIAS = 0.01   # the bias the fix gives the layer feeding dead units: each unit starts active on about half
 
 
 class DeadRelu(Rule):
@@ -79,16 +81,14 @@ class DeadRelu(Rule):
                 continue   # an all-zero or constant layer upstream (NN101/NN102) is the cause: report that
             fix = None
             if feeding is not None and feeding.weight is not None:
-                fix = Fix(kind="reinit", target=feeding.module,
-                          description=f"re-initialize {feeding.module} with nn.init.kaiming_normal_(..., nonlinearity='relu') "
-                                      "and a small positive bias (0.01)",
-                          params={"initializer": "kaiming_normal_", "nonlinearity": "relu", "mode": "fan_in",
-                                  "param": "weight", "zero_bias": True, "bias": 0.01}, safe=True)
+                fix = reinit_fix(trace, feeding.module, op.kind, activation_slope(graph, op),
+                                 why="and a small positive bias, 0.01, so that every unit starts active", bias=DEAD_BIAS)
             yield self.diagnostic(
                 op.module,
                 f"{pct(frac)} of {describe_op(trace, op)} {unit} ({dead}/{len(active)}) never activate on this batch "
                 f"(active on under {pct(self.opts['active_below'])} of {positions} positions): they pass no gradient"
-                + (f"; Kaiming-init {feeding.module} with a zero or small positive bias" if feeding is not None else ""),
+                + (f"; re-init {feeding.module} with {fix.params.call(feeding.module)} and a small positive bias "
+                   f"({DEAD_BIAS:g})" if fix is not None else ""),
                 severity=severity,
                 location=location_for(trace, op.module, op),
                 evidence={"dead_fraction": frac, "dead_units": dead, "units": len(active), "positions": positions,

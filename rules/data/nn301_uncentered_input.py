@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-from nnlint.diagnostics import Fix
 from nnlint.registry import Rule
-from nnlint.rulekit import fmt, input_location, input_normalized_by_model, normalize_call
+from nnlint.rulekit import fmt, input_location, input_normalized_by_model, normalize_call, normalize_input_fix
 
 
 class UncenteredInput(Rule):
@@ -72,8 +71,5 @@ class UncenteredInput(Rule):
                 location=input_location(trace),
                 evidence={"input": rec.path, "channel_dim": rec.channel_dim, "mean": means, "std": stds,
                           "off_center": len(off), "channels": len(means)},
-                fix=Fix(kind="normalize_input", target="", safe=False,
-                        description=f"normalize {rec.path} with the statistics measured on the batch: {normalize_call(means, stds)}",
-                        params={"input": rec.path, "channel_dim": rec.channel_dim, "mean": means,
-                                "std": [s if s > 0 else 1.0 for s in stds]}),
+                fix=normalize_input_fix(rec),
             )

@@ -2,9 +2,8 @@ from __future__ import annotations
 
 import statistics
 
-from nnlint.diagnostics import Fix
 from nnlint.registry import Rule
-from nnlint.rulekit import fmt, input_location, input_normalized_by_model, normalize_call
+from nnlint.rulekit import fmt, input_location, input_normalized_by_model, normalize_call, normalize_input_fix
 
 
 class UnscaledInput(Rule):
@@ -75,8 +74,5 @@ class UnscaledInput(Rule):
                 f"{problem}: divide by the per-{what} std, e.g. {normalize_call(means, stds)}",
                 location=input_location(trace),
                 evidence={"input": rec.path, "median_std": median, "scale_ratio": ratio, "std": stds},
-                fix=Fix(kind="normalize_input", target="", safe=False,
-                        description=f"normalize {rec.path} with the statistics measured on the batch: {normalize_call(means, stds)}",
-                        params={"input": rec.path, "channel_dim": rec.channel_dim, "mean": means,
-                                "std": [s if s > 0 else 1.0 for s in stds]}),
+                fix=normalize_input_fix(rec),
             )

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from nnlint.diagnostics import Fix
+from nnlint.fix.kinds.whiten_input import WhitenInput, WhitenInputParams
 from nnlint.registry import Rule
 from nnlint.rulekit import fmt, input_location
 from nnlint.trace import ops as opnames
@@ -100,7 +100,6 @@ class CorrelatedInput(Rule):
                 location=input_location(trace),
                 evidence={"input": rec.path, "mean_abs_correlation": corr, "features": features,
                           "samples": samples, "threshold": self.opts["max_mean_abs_correlation"]},
-                fix=Fix(kind="whiten_input", target="", safe=False,
-                        description=f"whiten {rec.path} (ZCA, covariance measured on the batch) before the model",
-                        params={"input": rec.path, "method": "zca", "eps": 1e-5}),
+                fix=WhitenInput.make("", f"whiten {rec.path} (ZCA, covariance measured on the batch) before the model",
+                                     WhitenInputParams(rec.path)),
             )

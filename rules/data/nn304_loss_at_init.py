@@ -3,7 +3,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from nnlint.diagnostics import Fix
+from nnlint.fix.kinds.scale_final_layer import ScaleFinalLayer, ScaleFinalLayerParams
 from nnlint.registry import Rule
 from nnlint.rulekit import fmt
 from nnlint.trace.graph import Graph
@@ -106,10 +106,9 @@ class LossAtInit(Rule):
         if final is not None:
             factor = min(1.0, self.TARGET_LOGIT_STD / logit_std) if logit_std else 0.1
             factor = float(f"{factor:.2g}")
-            fix = Fix(kind="scale_final_layer", target=final.module,
-                      description=f"multiply {final.module}.weight by {factor:g} and set {final.module}.bias to the "
-                                  "class log-priors (zeros for balanced classes)",
-                      params={"factor": factor, "bias": "log_priors", "param": "weight"}, safe=True)
+            fix = ScaleFinalLayer.make(
+                final.module, f"multiply {final.module}.weight by {factor:g} and set {final.module}.bias to the "
+                              "class log-priors (zeros for balanced classes)", ScaleFinalLayerParams(factor))
             todo = (f"with torch.no_grad(): self.{final.module}.weight.mul_({factor:g}) (or nn.init.zeros_ it), "
                     f"and set self.{final.module}.bias to the class log-priors")
         return self.diagnostic(

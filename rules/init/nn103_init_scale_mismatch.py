@@ -4,14 +4,12 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
+from nnlint.initmath import correct_init, symmetric_std
 from nnlint.registry import Rule
-from nnlint.rulekit import applies_weights, expected_std, fmt, nonlinearity_after, normalizes, reinit_fix
+from nnlint.rulekit import applies_weights, fmt, nonlinearity_after, normalizes, reinit_fix
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
 from nnlint.trace.records import OpRecord, Trace
-
-KAIMING_FAMILY = {"relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "mish", "hardswish",
-                  "prelu", "rrelu", "softplus"}
 
 
 class InitScaleMismatch(Rule):
@@ -152,20 +150,21 @@ class InitScaleMismatch(Rule):
 
     def _report(self, trace: Trace, m: "Mismatch"):
         direction = "too small" if m.too_small else "too large"
-        initializer = "Kaiming" if m.nonlinearity in KAIMING_FAMILY else "Xavier"
-        dropout = f" after dropout p={m.dropout_p:g}" if m.dropout_p else ""
+        initializer = correct_init(m.nonlinearity, m.slope).family
+        slope = f" slope {fmt(m.slope)}" if m.slope is not None else ""
+        dropout = (f"; after dropout p={m.dropout_p:g} the critical std is {fmt(m.critical)}" if m.dropout_p else "")
         chain = (f"; with the other too-small layers before the next normalization the signal shrinks "
                  f"{fmt(m.chain_shrink)}x" if m.too_small and m.chain_shrink > m.gain_drift * 1.01 else "")
         fix = reinit_fix(trace, m.op.module, m.nonlinearity, m.slope, why=f"weight std {fmt(m.std)} is {direction}")
         return self.diagnostic(
             m.op.module,
-            f"weight std {fmt(m.std)}, expected {fmt(m.expected)} for {m.nonlinearity} ({initializer}{dropout}): "
+            f"weight std {fmt(m.std)}, expected {fmt(m.expected)} for {m.nonlinearity}{slope} ({initializer}{dropout}): "
             f"{fmt(m.ratio)}x {direction} (measured, it scales the signal's std by {fmt(m.gain)} where a "
-            f"gain-correct layer gives {fmt(m.correct_gain)}{chain}); re-init with "
-            + fix.params["call"].format(w=f"self.{m.op.module}.weight"),
+            f"gain-correct layer gives {fmt(m.correct_gain)}{chain}); re-init with {fix.params.call(m.op.module)}",
             location=trace.location_of(m.op.module),
-            evidence={"param": m.op.weight, "std": m.std, "expected_std": m.expected, "ratio": m.ratio,
-                      "direction": "small" if m.too_small else "large", "nonlinearity": m.nonlinearity,
+            evidence={"param": m.op.weight, "std": m.std, "expected_std": m.expected, "critical_std": m.critical,
+                      "ratio": m.ratio, "direction": "small" if m.too_small else "large",
+                      "nonlinearity": m.nonlinearity, "slope": m.slope,
                       "initializer": initializer, "measured_gain": m.gain, "correct_gain": m.correct_gain,
                       "dropout_p": m.dropout_p, "chain_shrink": m.chain_shrink if m.too_small else None},
             fix=fix,
@@ -176,8 +175,9 @@ class InitScaleMismatch(Rule):
 class Mismatch:
     op: OpRecord
     std: float
-    expected: float          # rulekit.expected_std (dropout-corrected): what the message quotes
-    ratio: float             # std vs expected, >= 1, in the direction of `too_small`
+    expected: float          # what the gain-correct init draws (initmath): what the message quotes and the fix draws
+    critical: float          # the expected std corrected for the dropout in front (= expected without one)
+    ratio: float             # std vs critical, >= 1, in the direction of `too_small`
     ratio_outside: float     # how far outside the accepted fan_in..fan_out range (<= 1 inside)
     too_small: bool
     nonlinearity: str
@@ -198,17 +198,18 @@ def _measure(trace: Trace, graph: Graph, op: OpRecord, std: float, fan_in: int, 
     fan_out std, 1/sqrt(10), would let its logits grow unseen)."""
     nonlin, slope = nonlinearity_after(graph, op)
     keep = 1.0 - _dropout_before(graph, op)
-    expected = expected_std(fan_in, fan_out, nonlin, slope) * math.sqrt(keep)
+    expected = correct_init(nonlin, slope).std(fan_in, fan_out)
+    critical = expected * math.sqrt(keep)
     # The forward-preserving std (fan_in) and the backward-preserving one (fan_out) are both correct.
-    forward = expected_std(fan_in, fan_in, nonlin, slope) * math.sqrt(keep)
-    backward = expected_std(fan_out, fan_out, nonlin, slope) * math.sqrt(keep)
-    accepted = (forward, expected) if final else (forward, backward, expected)
+    forward = symmetric_std(fan_in, nonlin, slope) * math.sqrt(keep)
+    backward = symmetric_std(fan_out, nonlin, slope) * math.sqrt(keep)
+    accepted = (forward, critical) if final else (forward, backward, critical)
     lo, hi = min(accepted), max(accepted)
     if not (std > 0 and math.isfinite(std)):
         return None
     too_small = std < lo
     ratio_outside = lo / std if too_small else std / hi
-    ratio = expected / std if too_small else std / expected
+    ratio = critical / std if too_small else std / critical
     gain = _measured_gain(trace, op)
     if gain is None:
         return None
@@ -217,7 +218,7 @@ def _measure(trace: Trace, graph: Graph, op: OpRecord, std: float, fan_in: int, 
         drift = math.inf if too_small else 0.0
     else:
         drift = correct_gain / gain if too_small else gain / max(correct_gain, 1e-30)
-    return Mismatch(op=op, std=std, expected=expected, ratio=ratio, ratio_outside=ratio_outside, too_small=too_small,
+    return Mismatch(op=op, std=std, expected=expected, critical=critical, ratio=ratio, ratio_outside=ratio_outside, too_small=too_small,
                     nonlinearity=nonlin, slope=slope, gain=gain, correct_gain=correct_gain, gain_drift=drift,
                     dropout_p=round(1.0 - keep, 4))
 

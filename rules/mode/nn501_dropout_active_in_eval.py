@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from nnlint.diagnostics import Fix
+from nnlint.fix.kinds.dropout_training import DropoutTraining, DropoutTrainingParams
 from nnlint.registry import Rule
-from nnlint.rulekit import is_functional, location_for
+from nnlint.rulekit import call_site, location_for
 
 
 class DropoutActiveInEval(Rule):
@@ -60,11 +60,8 @@ class DropoutActiveInEval(Rule):
             if op.kind == "dropout":
                 message = (f"{op.func}(p={op.args.get('p')}) still drops activations in eval mode: "
                            "pass training=self.training (F.dropout defaults to training=True)")
-                fix = Fix(kind="functional_dropout_training", target=op.module, safe=True,
-                          description="add training=self.training to the dropout call",
-                          params={"file": op.location.file if op.location else None,
-                                  "line": op.location.line if op.location else None, "func": op.func,
-                                  "functional": is_functional(trace, op)})
+                fix = DropoutTraining.make(op.module, "add training=self.training to the dropout call",
+                                           DropoutTrainingParams(call_site(trace, op)))
             else:
                 message = (f"torch.{op.func} consumes the RNG in eval mode: predictions are random; "
                            "guard it with `if self.training:`")

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from nnlint.diagnostics import Fix
+from nnlint.fix.kinds.set_mode import SetMode, SetModeParams
 from nnlint.registry import Rule
 
 # Modules whose forward depends on the training flag.
@@ -64,11 +64,11 @@ class MixedTrainEvalMode(Rule):
                 message = (f"{rec.type} is in eval mode while the model is in training mode: "
                            "model.train() would reset it; freeze it on purpose by overriding train() or "
                            "setting requires_grad=False on its parameters")
-                fix = Fix(kind="set_train", target=name, description="call model.train() after changing submodules", safe=True)
+                fix = SetMode.make(name, "call model.train() after changing submodules", SetModeParams(training=True))
             else:
                 what = "normalizes with each batch's own statistics" if "Norm" in rec.type else "keeps dropping activations"
                 message = (f"{rec.type} is in training mode while the model is in eval mode: it {what}; "
                            "call model.eval() after changing submodules")
-                fix = Fix(kind="set_eval", target=name, description="call model.eval() on the whole model", safe=True)
+                fix = SetMode.make(name, "call model.eval() on the whole model", SetModeParams(training=False))
             yield self.diagnostic(name, message, location=rec.location,
                                   evidence={"module_training": rec.training, "model_training": root.training}, fix=fix)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from nnlint.diagnostics import Fix
+from nnlint.fix.kinds.keep_running_stats import KeepRunningStats, KeepRunningStatsParams
 from nnlint.registry import Rule
 
 
@@ -59,7 +59,6 @@ class BatchNormBatchStatsAtEval(Rule):
                 location=rec.location,
                 evidence={"type": rec.type, "num_features": features, "track_running_stats": False,
                           "momentum": rec.attrs.get("momentum")},
-                fix=Fix(kind="keep_running_stats", target=name, safe=True,
-                        description=f"build {name} with track_running_stats=True (register running_mean/running_var)",
-                        params={"num_features": features, "momentum": rec.attrs.get("momentum")}),
+                fix=KeepRunningStats.make(name, f"build {name} with track_running_stats=True (register running_mean/running_var)",
+                                          KeepRunningStatsParams(features, rec.attrs.get("momentum"))),
             )

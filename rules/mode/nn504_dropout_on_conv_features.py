@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from nnlint.diagnostics import Fix
+from nnlint.fix.kinds.channel_dropout import ChannelDropout, ChannelDropoutParams
 from nnlint.registry import Rule
-from nnlint.rulekit import active_dropouts, describe_dropout, describe_op, is_functional, location_for, once_per_site
+from nnlint.rulekit import active_dropouts, call_site, describe_dropout, describe_op, is_functional, location_for, once_per_site
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
 from nnlint.trace.records import OpRecord
@@ -105,9 +105,6 @@ class DropoutOnConvFeatures(Rule):
             location=location_for(trace, op.module, op),
             evidence={"p": p, "func": op.func, "shape": list(op.out.shape), "conv": conv_name,
                       "replacement": replacement},
-            fix=Fix(kind="dropout2d", target=op.module, safe=False,
-                    description=f"replace {what} with {fix_call}",
-                    params={"replacement": replacement, "p": p, "functional": functional, "func": op.func,
-                            "file": op.location.file if op.location else None,
-                            "line": op.location.line if op.location else None}),
+            fix=ChannelDropout.make(op.module, f"replace {what} with {fix_call}",
+                                    ChannelDropoutParams(replacement, p, call_site(trace, op))),
         )

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from nnlint.diagnostics import Fix
+from nnlint.fix.kinds.move_dropout import MoveDropout, MoveDropoutParams
 from nnlint.registry import Rule
-from nnlint.rulekit import active_dropouts, describe_dropout, fmt, location_for, once_per_site
+from nnlint.rulekit import active_dropouts, call_site, describe_dropout, fmt, location_for, once_per_site
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
 from nnlint.trace.records import OpRecord
@@ -104,7 +104,6 @@ class DropoutBeforeBatchNorm(Rule):
             evidence={"p": p, "batchnorm": bn.module, "variance_shift": shift,
                       "train_var": after.var if after is not None else None,
                       "eval_var": before.var if before is not None else None},
-            fix=Fix(kind="move_dropout", target=op.module, safe=False,
-                    description=f"move {what} after the last BatchNorm (or remove it)",
-                    params={"batchnorm": bn.module, "p": p, "func": op.func}),
+            fix=MoveDropout.make(op.module, f"move {what} after the last BatchNorm (or remove it)",
+                                 MoveDropoutParams(bn.module, p, call_site(trace, op))),
         )

@@ -5,8 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+import dataclasses
+
 from nnlint.diagnostics import Fix
-from nnlint.rulekit import expected_std, fmt, initializer_for, nonlinearity_after, reinit_fix
+from nnlint.fix.specs import LayerInit
+from nnlint.initmath import correct_init, symmetric_std
+from nnlint.rulekit import fmt, nonlinearity_after, reinit_fix
 from nnlint.trace.structure import ChainLink, Structure
 
 
@@ -60,8 +64,8 @@ def init_ratio(structure: Structure, link: ChainLink, shrinking: bool) -> Option
     if p is None or p.fan_in <= 0 or p.fan_out <= 0 or not p.std > 0:
         return None
     nonlin, slope = nonlinearity_after(structure.graph, link.op)
-    forward = expected_std(p.fan_in, p.fan_in, nonlin, slope)
-    backward = expected_std(p.fan_out, p.fan_out, nonlin, slope)
+    forward = symmetric_std(p.fan_in, nonlin, slope)
+    backward = symmetric_std(p.fan_out, nonlin, slope)
     return min(forward, backward) / p.std if shrinking else p.std / max(forward, backward)
 
 
@@ -104,8 +108,8 @@ def residual_note(drift: Drift) -> str:
 
 
 def chain_fix(structure: Structure, drift: Drift, why: str) -> Fix:
-    """Re-init the culprit with its gain-correct initializer; `params["chain"]` lists the same for
-    every layer of the chain, so a fixer can re-init all of them."""
+    """Re-init the culprit with its gain-correct initializer, and the rest of the chain the same way
+    (`params.chain`), so a fixer can re-init all of them."""
     trace, graph = structure.trace, structure.graph
     chain = []
     culprit_module = module_of(structure, drift.culprit)
@@ -114,14 +118,12 @@ def chain_fix(structure: Structure, drift: Drift, why: str) -> Fix:
         module = module_of(structure, link)
         nonlin, slope = nonlinearity_after(graph, link.op)
         p = trace.params.get(link.op.weight)
-        init = initializer_for(nonlin, slope)
-        chain.append({"target": module, "param": p.attr if p is not None else "weight", **init,
-                      "call": init["call"].format(w=f"self.{module}.weight")})
+        chain.append(LayerInit(module, correct_init(nonlin, slope), p.attr if p is not None else "weight"))
         if link is drift.culprit:
             culprit_nonlin = (nonlin, slope)
     fix = reinit_fix(trace, culprit_module, culprit_nonlin[0], culprit_nonlin[1], why=why)
-    fix.params["chain"] = chain
-    others = [c["target"] for c in chain if c["target"] != culprit_module]
+    fix.params = dataclasses.replace(fix.params, chain=tuple(chain))
+    others = [c.target for c in chain if c.target != culprit_module]
     if others:
         fix.description += "; then the rest of the chain the same way: " + ", ".join(others)
     return fix
@@ -129,5 +131,4 @@ def chain_fix(structure: Structure, drift: Drift, why: str) -> Fix:
 
 def fix_call(fix: Fix) -> str:
     """The culprit's re-init as a torch call, for the message."""
-    call = fix.params.get("call", "")
-    return call.format(w=f"self.{fix.target}.weight") if "{w}" in call else call
+    return fix.params.call(fix.target)

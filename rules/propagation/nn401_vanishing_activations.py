@@ -62,7 +62,7 @@ class VanishingActivations(Rule):
 
     ## Fix safety
     Safe: re-initializes the first layer that shrinks the signal with its gain-correct initializer
-    (Kaiming before ReLU-family activations, Xavier otherwise) and a zero bias; `fix.params["chain"]`
+    (Kaiming before ReLU-family activations, Xavier otherwise) and a zero bias; `fix.params.chain`
     lists the same re-init for every layer of the chain. The architecture is unchanged.
 
     ## References

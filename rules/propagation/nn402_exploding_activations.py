@@ -55,7 +55,7 @@ class ExplodingActivations(Rule):
 
     ## Fix safety
     Safe: re-initializes the first layer that grows the signal with its gain-correct initializer and
-    a zero bias; `fix.params["chain"]` lists the same re-init for every layer of the chain. For
+    a zero bias; `fix.params.chain` lists the same re-init for every layer of the chain. For
     non-finite activations the fix re-initializes the weight layer feeding the op, when there is one.
 
     ## References

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Optional
 
 from nnlint.diagnostics import Fix
+from nnlint.fix.kinds.zero_init import ZeroInit, ZeroInitParams
 from nnlint.registry import Rule
 from nnlint.rulekit import fmt
 from nnlint.trace.records import OpRecord
@@ -127,7 +128,7 @@ class ResidualVarianceGrowth(Rule):
         shown = _listed([fmt(f) + (" (downsampling)" if s.block.projection else "") for f, s in zip(factors, run)], 10)
         between = len(run) - len(members)
         count = f"{len(members)} such blocks" + (f", {len(run)} with the downsampling blocks between them" if between else "")
-        fix = _zero_init_fix(module, attr, f"so block {block} starts as the identity", block=block)
+        fix = _zero_init_fix(module, attr, f"so block {block} starts as the identity")
         return self.diagnostic(
             module,
             f"residual block {block}: its branch has no normalization and keeps the signal's scale (gain "
@@ -162,7 +163,7 @@ class ResidualVarianceGrowth(Rule):
         targets = [f"{m}.{a}" for _, m, a in ending]
         fix = _zero_init_fix(module, attr, f"and the last norm weight of every other residual branch "
                                            f"({_listed(targets, 4)}), like torchvision's zero_init_residual=True",
-                             targets=targets)
+                             targets=tuple(targets))
         yield self.diagnostic(
             module,
             f"{len(ending)} residual branch(es) ({names[0]}{' .. ' + names[-1] if len(names) > 1 else ''}) end in a "
@@ -176,10 +177,9 @@ class ResidualVarianceGrowth(Rule):
         )
 
 
-def _zero_init_fix(module: str, attr: str, why: str, **params) -> Fix:
-    return Fix(kind="zero_init", target=module,
-               description=f"zero-initialize {module}.{attr}: nn.init.zeros_(self.{module}.{attr}), {why}",
-               params={"param": attr, "call": "nn.init.zeros_({w})", **params}, safe=True)
+def _zero_init_fix(module: str, attr: str, why: str, targets: tuple[str, ...] = ()) -> Fix:
+    return ZeroInit.make(module, f"zero-initialize {module}.{attr}: nn.init.zeros_(self.{module}.{attr}), {why}",
+                         ZeroInitParams(targets or (f"{module}.{attr}",)))
 
 
 def _listed(items: list[str], limit: int) -> str:
