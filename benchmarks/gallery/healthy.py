@@ -26,6 +26,19 @@ def sgd_momentum_classifier() -> Setup:
 
 
 @seeded
+def adamw_classifier() -> Setup:
+    """The README classifier with AdamW (its default weight_decay=0.01 over every parameter), the
+    optimizer of torchtest2's gallery #1."""
+    return classifier_setup(optimizer=lambda m: torch.optim.AdamW(m.parameters(), lr=1e-3))
+
+
+@seeded
+def sgd_classifier() -> Setup:
+    """Plain SGD at a usual learning rate: the twin of the learning-rate bugs."""
+    return classifier_setup(optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.1))
+
+
+@seeded
 def tt2_flatten_linear() -> Setup:
     """torchtest2 README, class-based API: ModelTester on Flatten + Linear(784, 10), Adam(lr=1e-2)."""
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
@@ -187,6 +200,8 @@ CASES = [
     Case("classifier", "loss", f"{TT2}: working with the report", classifier, options=CLASSIFY),
     Case("sgd_momentum_classifier", "optimizer", "issue 14: healthy SGD+momentum", sgd_momentum_classifier,
          options=CLASSIFY),
+    Case("adamw_classifier", "optimizer", f"{TT2} #1: healthy twin (AdamW)", adamw_classifier, options=CLASSIFY),
+    Case("sgd_classifier", "optimizer", "issue 14: healthy plain SGD", sgd_classifier, options=CLASSIFY),
     Case("tt2_flatten_linear", "loss", f"{TT2}: ModelTester", tt2_flatten_linear, options=CLASSIFY),
     Case("tt2_frozen_layer", "optimizer", f"{TT2}: TestSuite with a frozen layer", tt2_frozen_layer,
          options=CLASSIFY),
