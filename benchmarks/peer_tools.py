@@ -266,10 +266,20 @@ def run_one_nnc(check: NncCheck, td, factory, provider, setup, options) -> tuple
         try:
             check.run(td, factory, provider, setup, options)
         except AssertionError as exc:
+            if raised_in(exc, "get_supervised_batch"):   # its own precondition (e.g. batch < num_classes)
+                return "crash", f"cannot take this batch: {exc}"
             return "fail", str(exc).splitlines()[0] if str(exc) else "assertion failed"
         except Exception as exc:
             return "crash", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     return "pass", ""
+
+
+def raised_in(exc: BaseException, function: str) -> bool:
+    """Whether `function` is the frame that raised `exc` (its innermost frame)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_name == function
 
 
 TOOLS: dict[str, Callable[[Case], Outcome]] = {

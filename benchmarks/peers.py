@@ -121,6 +121,15 @@ def run_all(cases: list[Case], tools: list[str], log=print) -> dict[str, dict[st
     return outcomes
 
 
+def load_outcomes(path: str) -> dict[str, dict[str, Outcome]]:
+    """The outcomes a `--json` run wrote, to re-score or re-render without running the tools again."""
+    with open(path) as f:
+        saved = json.load(f)
+    fields = set(Outcome.__dataclass_fields__)
+    return {c["name"]: {t: Outcome(**{k: v for k, v in o.items() if k in fields}) for t, o in c["tools"].items()}
+            for c in saved["cases"]}
+
+
 def with_twins(selected: list[Case], everything: list[Case]) -> list[Case]:
     """The selected cases plus the twins they are scored against."""
     names = {c.name for c in selected} | {c.twin for c in selected if c.twin}
@@ -167,7 +176,8 @@ def totals(cases: list[Case], table, outcomes, tools: list[str]) -> dict:
     return out
 
 
-def print_table(cases: list[Case], table, tools: list[str]) -> None:
+def print_table(cases: list[Case], table, tools: list[str], markdown: bool = False) -> None:
+    """A terminal table with wrapped cells, or (markdown) one line per case for PEERS.md."""
     from tabulate import tabulate
 
     rows = []
@@ -176,14 +186,15 @@ def print_table(cases: list[Case], table, tools: list[str]) -> None:
                                                  f"{case.expect.code or '(none)'} {module_text(case)}")
         rows.append([case.name, case.category + (" (loop)" if case.loop else ""), expect,
                      *[table[case.name][t].cell for t in tools]])
-    print(tabulate(rows, headers=["case", "category", "expected", *tools], tablefmt="github", maxcolwidths=38))
+    print(tabulate(rows, headers=["case", "category", "expected", *tools], tablefmt="github",
+                   maxcolwidths=None if markdown else 38))
 
 
 def module_text(case: Case) -> str:
     module = case.expect.module
     if module is None:
         return "(any)"
-    return "@" + "|".join(m or "''" for m in ((module,) if isinstance(module, str) else module))
+    return "@" + "/".join(m or "''" for m in ((module,) if isinstance(module, str) else module))
 
 
 def print_totals(summary: dict) -> None:
@@ -210,6 +221,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", help="also write the full results here")
     parser.add_argument("--only", help="comma-separated case names (their twins run too)")
+    parser.add_argument("--from-json", help="re-score the outcomes of an earlier --json run instead of running")
+    parser.add_argument("--markdown", action="store_true", help="one line per row (for PEERS.md)")
     parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated: " + ", ".join(TOOLS))
     args = parser.parse_args(argv)
 
@@ -220,10 +233,15 @@ def main(argv=None) -> int:
     everything = all_cases()
     cases = everything if not args.only else with_twins(
         [c for c in everything if c.name in args.only.split(",")], everything)
-    outcomes = run_all(cases, tools)
+    if args.from_json:
+        outcomes = load_outcomes(args.from_json)
+        cases = [c for c in cases if c.name in outcomes]
+        tools = [t for t in tools if all(t in outcomes[c.name] for c in cases)]
+    else:
+        outcomes = run_all(cases, tools)
     table = verdicts(cases, outcomes, tools)
     summary = totals(cases, table, outcomes, tools)
-    print_table(cases, table, tools)
+    print_table(cases, table, tools, markdown=args.markdown)
     print_totals(summary)
     if args.json:
         with open(args.json, "w") as f:

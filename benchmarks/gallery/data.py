@@ -13,19 +13,19 @@ TA = "torch-audit"
 @seeded
 def unscaled_pixels() -> Setup:
     """torch-audit demo_general/demo_cv (TA301): float pixels in [0, 255]."""
-    return conv_setup(conv_net(), torch.rand(8, 3, 32, 32) * 255.0)
+    return conv_setup(conv_net(), torch.rand(16, 3, 32, 32) * 255.0)
 
 
 @seeded
 def flat_input() -> Setup:
     """torch-audit TA302: a blank batch (a loader that returns zeros)."""
-    return conv_setup(conv_net(), torch.zeros(8, 3, 32, 32))
+    return conv_setup(conv_net(), torch.zeros(16, 3, 32, 32))
 
 
 @seeded
 def channels_last_input() -> Setup:
     """torch-audit demo_cv (TA303): an NHWC batch for an NCHW model."""
-    return conv_setup(conv_net(), torch.randn(8, 32, 32, 3))
+    return conv_setup(conv_net(), torch.randn(16, 32, 32, 3))
 
 
 @seeded

@@ -117,7 +117,7 @@ def conv_net(kernel: int = 3) -> nn.Sequential:
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
 
 
-def images(n: int = 8) -> torch.Tensor:
+def images(n: int = 16) -> torch.Tensor:
     return torch.randn(n, 3, 32, 32)
 
 
