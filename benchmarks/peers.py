@@ -168,6 +168,9 @@ def totals(cases: list[Case], table, outcomes, tools: list[str]) -> dict:
             "crashes": sum(1 for c in cases if outcomes[c.name][tool].status == "crash"),
             "not_applicable": sum(1 for c in cases if outcomes[c.name][tool].status == "n/a"),
         }
+    out["by_category"] = {cat: {"bugs": sum(1 for c in bugs if c.category == cat),
+                                **{t: sum(1 for c in bugs if c.category == cat and table[c.name][t].found) for t in tools}}
+                          for cat in dict.fromkeys(c.category for c in bugs)}
     if "nnlint" in tools:
         out["tools"]["nnlint"]["right_module"] = sum(1 for c in bugs if table[c.name]["nnlint"].module_ok)
         out["nnlint_missed_peer_found"] = [
@@ -204,6 +207,9 @@ def print_totals(summary: dict) -> None:
         extra = f" ({t['right_module']} on the right module)" if "right_module" in t else ""
         print(f"  {tool:<22} found {t['found']:>3}/{summary['bugs']}{extra}; false alarms {t['false_alarms']}/"
               f"{summary['healthy']}; crashes {t['crashes']}; not applicable {t['not_applicable']}")
+    print("  bugs found per category: " + "; ".join(
+        f"{cat} ({row['bugs']}): " + " / ".join(str(v) for k, v in row.items() if k != "bugs")
+        for cat, row in summary["by_category"].items()) + f"  [{' / '.join(summary['tools'])}]")
     if summary.get("nnlint_missed_peer_found"):
         print(f"  found by a peer, missed by nnlint: {', '.join(summary['nnlint_missed_peer_found'])}")
 
