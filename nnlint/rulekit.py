@@ -13,9 +13,9 @@ from nnlint.fix.kinds.normalize_input import NormalizeInput, NormalizeInputParam
 from nnlint.fix.kinds.reinit import Reinit, ReinitParams
 from nnlint.initmath import correct_init
 from nnlint.trace import ops as opnames
-from nnlint.trace.graph import Follower, Graph
+from nnlint.trace.graph import Graph
 from nnlint.trace.records import OpRecord, Trace
-from nnlint.trace.structure import is_norm_type, is_weight_layer
+from nnlint.trace.structure import Structure
 
 def fmt(x: float, digits: int = 2) -> str:
     """A number as a person reads it: 0.036, 0.5, 1.3e-05, 2.4e+03."""
@@ -36,27 +36,6 @@ def pct(f: float) -> str:
 
 
 
-
-def nonlinearity_after(graph: Graph, op: OpRecord) -> tuple[str, Optional[float]]:
-    """The nonlinearity a weight layer feeds ("relu", "tanh", "linear" ...) and, for a leaky one, the
-    slope it has on this model (LeakyReLU's argument, PReLU's learned weight, RReLU's mean slope)."""
-    f: Follower = graph.follower(op)
-    if f.kind == "norm" and f.op is not None:
-        f = graph.follower(f.op)   # a norm between the layer and its activation: the activation decides
-    if f.kind == "activation" and f.activation and f.op is not None:
-        return f.activation, activation_slope(graph, f.op)
-    return "linear", None
-
-
-def activation_slope(graph: Graph, op: OpRecord) -> Optional[float]:
-    if op.kind == "leaky_relu":
-        return op.args.get("negative_slope")
-    if op.kind == "prelu":
-        weights = [graph.trace.params[n] for n in map(graph.param_serials.get, op.inputs) if n in graph.trace.params]
-        return weights[0].mean if weights else None
-    if op.kind == "rrelu" and "lower" in op.args:
-        return (op.args["lower"] + op.args["upper"]) / 2
-    return None
 
 
 def reinit_fix(trace: Trace, module: str, nonlinearity: str, slope: Optional[float] = None, *, why: str = "",
@@ -118,8 +97,8 @@ def is_intentional_zero_layer(graph: Graph, op: OpRecord) -> bool:
         if f.kind == "gate":
             return True
         if f.kind == "add" and f.op is not None:
-            return any(r.op.index == f.op.index and r.branch in graph.descendant_serials(op) | set(op.outputs)
-                       for r in graph.residual_adds)
+            block = Structure.of(graph.trace).block_of_add.get(f.op.index)
+            return block is not None and block.branch in graph.descendant_serials(op) | set(op.outputs)
         if f.kind == "norm" and f.op is not None:
             current = f.op
             continue
@@ -214,18 +193,3 @@ def input_normalized_by_model(trace: Trace, rec) -> bool:
         return True
 
     return normalized(rec.serial)
-
-
-def normalizes(op: OpRecord) -> bool:
-    """A normalization op, an op of a hand-written norm module (ConvNeXt's channels-first LayerNorm,
-    an RMSNorm: their mean/sub/rsqrt/mul ops run inside a module whose type names a Norm), or a
-    softmax (it re-scales its input to probabilities)."""
-    if op.kind in opnames.NORM_OPS or op.kind in ("softmax", "log_softmax"):
-        return True
-    return is_norm_type(op.module_type) and op.kind not in opnames.PASSTHROUGH and not is_weight_layer(op)
-
-
-def applies_weights(op: OpRecord) -> bool:
-    """A weight layer, or a module whose weights the tracer sees only as one op (recurrent cells,
-    fused attention, scripted regions)."""
-    return is_weight_layer(op) or op.kind in ("linear", "conv", "rnn", "attention", "opaque")

@@ -262,12 +262,12 @@ def test_functional_calls_and_non_finite_values_still_render():
 
 
 def test_a_broken_residual_detection_costs_only_its_chart(report, monkeypatch):
-    from nnlint.trace import graph
+    from nnlint.trace import structure
 
     def broken(self):
         raise RuntimeError("structure detection failed")
 
-    monkeypatch.setattr(graph.Graph, "residual_adds", property(broken))
+    monkeypatch.setattr(structure.Structure, "stream", property(broken))
     page = html.render(report)
     assert "no residual connection found" in page and "Dead units after each ReLU" in page
 

@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nnlint.trace.graph import Graph
+from nnlint.trace.structure import Structure
 from nnlint.trace.tracer import run_trace
 
 
@@ -77,10 +78,9 @@ def test_in_place_residual_add_keeps_lineage():
             return F.relu(out)
 
     trace = run_trace(Res(), torch.randn(16, 8))
-    graph = Graph(trace)
-    adds = graph.residual_adds
-    assert len(adds) == 1 and adds[0].op.func in ("__iadd__", "add_")
-    a, b = adds[0].op.stats["operands"]
+    blocks = Structure.of(trace).blocks
+    assert len(blocks) == 1 and blocks[0].add.func in ("__iadd__", "add_") and not blocks[0].projection
+    a, b = blocks[0].add.stats["operands"]
     assert a.std > 0 and b.std > 0
 
 

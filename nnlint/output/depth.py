@@ -13,6 +13,8 @@ from typing import Optional
 
 from nnlint.output.svg import format_number as _num
 from nnlint.trace import ops as opnames
+from nnlint.trace import vocab
+from nnlint.trace.structure import Structure
 
 # NN203's default: a unit active on fewer than this fraction of positions is dead.
 DEAD_ACTIVE_BELOW = 0.01
@@ -43,7 +45,7 @@ class DepthProfile:
 def depth_profile(trace, active_below: float = DEAD_ACTIVE_BELOW) -> DepthProfile:
     ops = [o for o in trace.ops if o.phase == "train"]
     profile = DepthProfile(backward_ran=bool(getattr(trace, "backward_ran", False)))
-    weight_layers = [o for o in ops if _is_weight_layer(o)]
+    weight_layers = [o for o in ops if vocab.applies_weights(o) and o.kind not in vocab.FUSED]
     for op in weight_layers:
         out = op.out
         if out is None:
@@ -71,20 +73,11 @@ def depth_profile(trace, active_below: float = DEAD_ACTIVE_BELOW) -> DepthProfil
             seen.add(op.weight)
             value, detail = _relative_gradient(rec)
             profile.gradients.append(_value(trace, profile.gradients, op, value, detail))
-    for add in _residual_adds(trace):
-        out = add.out
-        if out is None:
-            continue
-        detail = f"stream variance {_num(out.var)}"
-        operands = add.stats.get("operands")
-        if operands and len(operands) == 2 and all(o is not None for o in operands):
-            detail += f" (operands {_num(operands[0].var)} + {_num(operands[1].var)})"
-        profile.residual.append(_value(trace, profile.residual, add, out.var, detail))
+    for step in _stream(trace):
+        detail = (f"stream variance {_num(step.var_out)} (stream {_num(step.var_in)} + branch {_num(step.var_branch)}"
+                  + (", a projection shortcut" if step.block.projection else "") + ")")
+        profile.residual.append(_value(trace, profile.residual, step.block.add, step.var_out, detail))
     return profile
-
-
-def _is_weight_layer(op) -> bool:
-    return op.kind in ("linear", "conv") or (op.kind in opnames.WEIGHT_OPS and op.weight is not None)
 
 
 def _relative_gradient(rec) -> tuple[Optional[float], str]:
@@ -99,17 +92,13 @@ def _relative_gradient(rec) -> tuple[Optional[float], str]:
                                       f"{_num(rec.norm)} = {_num(rec.grad_norm / rec.norm)}")
 
 
-def _residual_adds(trace) -> list:
-    """The add ops of residual connections, in order. The residual detection lives in the graph
-    module and is still evolving: accept whatever shape it returns, and plot nothing if it fails."""
+def _stream(trace) -> list:
+    """The residual blocks along the stream, as the residual-growth rule judges them (Structure.of);
+    plot nothing if structure detection fails: the rest of the report must still render."""
     try:
-        from nnlint.trace.graph import Graph
-
-        found = Graph.of(trace).residual_adds
+        return list(Structure.of(trace).stream)
     except Exception:   # noqa: BLE001 - a report must render even if structure detection breaks
         return []
-    adds = [getattr(a, "op", a) for a in found]
-    return sorted((a for a in adds if getattr(a, "phase", "train") == "train"), key=lambda o: o.index)
 
 
 def _value(trace, existing: list[LayerValue], op, value, detail, secondary=None) -> LayerValue:

@@ -1,47 +1,36 @@
-"""Residual and main-path structure read from a trace's lineage, for the signal-propagation rules.
+"""Residual and main-path structure read from a trace's lineage, for the signal-propagation rules and
+the report's charts.
 
 What it finds (pure Python over a Graph, no torch):
-- residual blocks: `x + f(x)` adds with an identity skip (what `Graph.residual_adds` finds), and
-  projection shortcuts `P(x) + f(x)` whose skip has its own weight layer (torchvision's downsample);
-  written as `x = x + self.block(x)`, `out += identity` (in place: the result has a fresh serial),
-  `torch.add`, or Hugging Face's `hidden_states = residual + hidden_states`;
+- residual blocks: `x + f(x)` adds with an identity skip, and projection shortcuts `P(x) + f(x)` whose
+  skip has its own weight layer (torchvision's downsample); written as `x = x + self.block(x)`,
+  `out += identity` (in place: the result has a fresh serial), `torch.add`, or Hugging Face's
+  `hidden_states = residual + hidden_states`;
 - the stream: which block's output is the next block's input with no normalization in between, so
   runs of consecutive blocks and the growth of the stream's variance along them;
 - the main path: weight layers outside residual branches whose outputs reach another weight layer with
   no normalization in between, linked into chains that restart at each normalization, and how much
   each one scales the signal.
+`Structure.of(trace)` computes it once per trace; every rule and the HTML report share it.
 """
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Optional
 
 from nnlint.trace import ops as opnames
+from nnlint.trace import vocab
 from nnlint.trace.graph import Graph
 from nnlint.trace.records import OpRecord, TensorSummary, Trace
-
-# A module whose type names a normalization: BatchNorm2d, LayerNorm, LlamaRMSNorm, T5LayerNorm,
-# GroupNormAct. Hand-written norms run as pow/mean/rsqrt/mul ops inside such a module. "Normal..."
-# and "Normalize" do not count: the name must not continue with a lower-case letter.
-_NORM_TYPE = re.compile(r"Norm(?![a-z])")
+from nnlint.trace.vocab import is_weight_layer
 
 # Ops that take a slice of a tensor: a shortcut through one of these is not a projection of x.
 _SLICING = {"__getitem__", "split", "chunk", "narrow", "select", "unbind"}
 
 # Ops a projection shortcut may hold besides its one weight layer (ResNet-D: AvgPool -> 1x1 conv -> BN).
 _SHORTCUT_KINDS = opnames.NORM_OPS | {"pool", "dropout", "add"} | (opnames.PASSTHROUGH - _SLICING)
-
-
-def is_norm_type(type_name: str) -> bool:
-    return bool(_NORM_TYPE.search(type_name or ""))
-
-
-def is_weight_layer(op: OpRecord) -> bool:
-    """A Linear/Conv (or a matmul with a parameter): a layer whose init sets the signal's scale."""
-    return op.weight is not None and op.kind in ("linear", "conv", "matmul", "bilinear")
 
 
 @dataclass(frozen=True)
@@ -127,6 +116,8 @@ class StreamStep:
 class Structure:
     """Residual blocks, the stream through them and the main-path chains of one trace's training pass."""
 
+    is_norm = staticmethod(vocab.is_norm)
+
     def __init__(self, trace: Trace, graph: Optional[Graph] = None):
         self.trace = trace
         self.graph = graph if graph is not None else Graph.of(trace)
@@ -137,10 +128,19 @@ class Structure:
             if call.phase == "train" and call.outputs and call.output_summary is not None:
                 self._call_summary.setdefault(call.outputs[0], call.output_summary)
 
+    @classmethod
+    def of(cls, trace: Trace) -> "Structure":
+        """The structure of a trace's training pass, computed once and shared (like Graph.of)."""
+        cache = trace.__dict__.setdefault("_structures", {})
+        key = len(trace.ops)
+        if key not in cache:
+            cache[key] = cls(trace)
+        return cache[key]
+
     # ------------------------------------------------------------------ values
     def tensor_inputs(self, op: OpRecord) -> list[int]:
         """The op's tensor operands, parameters excluded."""
-        return [s for s in op.inputs if s not in self.graph.param_serials]
+        return self.graph.tensor_inputs(op)
 
     def main_input(self, op: OpRecord) -> Optional[int]:
         ins = self.tensor_inputs(op)
@@ -178,28 +178,30 @@ class Structure:
             return operands[tensors.index(serial)]
         return self.summary(serial)
 
-    # ------------------------------------------------------------------ norms
-    def is_norm(self, op: OpRecord) -> bool:
-        """A normalization op, or an op of a hand-written norm module (RMSNorm's pow/mean/rsqrt/mul)."""
-        if op.kind in opnames.NORM_OPS:
-            return True
-        # A view or a no-op `.to(float32)` inside a norm module normalizes nothing.
-        passthrough = op.kind in opnames.PASSTHROUGH or op.func in opnames.PASSTHROUGH
-        return not passthrough and not is_weight_layer(op) and is_norm_type(op.module_type)
-
     # ------------------------------------------------------------------ residual blocks
     @cached_property
     def blocks(self) -> list[ResidualBlock]:
         """Every residual block of the training pass, in execution order."""
         found: dict[int, ResidualBlock] = {}
-        for r in self.graph.residual_adds:
-            found[r.op.index] = ResidualBlock(r.op, r.skip, r.skip, r.branch, tuple(self.graph.branch_ops(r)))
         for op in self.graph.ops:
-            if op.kind == "add" and op.index not in found:
-                block = self._projection_block(op)
+            if op.kind == "add":
+                block = self._identity_block(op) or self._projection_block(op)
                 if block is not None:
                     found[op.index] = block
         return [found[i] for i in sorted(found)]
+
+    def _identity_block(self, add: OpRecord) -> Optional[ResidualBlock]:
+        """`x + f(x)`: the skip operand x is an ancestor of the branch f(x) through ops that multiply
+        (a real branch, not a bias or a constant)."""
+        operands = self.tensor_inputs(add)
+        if len(operands) != 2:
+            return None
+        for skip, branch in ((operands[0], operands[1]), (operands[1], operands[0])):
+            if skip in self.graph.ancestors(branch):
+                branch_ops = self.graph.ops_between(skip, branch)
+                if any(vocab.multiplies(o) for o in branch_ops):
+                    return ResidualBlock(add, skip, skip, branch, tuple(branch_ops))
+        return None
 
     @cached_property
     def block_of_add(self) -> dict[int, ResidualBlock]:
@@ -229,8 +231,8 @@ class Structure:
             return None   # an identity skip without a weight layer on the branch: not a block
         best: Optional[ResidualBlock] = None
         for skip, branch in ((a, b), (b, a)):
-            skip_ops = list(self.graph.ops_between(x, skip))
-            branch_ops = list(self.graph.ops_between(x, branch))
+            skip_ops = self.graph.ops_between(x, skip)
+            branch_ops = self.graph.ops_between(x, branch)
             if not self._is_shortcut(skip_ops) or not any(is_weight_layer(o) for o in branch_ops):
                 continue
             if {o.index for o in skip_ops} & {o.index for o in branch_ops}:
@@ -340,28 +342,17 @@ class Structure:
                 and self.graph.feeds_weight_layer(op) is not None and not self._normalized_downstream(op)
         return self._main_path[op.index]
 
-    def _normalized_downstream(self, op: OpRecord, max_steps: int = 512) -> bool:
+    def _normalized_downstream(self, op: OpRecord) -> bool:
         """Every path from the layer meets a normalization before another weight layer or the output."""
-        queue = list(self.graph.next_ops(op))
-        seen: set[int] = set()
-        norms = 0
-        steps = 0
         if self.graph.is_model_output(op):
             return False
-        while queue and steps < max_steps:
-            nxt = queue.pop(0)
-            steps += 1
-            if nxt.index in seen:
-                continue
-            seen.add(nxt.index)
+        norms = 0
+        for nxt in self.graph.walk(op, through=lambda o: not self.is_norm(o)):
             if self.is_norm(nxt):
                 norms += 1
-                continue
-            if is_weight_layer(nxt) or nxt.kind in ("rnn", "attention", "opaque", "matmul"):
+            elif vocab.applies_weights(nxt) or nxt.kind == "matmul" \
+                    or (self.graph.is_model_output(nxt) and not self.graph.next_ops(nxt)):
                 return False
-            if self.graph.is_model_output(nxt) and not self.graph.next_ops(nxt):
-                return False
-            queue.extend(self.graph.next_ops(nxt))
         return norms > 0
 
     @cached_property

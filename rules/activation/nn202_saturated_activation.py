@@ -5,7 +5,7 @@ import math
 
 from nnlint.initmath import InitSpec, expected_std
 from nnlint.registry import Rule
-from nnlint.rulekit import describe_op, fmt, location_for, nonlinearity_after, pct, reinit_fix
+from nnlint.rulekit import describe_op, fmt, location_for, pct, reinit_fix
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
 
@@ -72,7 +72,7 @@ class SaturatedActivation(Rule):
             feeding = graph.feeding_weight_op(op)
             fix = None
             if feeding is not None and feeding.weight is not None:
-                nonlin, slope = nonlinearity_after(graph, feeding)
+                nonlin, slope = graph.nonlinearity_after(feeding)
                 fix = reinit_fix(trace, feeding.module, op.kind if nonlin == "linear" else nonlin, slope)
                 fix = _measured_scale(trace, op, feeding, fix, self.opts["warning_fraction"])
             z = op.stats.get("in")

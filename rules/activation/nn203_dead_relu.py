@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from nnlint.registry import Rule
-from nnlint.rulekit import activation_slope, describe_op, location_for, pct, reinit_fix
+from nnlint.rulekit import describe_op, location_for, pct, reinit_fix
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
 
@@ -81,7 +81,7 @@ class DeadRelu(Rule):
                 continue   # an all-zero or constant layer upstream (NN101/NN102) is the cause: report that
             fix = None
             if feeding is not None and feeding.weight is not None:
-                fix = reinit_fix(trace, feeding.module, op.kind, activation_slope(graph, op),
+                fix = reinit_fix(trace, feeding.module, op.kind, graph.activation_slope(op),
                                  why="and a small positive bias, 0.01, so that every unit starts active", bias=DEAD_BIAS)
             yield self.diagnostic(
                 op.module,

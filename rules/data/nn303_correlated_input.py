@@ -21,7 +21,7 @@ def feeds_dense_layer(graph: Graph, serial: int) -> bool:
     dense = lambda o: o.kind in ("linear", "bilinear") or (o.kind == "matmul" and o.weight is not None)  # noqa: E731
     through = lambda o: o.kind in TO_DENSE_LAYER  # noqa: E731
     for consumer in graph.consumers.get(serial, ()):
-        if dense(consumer) or (through(consumer) and graph.first_downstream(consumer, dense, through)):
+        if dense(consumer) or (through(consumer) and graph.first(consumer, dense, through=through)):
             return True
     return False
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from nnlint.registry import Rule
-from nnlint.rulekit import is_all_off_relu, is_intentional_zero_layer, nonlinearity_after, ops_using, reinit_fix
+from nnlint.rulekit import is_all_off_relu, is_intentional_zero_layer, ops_using, reinit_fix
 from nnlint.trace.graph import Graph
 
 
@@ -56,7 +56,7 @@ class ZeroWeights(Rule):
             uses = ops_using(graph, name)
             if not uses or all(is_intentional_zero_layer(graph, op) for op in uses):
                 continue
-            nonlin, slope = nonlinearity_after(graph, uses[0])
+            nonlin, slope = graph.nonlinearity_after(uses[0])
             yield self.diagnostic(
                 p.module,
                 f"{p.attr} is all zeros: " + _consequence(graph, uses[0], p.shape[0], nonlin),
@@ -71,10 +71,9 @@ def _consequence(graph: Graph, use, units: int, nonlin: str) -> str:
     layer is dead for good. Otherwise the units only start identical: the next layer's rows differ, so
     their gradients differ and the first steps break the tie, but until then the layers before get no
     gradient (and a whole stack of such layers trains slowly, if at all)."""
-    has_inputs_before = graph.first_upstream(use, lambda o: o.weight is not None, through=lambda _: True,
-                                             max_steps=4096) is not None
+    has_inputs_before = graph.first(use, lambda o: o.weight is not None, up=True) is not None
     before = "; no gradient reaches the layers before it" if has_inputs_before else ""
-    dead = graph.first_downstream(use, is_all_off_relu, through=lambda o: o.weight is None, max_steps=8)
+    dead = graph.first(use, is_all_off_relu, through=lambda o: o.weight is None, limit=8)
     if dead is not None:
         return (f"every one of its {units} units outputs its bias, and the {nonlin} after it is off for all of "
                 f"them: dead, they pass no gradient, so it never learns{before}")

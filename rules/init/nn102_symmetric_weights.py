@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from nnlint.registry import Rule
-from nnlint.rulekit import fmt, nonlinearity_after, ops_using, reinit_fix
+from nnlint.rulekit import fmt, ops_using, reinit_fix
 from nnlint.trace.graph import Graph
 
 
@@ -46,7 +46,7 @@ class SymmetricWeights(Rule):
             uses = ops_using(graph, name)
             if not uses or all(graph.feeds_weight_layer(op) is None for op in uses):
                 continue
-            nonlin, slope = nonlinearity_after(graph, uses[0])
+            nonlin, slope = graph.nonlinearity_after(uses[0])
             detail = f"constant {fmt(p.mean)}" if p.std == 0 else "copied rows"
             yield self.diagnostic(
                 p.module,

@@ -6,10 +6,12 @@ from typing import Optional
 
 from nnlint.initmath import correct_init, symmetric_std
 from nnlint.registry import Rule
-from nnlint.rulekit import applies_weights, fmt, nonlinearity_after, normalizes, reinit_fix
+from nnlint.rulekit import fmt, reinit_fix
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
 from nnlint.trace.records import OpRecord, Trace
+from nnlint.trace.structure import Structure
+from nnlint.trace.vocab import applies_weights, is_passthrough, is_weight_layer, normalizes
 
 
 class InitScaleMismatch(Rule):
@@ -99,13 +101,13 @@ class InitScaleMismatch(Rule):
 
     def check(self, trace):
         graph = Graph.of(trace)
-        in_branch = _residual_branch_ops(graph)
+        in_branch = Structure.of(trace).branch_op_indices
         embedding_params = {o.weight for o in graph.ops if o.kind == "embedding" and o.weight}
         candidates: list[Mismatch] = []
         chains = _Chains()
         seen: set[str] = set()
         for op in graph.ops:
-            if op.kind not in ("linear", "conv") or op.weight is None or op.weight in seen:
+            if not is_weight_layer(op) or op.kind not in ("linear", "conv") or op.weight in seen:
                 continue
             seen.add(op.weight)
             p = trace.params.get(op.weight)
@@ -196,7 +198,7 @@ def _measure(trace: Trace, graph: Graph, op: OpRecord, std: float, fan_in: int, 
     A hidden layer may be scaled for the forward pass (fan_in) or the backward pass (fan_out); the
     final layer is judged on its output, so only the forward values count for it (a 10-class head's
     fan_out std, 1/sqrt(10), would let its logits grow unseen)."""
-    nonlin, slope = nonlinearity_after(graph, op)
+    nonlin, slope = graph.nonlinearity_after(op)
     keep = 1.0 - _dropout_before(graph, op)
     expected = correct_init(nonlin, slope).std(fan_in, fan_out)
     critical = expected * math.sqrt(keep)
@@ -243,10 +245,8 @@ def _measured_gain(trace: Trace, op: OpRecord) -> Optional[float]:
 
 def _dropout_before(graph: Graph, op: OpRecord) -> float:
     """The p of an active dropout on the layer's input path (since the previous layer), else 0."""
-    drop = graph.first_upstream(
-        op, match=lambda o: o.kind == "dropout",
-        through=lambda o: o.kind in opnames.PASSTHROUGH or o.kind in opnames.ACTIVATIONS or o.kind == "pool",
-        max_steps=16)
+    drop = graph.first(op, lambda o: o.kind == "dropout", up=True,
+                       through=lambda o: is_passthrough(o) or o.kind in opnames.ACTIVATIONS or o.kind == "pool")
     if drop is None:
         return 0.0
     p = drop.args.get("p", 0.0)
@@ -260,7 +260,7 @@ class Downstream:
     normalized_everywhere: bool   # every path meets a norm before any weight layer (and some path does)
 
 
-def _downstream(graph: Graph, op: OpRecord, max_steps: int = 512) -> Downstream:
+def _downstream(graph: Graph, op: OpRecord) -> Downstream:
     """Follow the layer's output to the next weight layers, stopping at normalizations.
 
     A linear/conv that is itself directly followed by a norm counts as normalized (conv→conv→BN,
@@ -269,32 +269,29 @@ def _downstream(graph: Graph, op: OpRecord, max_steps: int = 512) -> Downstream:
     found = Downstream([], graph.is_model_output(op), False)
     norms = 0
 
-    def walk_past(nxt: OpRecord) -> bool:
-        nonlocal norms
+    def onward(o: OpRecord) -> bool:
+        return not normalizes(o) and not applies_weights(o)
+
+    for nxt in graph.walk(op, through=onward):
         found.reaches_output = found.reaches_output or graph.is_model_output(nxt)
         if normalizes(nxt):
             norms += 1
-            return False
-        if applies_weights(nxt):
+        elif applies_weights(nxt):
             if nxt.kind in ("linear", "conv") and _followed_by_norm(graph, nxt):
                 norms += 1
             else:
                 found.weights.append(nxt)
-            return False
-        return True
-
-    graph.first_downstream(op, match=lambda _: False, through=walk_past, max_steps=max_steps)
     found.normalized_everywhere = norms > 0 and not found.weights
     return found
 
 
 def _followed_by_norm(graph: Graph, op: OpRecord) -> bool:
-    nxt = graph.first_downstream(op, match=lambda o: not _transparent(o), through=_transparent, max_steps=16)
+    nxt = graph.first(op, lambda o: not _transparent(o), through=_transparent)
     return nxt is not None and normalizes(nxt)
 
 
 def _transparent(op: OpRecord) -> bool:
-    return op.kind in opnames.PASSTHROUGH or op.func in opnames.PASSTHROUGH or op.kind in ("dropout", "pool")
+    return is_passthrough(op) or op.kind in ("dropout", "pool")
 
 
 class _Chains:
@@ -313,11 +310,3 @@ class _Chains:
     def link(self, i: int, others: list[int]) -> None:
         for j in others:
             self.parent[self.root(j)] = self.root(i)
-
-
-def _residual_branch_ops(graph: Graph) -> set[int]:
-    """Indices of ops inside some residual branch f of x + f(x)."""
-    out: set[int] = set()
-    for add in graph.residual_adds:
-        out.update(o.index for o in graph.branch_ops(add))
-    return out

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from nnlint.fix.kinds.set_mode import SetMode, SetModeParams
 from nnlint.registry import Rule
+from nnlint.trace.vocab import is_norm_type
 
 # Modules whose forward depends on the training flag.
 MODE_DEPENDENT = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "FeatureAlphaDropout",
@@ -66,7 +67,7 @@ class MixedTrainEvalMode(Rule):
                            "setting requires_grad=False on its parameters")
                 fix = SetMode.make(name, "call model.train() after changing submodules", SetModeParams(training=True))
             else:
-                what = "normalizes with each batch's own statistics" if "Norm" in rec.type else "keeps dropping activations"
+                what = "normalizes with each batch's own statistics" if is_norm_type(rec.type) else "keeps dropping activations"
                 message = (f"{rec.type} is in training mode while the model is in eval mode: it {what}; "
                            "call model.eval() after changing submodules")
                 fix = SetMode.make(name, "call model.eval() on the whole model", SetModeParams(training=False))

@@ -23,8 +23,8 @@ CHANNEL_DROPOUT = {3: "Dropout1d", 4: "Dropout2d", 5: "Dropout3d"}
 def conv_source(graph: Graph, op: OpRecord) -> Optional[OpRecord]:
     """The convolution whose feature map reaches `op` through element-wise ops, norms, pooling and adds,
     without a layout-changing view or another weight layer in between."""
-    return graph.first_upstream(op, lambda o: o.kind == "conv",
-                                lambda o: o.func not in LAYOUT_CHANGING and o.kind not in NOT_CONV)
+    return graph.first(op, lambda o: o.kind == "conv", up=True,
+                       through=lambda o: o.func not in LAYOUT_CHANGING and o.kind not in NOT_CONV)
 
 
 class DropoutOnConvFeatures(Rule):

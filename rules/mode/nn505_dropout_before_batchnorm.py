@@ -12,12 +12,12 @@ from nnlint.trace.records import OpRecord
 # What a dropped signal passes through unchanged in kind on its way to the BatchNorm: views, a
 # ReLU (relu(dropout(x)) == dropout(relu(x))), pooling, another dropout, and a channel concatenation
 # (DenseNet: the dropped new features go straight into the next layer's BatchNorm).
-CARRIES_DROPOUT = opnames.PASSTHROUGH | opnames.RELU_FAMILY | {"pool", "dropout", "cat", "opaque_passthrough"}
+CARRIES_DROPOUT = opnames.PASSTHROUGH | opnames.RELU_FAMILY | {"pool", "dropout", "cat"}
 
 
 def batchnorm_fed_by(graph: Graph, op: OpRecord) -> Optional[OpRecord]:
     """The first BatchNorm call that `op`'s output reaches without passing a weight layer or an add."""
-    return graph.first_downstream(op, lambda o: o.kind == "batch_norm", lambda o: o.kind in CARRIES_DROPOUT)
+    return graph.first(op, lambda o: o.kind == "batch_norm", through=lambda o: o.kind in CARRIES_DROPOUT)
 
 
 def input_summary(graph: Graph, op: OpRecord):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from nnlint.registry import Rule
+from nnlint.trace.vocab import is_norm_type
 from nnlint.rulekit import as_location
 
 # Adam-family optimizers whose weight_decay is an L2 term added to the gradient (then divided by the
@@ -115,7 +116,7 @@ class WeightDecaySetup(Rule):
                     continue
                 rec = trace.params[name]
                 module = trace.modules.get(rec.module)
-                if module is not None and "Norm" in module.type:
+                if module is not None and is_norm_type(module.type):
                     norm.append(name)
                 elif len(rec.shape) < 2:
                     (bias if rec.attr == "bias" else other).append(name)

@@ -10,7 +10,7 @@ import dataclasses
 from nnlint.diagnostics import Fix
 from nnlint.fix.specs import LayerInit
 from nnlint.initmath import correct_init, symmetric_std
-from nnlint.rulekit import fmt, nonlinearity_after, reinit_fix
+from nnlint.rulekit import fmt, reinit_fix
 from nnlint.trace.structure import ChainLink, Structure
 
 
@@ -63,7 +63,7 @@ def init_ratio(structure: Structure, link: ChainLink, shrinking: bool) -> Option
     p = structure.trace.params.get(link.op.weight)
     if p is None or p.fan_in <= 0 or p.fan_out <= 0 or not p.std > 0:
         return None
-    nonlin, slope = nonlinearity_after(structure.graph, link.op)
+    nonlin, slope = structure.graph.nonlinearity_after(link.op)
     forward = symmetric_std(p.fan_in, nonlin, slope)
     backward = symmetric_std(p.fan_out, nonlin, slope)
     return min(forward, backward) / p.std if shrinking else p.std / max(forward, backward)
@@ -116,7 +116,7 @@ def chain_fix(structure: Structure, drift: Drift, why: str) -> Fix:
     culprit_nonlin: tuple[str, Optional[float]] = ("linear", None)
     for link in drift.path:
         module = module_of(structure, link)
-        nonlin, slope = nonlinearity_after(graph, link.op)
+        nonlin, slope = graph.nonlinearity_after(link.op)
         p = trace.params.get(link.op.weight)
         chain.append(LayerInit(module, correct_init(nonlin, slope), p.attr if p is not None else "weight"))
         if link is drift.culprit:

@@ -9,7 +9,8 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from nnlint.rulekit import applies_weights, fmt
+from nnlint.rulekit import fmt
+from nnlint.trace.vocab import applies_weights, is_weight_layer
 from nnlint.trace.graph import Graph
 from nnlint.trace.records import OpRecord, Trace
 
@@ -44,7 +45,7 @@ def weight_layers(trace: Trace) -> list["LayerGradient"]:
     out: list[LayerGradient] = []
     seen: set[str] = set()
     for op in trace.ops_in("train"):
-        if op.weight is None or op.kind not in ("linear", "conv", "matmul") or op.weight in seen:
+        if not is_weight_layer(op) or op.weight in seen:
             continue
         seen.add(op.weight)
         p = trace.params.get(op.weight)
@@ -127,7 +128,7 @@ def earliest_vs_last(trace: Trace) -> Optional[GradientRatio]:
 
 def _feeds_weight_layer(graph: Graph, op: OpRecord) -> bool:
     """Does anything downstream of this layer use a weight (through activations, norms, adds, gates)?"""
-    return graph.first_downstream(op, match=applies_weights, through=lambda _: True, max_steps=4096) is not None
+    return graph.first(op, applies_weights) is not None
 
 
 def surrogate_note(trace: Trace) -> str:

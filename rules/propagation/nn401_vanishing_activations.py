@@ -78,7 +78,7 @@ class VanishingActivations(Rule):
     fixable = "safe"
 
     def check(self, trace):
-        structure = Structure(trace)
+        structure = Structure.of(trace)
         max_shrink, min_layer = self.opts["max_shrink"], self.opts["min_layer_ratio"]
 
         def bad(link):

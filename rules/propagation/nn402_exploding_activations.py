@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from nnlint.registry import Rule
-from nnlint.rulekit import describe_op, fmt, location_for, nonlinearity_after, reinit_fix
-from nnlint.trace.structure import Structure, is_weight_layer
+from nnlint.rulekit import describe_op, fmt, location_for, reinit_fix
+from nnlint.trace.structure import Structure
+from nnlint.trace.vocab import is_weight_layer
 
 from nnlint.rules.propagation._chains import (chain_fix, describe_path, drifting_chains, fix_call, module_of,
                                               residual_note, start_text)
@@ -71,14 +72,14 @@ class ExplodingActivations(Rule):
     fixable = "safe"
 
     def check(self, trace):
-        structure = Structure(trace)
+        structure = Structure.of(trace)
         max_growth = self.opts["max_growth"]
         graph = structure.graph
 
         def bad(link):
             # Into tanh/sigmoid a too-large layer saturates (NN202) instead of exploding: the
             # activations the next layer sees stay bounded.
-            return link.factor > max_growth and nonlinearity_after(graph, link.op)[0] not in BOUNDED
+            return link.factor > max_growth and graph.nonlinearity_after(link.op)[0] not in BOUNDED
 
         for drift in drifting_chains(structure, bad, shrinking=False):
             worst = drift.worst
@@ -122,7 +123,7 @@ class ExplodingActivations(Rule):
             fix = None
             if feeding is not None and feeding.weight is not None:
                 p = trace.params.get(feeding.weight)
-                nonlin, slope = nonlinearity_after(graph, feeding)
+                nonlin, slope = graph.nonlinearity_after(feeding)
                 fix = reinit_fix(trace, p.module if p is not None else feeding.module, nonlin, slope,
                                  why="the activations it feeds overflow")
             yield self.diagnostic(

@@ -91,7 +91,7 @@ class ResidualVarianceGrowth(Rule):
     fixable = "safe"
 
     def check(self, trace):
-        structure = Structure(trace)
+        structure = Structure.of(trace)
         reported = {s.block.add.index for s in structure.stream if self._unnormalized(structure, s)}
         # An un-normalized projection shortcut P(x) + f(x) does not reset the stream: the run, and its
         # growth, go on through it. It is not reported itself (x + f(x) is the form that doubles).

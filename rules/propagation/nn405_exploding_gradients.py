@@ -120,7 +120,7 @@ def _singular_op_after(trace, param: str):
     if use is None:
         return None
     for kinds in (SINGULAR_AT_ZERO[:2], SINGULAR_AT_ZERO):
-        found = graph.first_downstream(use, match=lambda o: o.kind in kinds, through=lambda _: True, max_steps=2048)
+        found = graph.first(use, lambda o: o.kind in kinds)
         if found is not None and found.location is not None:
             return found
     return None

@@ -191,11 +191,11 @@ def _dead_cause(graph: Graph, uses: list[OpRecord]) -> str:
     downstream (no gradient comes back through it) or feeding them (a weight's gradient is
     dL/dy times its input, and the input is all zeros)."""
     for use in uses:
-        dead = graph.first_downstream(use, is_all_off_relu, through=lambda _: True, max_steps=4096)
+        dead = graph.first(use, is_all_off_relu)
         if dead is not None:
             return f"every unit of {_op_name(dead)} is inactive on this batch, so no gradient passes it back (see NN203)"
     for use in uses:
-        dead = graph.first_upstream(use, is_all_off_relu, through=lambda _: True, max_steps=4096)
+        dead = graph.first(use, is_all_off_relu, up=True)
         if dead is not None:
             return f"the layer's input is all zeros, as every unit of {_op_name(dead)} is inactive on this batch (see NN203)"
     return "the gradient that reaches them is zero everywhere (a dead path: an inactive ReLU, a multiplication by zero, a constant output)"
