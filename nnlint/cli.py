@@ -219,11 +219,18 @@ def use_color(stream) -> bool:
 
 
 @main.command("rules")
-def rules_command() -> None:
+@click.option("--format", "output_format", type=click.Choice(["text", "markdown"]), default="text", show_default=True,
+              help="text: a table; markdown: the whole catalog with every rule's documentation (docs/rules.md).")
+def rules_command(output_format: str) -> None:
     """List every rule: code, name, default severity, fix availability, summary."""
     from nnlint.output.text import table, terminal_width
     from nnlint.registry import all_rules
 
+    if output_format == "markdown":
+        from nnlint.output.catalog import render
+
+        click.echo(render(), nl=False)
+        return
     catalog = all_rules()
     if not catalog:
         click.echo("no rules are installed")

@@ -12,7 +12,7 @@ Two one-shot hooks:
   removes itself. The check leaves the model, its buffers, its grads and the RNG exactly as it found
   them, so the real step that follows computes what it would have without the guard.
 - an optimizer step pre-hook sees the first real gradients, those of the real loss, before the update,
-  and runs the gradient rules (NN404-NN406) on them; then it removes itself.
+  and runs the gradient rules (those that read "gradients") on them; then it removes itself.
 Error-severity findings raise `UnhealthyModelError` (its text is the report) before any update is made;
 warnings are issued as `NNLintWarning`. With `on_error="warn"`, errors are warnings too.
 
@@ -32,7 +32,6 @@ from nnlint.config import Config, load_config
 from nnlint.errors import NNLintError
 from nnlint.report import Report
 
-GRADIENT_RULES = ("NN404", "NN405", "NN406")
 ON_ERROR = ("raise", "warn")
 
 
@@ -182,12 +181,11 @@ class Guard:
         return gradients
 
     def _gradient_codes(self) -> list[str]:
-        from nnlint.registry import all_rules, matches
+        from nnlint.registry import matches, rules_reading
 
         select = self.select if self.select is not None else self.config.select   # as nnlint.check reads them
         ignore = self.ignore + self.config.ignore
-        return [c for c in GRADIENT_RULES if c in all_rules()
-                and (not select or matches(c, select)) and not matches(c, ignore)]
+        return [c for c in rules_reading("gradients") if (not select or matches(c, select)) and not matches(c, ignore)]
 
     def _could_not_check(self, why: str) -> None:
         if is_reporting_rank():

@@ -8,9 +8,44 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
-from typing import Any, ClassVar, Iterable, Iterator, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Optional
 
 from nnlint.diagnostics import Diagnostic, Fix, Location
+
+# What a rule may read of a trace, besides the model's structure: the training forward's ops and
+# statistics, the gradients of the backward, the eval-mode pass, the batch's inputs, the loss and
+# targets, the optimizer, the train transform. The guard re-runs the rules that read "gradients" on a
+# real step's gradients; the other parts say what a rule needs of the check.
+TRACE_PARTS = frozenset({"forward", "gradients", "eval", "inputs", "loss", "optimizer", "transform", "modules"})
+# What an unnamed finding (module "") is about: reports label it "input" or "model".
+SUBJECTS = ("module", "input", "model")
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A plot a rule contributes to the HTML report: the series of nnlint.output.depth it draws (through
+    depth: "activations", "dead", "saturated", "gradients", "residual"; per input channel: "input_mean",
+    "input_std"), its words, and which of the rule's options are reference lines on it.
+
+    `references` pairs an option with its label ("warning_fraction", "warning" draws `warning > 0.2`);
+    `nested` counts findings on modules inside or around a point (a block's branch layer); `flag(options,
+    mean, std)` says which input channels a finding of the rule is about.
+    """
+
+    series: str
+    title: str
+    caption: str
+    x_label: str = ""
+    y_label: str = ""
+    empty: str = ""
+    log_y: bool = False
+    y_range: Optional[tuple[float, float]] = None
+    references: tuple[tuple[str, str], ...] = ()
+    nested: bool = False
+    primary: str = ""
+    secondary: str = ""
+    flag: Optional[Callable[[dict, float, float], bool]] = None
 
 
 class Rule:
@@ -18,6 +53,8 @@ class Rule:
 
     The subclass docstring is the rule's documentation (ruff's shape: What it does / Why is this bad? /
     Example / Use instead / Options / Fix safety / References); `nnlint rule CODE` prints it.
+    `reads` names the parts of the trace it reads (TRACE_PARTS), `about` what its unnamed findings are
+    about, `chart` the plot it adds to the HTML report.
     """
 
     code: ClassVar[str]
@@ -26,6 +63,9 @@ class Rule:
     summary: ClassVar[str]                       # one line for `nnlint rules`
     options: ClassVar[dict[str, Any]] = {}       # documented thresholds and their defaults
     fixable: ClassVar[str] = "none"              # "safe" | "unsafe" | "none"
+    reads: ClassVar[frozenset[str]] = frozenset({"forward"})
+    about: ClassVar[str] = "module"
+    chart: ClassVar[Optional[Chart]] = None
 
     def __init__(self, options: Optional[dict[str, Any]] = None, severity: Optional[str] = None):
         merged = dict(self.options)
@@ -80,9 +120,39 @@ def all_rules() -> dict[str, type[Rule]]:
                 if issubclass(obj, Rule) and obj is not Rule and obj.__module__ == module.__name__:
                     if obj.code in found:
                         raise RuntimeError(f"rule code {obj.code} is defined twice")
+                    _validate(obj)
                     found[obj.code] = obj
         _catalog = dict(sorted(found.items()))
     return _catalog
+
+
+def _validate(cls: type[Rule]) -> None:
+    """A rule that describes itself wrongly is a bug to hear about at once, not in a report."""
+    unknown = set(cls.reads) - TRACE_PARTS
+    if unknown:
+        raise RuntimeError(f"{cls.code} reads unknown trace parts {sorted(unknown)}; known: {sorted(TRACE_PARTS)}")
+    if cls.about not in SUBJECTS:
+        raise RuntimeError(f"{cls.code}: about must be one of {SUBJECTS}, not {cls.about!r}")
+    if cls.fixable not in ("safe", "unsafe", "none"):
+        raise RuntimeError(f"{cls.code}: fixable must be safe, unsafe or none, not {cls.fixable!r}")
+    for option, _ in cls.chart.references if cls.chart is not None else ():
+        if option not in cls.options:
+            raise RuntimeError(f"{cls.code}'s chart draws option {option!r}, which the rule does not have")
+
+
+def rule_of(code: str) -> Optional[type[Rule]]:
+    """The rule class of a code, or None (a diagnostic built by hand, a rule no longer installed)."""
+    return all_rules().get(code)
+
+
+def rules_reading(part: str) -> list[str]:
+    """The codes of the rules that read this part of the trace ("gradients", "eval" ...)."""
+    return [code for code, cls in all_rules().items() if part in cls.reads]
+
+
+def charts() -> list[tuple[type[Rule], Chart]]:
+    """Every rule's chart, in code order."""
+    return [(cls, cls.chart) for cls in all_rules().values() if cls.chart is not None]
 
 
 def matches(code: str, patterns: Iterable[str]) -> bool:

@@ -234,13 +234,14 @@ def test_with_real_gradients_measures_the_gradients_the_model_holds():
 
 
 def test_gradient_rules_run_on_the_real_gradients_of_the_first_step(monkeypatch):
-    """The step pre-hook hands the real gradients to the gradient rules (here a stand-in for NN405,
-    so that this holds whatever the catalog has), and stops before the update."""
+    """The step pre-hook hands the real gradients to the rules that read gradients (here a stand-in for
+    NN405, so that this holds whatever the catalog has), and stops before the update."""
     from nnlint import registry
     from nnlint.registry import Rule
 
     class NonFiniteGradients(Rule):
         code, name, severity, summary = "NN405", "exploding-gradients", "error", "test stand-in"
+        reads = frozenset({"gradients"})   # what makes the guard run it on the real gradients
 
         def check(self, trace):
             for p in trace.params.values():

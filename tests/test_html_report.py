@@ -23,9 +23,10 @@ nn = torch.nn
 
 import nnlint  # noqa: E402
 from nnlint.diagnostics import Diagnostic, Fix, Location  # noqa: E402
-from nnlint.output import html  # noqa: E402
+from nnlint.output import html, html_charts  # noqa: E402
 from nnlint.output.depth import depth_profile  # noqa: E402
 from nnlint.output.markdown import markdown_to_html  # noqa: E402
+from nnlint.registry import all_rules  # noqa: E402
 from nnlint.report import Report  # noqa: E402
 
 
@@ -166,7 +167,7 @@ def test_rule_sections_render_the_documentation(report, page):
 
 def test_every_layer_appears_in_the_plots_with_its_module_name_on_hover(report, page):
     titles = parsed(page).titles
-    profile = depth_profile(report.trace)
+    profile = depth_profile(report.trace, active_below=all_rules()["NN203"].options["active_below"])
     assert len(profile.activations) == 4 + 2 + 4 * 2     # mlp: 4 linears; res: stem, head, 2 per block
     assert len(profile.dead) == 1 + 4
     assert len(profile.saturated) == 2
@@ -189,7 +190,7 @@ def test_layers_with_a_finding_are_drawn_in_their_severity_color(report, page):
 
 
 def test_residual_stream_variance_is_plotted_from_the_adds(report):
-    profile = depth_profile(report.trace)
+    profile = depth_profile(report.trace, active_below=all_rules()["NN203"].options["active_below"])
     variances = [v.value for v in profile.residual]
     assert [v.site for v in profile.residual] == [f"res.blocks.{i}" for i in range(4)]
     assert all(b > a for a, b in zip(variances, variances[1:]))    # no norm: the stream keeps growing
@@ -211,11 +212,11 @@ def test_normalization_code_for_images_signals_and_many_features():
         return InputRecord("batch", 0, TensorSummary(shape, "float32", 0.14, 0.3), True, channel_dim=1,
                            channel_mean=[0.5] * n, channel_std=[0.25] * n)
 
-    image = html.normalization_code(rec((8, 3, 32, 32), 3), [0.49, 0.48, 0.45], [0.25, 0.24, 0.26])
+    image = html_charts.normalization_code(rec((8, 3, 32, 32), 3), [0.49, 0.48, 0.45], [0.25, 0.24, 0.26])
     assert image == "transforms.Normalize(\n    mean=[0.49, 0.48, 0.45],\n    std=[0.25, 0.24, 0.26],\n)"
-    signal = html.normalization_code(rec((8, 2, 100), 2), [1.0, 2.0], [0.5, 0.5])
+    signal = html_charts.normalization_code(rec((8, 2, 100), 2), [1.0, 2.0], [0.5, 0.5])
     assert "mean = torch.tensor([1, 2]).view(-1, 1)" in signal and "x = (x - mean) / std" in signal
-    flat = html.normalization_code(rec((64, 784), 784), [0.1] * 783 + [0.2], [0.3] * 784)
+    flat = html_charts.normalization_code(rec((64, 784), 784), [0.1] * 783 + [0.2], [0.3] * 784)
     assert "x = (x - 0.14) / 0.3" in flat and "784 features" in flat and flat.count("\n") == 2
 
 

@@ -1,7 +1,7 @@
 """NN401 vanishing-activations, NN402 exploding-activations, NN403 residual-variance-growth, and the
 residual / main-path structure they read (nnlint/trace/structure.py).
 
-Each fault has a small faithful model and a healthy twin; the healthy architectures of RULES.md's
+Each fault has a small faithful model and a healthy twin; the healthy architectures of the rules' calibration (their docstrings')
 calibration (BN/zero-init ResNets, Kaiming VGG, pre-LN GPT, post-LN BERT, ConvNeXt with layer scale,
 Llama with a hand-written RMSNorm, DenseNet, LSTM/GRU) must stay quiet.
 """

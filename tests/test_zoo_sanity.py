@@ -77,7 +77,7 @@ def _tensors(batch) -> list[torch.Tensor]:
     return list(batch) if isinstance(batch, (tuple, list)) else [batch]
 
 
-# ----- residual streams (RULES.md, Calibration) ----------------------------------------------------
+# ----- residual streams (NN403's calibration) ----------------------------------------------------
 
 def _stage_factors(case) -> dict[str, float]:
     """Per identity block: Var(out) / Var(in)."""
@@ -115,9 +115,9 @@ def test_no_norm_resnet_blocks_that_must_fire_nn403_measure_as_such(factory):
 def test_no_norm_resnet50_stream_grows_geometrically():
     case = resnet.resnet50_no_norm()
     factors = list(_stage_factors(case).values())
-    assert math.prod(factors) ** (1 / len(factors)) > 1.5, factors           # RULES.md: about 2x per block
+    assert math.prod(factors) ** (1 / len(factors)) > 1.5, factors           # NN403's evidence: about 2x per block
     bv = block_variances(case.model, case.batch, resnet.blocks(case.model))
-    assert bv[-1][1] / bv[0][0] > 100                                        # RULES.md: 30,000x at full size
+    assert bv[-1][1] / bv[0][0] > 100                                        # NN403's evidence: 30,000x at full size
 
 
 @pytest.mark.parametrize("factory, kind", [(transformer.gpt2, transformer.GPT2Block),
@@ -162,7 +162,7 @@ def test_inverted_residuals_double_the_stream_through_a_batchnorm_branch(factory
 
 def test_vgg_kaiming_fan_out_keeps_the_signal_and_small_init_collapses_it():
     healthy = [s for _, s in weight_layer_stds(*_model_batch(vgg.vgg11()))]
-    assert all(0.1 < s < 1.0 for s in healthy), healthy                    # RULES.md: 0.2-0.43 at full size
+    assert all(0.1 < s < 1.0 for s in healthy), healthy                    # NN401's evidence: 0.2-0.43 at full size
     collapsed = [s for _, s in weight_layer_stds(*_model_batch(vgg.vgg11_small_init()))]
     steps = [b / a for a, b in zip(collapsed, collapsed[1:])]
     assert collapsed[-1] / collapsed[0] < 1e-6 and max(steps[:7]) < 0.2, collapsed

@@ -46,7 +46,7 @@ class Setup:
 
 @dataclass(frozen=True)
 class Expect:
-    """What nnlint should report. `code` "" : RULES.md has no code for this bug yet (the row says
+    """What nnlint should report. `code` "" : the catalog (docs/rules.md) has no code for this bug yet (the row says
     so). `module`: the qualified module name the finding must name (a finding on a module inside it
     counts: `features` is matched by `features.0`; "" is the input or the whole model and matches
     only itself), a tuple of acceptable names, or None when the finding is about the whole setup

@@ -55,7 +55,7 @@ CASES = [
          options=CLASSIFY),
     Case("tiny_batch_batchnorm", "data", f"{TA} demo_general/demo_lightning (TA304)", tiny_batch_batchnorm,
          Expect("", None), twin="batchnorm_mlp", options=CLASSIFY,
-         note="no code in RULES.md: BatchNorm statistics from under 8 samples per batch"),
+         note="no code in the catalog yet: BatchNorm statistics from under 8 samples per batch"),
     Case("channels_last_input", "data", f"{TA} demo_cv (TA303)", channels_last_input, twin="small_convnet",
          options=CLASSIFY, out_of_scope=CRASHES),
     Case("negative_token_ids", "data", f"{TA} demo_nlp/demo_hf (TA305)", negative_token_ids, twin="tiny_lm",

@@ -183,7 +183,7 @@ CASES = [
     Case("noisy_log_variance", "gradients", f"{TT2} #11: healthy twin", noisy_log_variance, options=CLASSIFY),
     Case("wrong_custom_backward", "gradients", f"{TT2} #12 (gradcheck)", wrong_custom_backward,
          twin="square_native", options=CLASSIFY,
-         out_of_scope="no rule in RULES.md: a wrong autograd.Function.backward needs gradcheck on a float64 copy"),
+         out_of_scope="no rule in the catalog: a wrong autograd.Function.backward needs gradcheck on a float64 copy"),
     Case("square_native", "gradients", f"{TT2} #12: healthy twin", square_native, options=CLASSIFY),
     Case("dropout_p1", "gradients", f"{NNC} tests (non-zero gradients)", dropout_p1, Expect("NN406", "0"),
          twin="nnc_linear", options=CLASSIFY),

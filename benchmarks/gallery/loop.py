@@ -128,7 +128,7 @@ CASES = [
          loop=True, options=CLASSIFY),
     Case("missing_backward", "loop", f"{ISSUE} item 4; torch-audit TA104", missing_backward, Expect("", None),
          twin="loop_healthy", loop=True, options=CLASSIFY,
-         note="no code in RULES.md: step() with no backward since the last step"),
+         note="no code in the catalog yet: step() with no backward since the last step"),
     Case("loop_in_eval_mode", "loop", ISSUE, loop_in_eval_mode, Expect("NN808", None), twin="loop_dropout_train",
          loop=True, options=CLASSIFY),
     Case("loop_dropout_train", "loop", f"{ISSUE}: healthy twin", loop_dropout_train, loop=True, options=CLASSIFY),

@@ -32,8 +32,14 @@ def emitter(name: str) -> Callable[..., str]:
 
 
 def module_label(diagnostic) -> str:
-    """The module column of a finding: its qualified name, or what an unnamed one is about (the model's
-    input, for the data rules, or the model as a whole)."""
+    """The module column of a finding: its qualified name, or what an unnamed one is about, as its rule
+    says (`about`): the model's input, or the model as a whole. A finding whose evidence names an input
+    is about the input, whatever rule made it."""
     if diagnostic.module:
         return diagnostic.module
-    return "input" if "input" in diagnostic.evidence or diagnostic.code.startswith("NN3") else "model"
+    if "input" in diagnostic.evidence:
+        return "input"
+    from nnlint.registry import rule_of
+
+    rule = rule_of(diagnostic.code)
+    return "input" if rule is not None and rule.about == "input" else "model"

@@ -16,10 +16,6 @@ from nnlint.trace import ops as opnames
 from nnlint.trace import vocab
 from nnlint.trace.structure import Structure
 
-# NN203's default: a unit active on fewer than this fraction of positions is dead.
-DEAD_ACTIVE_BELOW = 0.01
-
-
 @dataclass
 class LayerValue:
     position: int                 # 1-based place among the plotted layers, in execution order
@@ -42,7 +38,9 @@ class DepthProfile:
     backward_ran: bool = False
 
 
-def depth_profile(trace, active_below: float = DEAD_ACTIVE_BELOW) -> DepthProfile:
+def depth_profile(trace, active_below: Optional[float] = None) -> DepthProfile:
+    """The series through depth. Dead units are counted only with `active_below` (the dead-unit rule's
+    threshold, which the caller takes from the rule that draws the chart)."""
     ops = [o for o in trace.ops if o.phase == "train"]
     profile = DepthProfile(backward_ran=bool(getattr(trace, "backward_ran", False)))
     weight_layers = [o for o in ops if vocab.applies_weights(o) and o.kind not in vocab.FUSED]
@@ -56,7 +54,7 @@ def depth_profile(trace, active_below: float = DEAD_ACTIVE_BELOW) -> DepthProfil
                                           secondary=out.mean))
     for op in ops:
         active = op.stats.get("unit_active")
-        if op.kind in opnames.RELU_FAMILY and active:
+        if op.kind in opnames.RELU_FAMILY and active and active_below is not None:
             dead = sum(1 for a in active if a < active_below)
             profile.dead.append(_value(trace, profile.dead, op, dead / len(active),
                                        f"{dead}/{len(active)} units dead ({100 * dead / len(active):.0f}%)"))

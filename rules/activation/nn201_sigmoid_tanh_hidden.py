@@ -45,6 +45,7 @@ class SigmoidTanhHidden(Rule):
     name = "sigmoid-tanh-hidden"
     severity = "info"
     summary = "sigmoid/tanh used as a hidden-layer nonlinearity (not a gate or output)"
+    reads = frozenset({"forward"})
     fixable = "unsafe"
 
     def check(self, trace):

@@ -4,13 +4,19 @@ import dataclasses
 import math
 
 from nnlint.initmath import InitSpec, expected_std
-from nnlint.registry import Rule
+from nnlint.registry import Chart, Rule
 from nnlint.rulekit import describe_op, fmt, location_for, pct, reinit_fix
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
 
 FLAT_REGION = opnames.FLAT_REGION
 
+
+SATURATION_CHART = Chart(
+    "saturated", "Saturated sigmoid/tanh",
+    "Fraction of pre-activations in the flat region, where the derivative is under 5% of its peak.",
+    x_label="sigmoid/tanh call, execution order", y_label="saturated fraction", empty="no sigmoid or tanh ran",
+    y_range=(0.0, 1.0), references=(("warning_fraction", "warning"), ("error_fraction", "error")))
 
 class SaturatedActivation(Rule):
     """## What it does
@@ -55,6 +61,8 @@ class SaturatedActivation(Rule):
     name = "saturated-activation"
     severity = "warning"
     summary = "sigmoid/tanh pre-activations sit in the flat region; gradients vanish"
+    reads = frozenset({"forward"})
+    chart = SATURATION_CHART
     options = {"warning_fraction": 0.2, "error_fraction": 0.5}
     fixable = "safe"
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from nnlint.registry import Rule
+from nnlint.registry import Chart, Rule
 from nnlint.rulekit import describe_op, location_for, pct, reinit_fix
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
@@ -8,6 +8,12 @@ from nnlint.trace.graph import Graph
 
 DEAD_BIAS = 0.01   # the bias the fix gives the layer feeding dead units: each unit starts active on about half
 
+
+DEAD_UNITS_CHART = Chart(
+    "dead", "Dead units after each ReLU",
+    "Fraction of units active on under 1% of the batch's positions.",
+    x_label="ReLU-family call, execution order", y_label="dead fraction", empty="no ReLU-family activation ran",
+    y_range=(0.0, 1.0), references=(("warning_fraction", "warning"), ("error_fraction", "error")))
 
 class DeadRelu(Rule):
     """## What it does
@@ -54,6 +60,8 @@ class DeadRelu(Rule):
     name = "dead-relu"
     severity = "warning"
     summary = "most units of a ReLU-family layer never activate on the batch"
+    reads = frozenset({"forward"})
+    chart = DEAD_UNITS_CHART
     options = {"warning_fraction": 0.2, "error_fraction": 0.5, "active_below": 0.01, "min_positions": 16}
     fixable = "safe"
 

@@ -1,8 +1,15 @@
 from __future__ import annotations
 
-from nnlint.registry import Rule
+from nnlint.registry import Chart, Rule
 from nnlint.rulekit import fmt, input_location, input_normalized_by_model, normalize_call, normalize_input_fix
 
+
+def _off_center(options: dict, mean: float, std: float) -> bool:
+    return abs(mean) > options["mean_to_std"] * std
+
+
+MEAN_CHART = Chart("input_mean", "Mean per {unit}, with ± one std", "", x_label="{unit}", y_label="mean ± std",
+                   flag=_off_center)
 
 class UncenteredInput(Rule):
     """## What it does
@@ -41,6 +48,9 @@ class UncenteredInput(Rule):
     name = "uncentered-input"
     severity = "warning"
     summary = "model inputs are not zero-centered (per-channel |mean| > 0.5 std)"
+    reads = frozenset({"inputs", "forward"})
+    about = "input"
+    chart = MEAN_CHART
     options = {"mean_to_std": 0.5, "channel_fraction": 0.5}
     fixable = "unsafe"
 

@@ -2,9 +2,15 @@ from __future__ import annotations
 
 import statistics
 
-from nnlint.registry import Rule
+from nnlint.registry import Chart, Rule
 from nnlint.rulekit import fmt, input_location, input_normalized_by_model, normalize_call, normalize_input_fix
 
+
+def _off_scale(options: dict, mean: float, std: float) -> bool:
+    return not options["min_std"] <= std <= options["max_std"]
+
+
+STD_CHART = Chart("input_std", "Std per {unit}", "", x_label="{unit}", y_label="std", flag=_off_scale)
 
 class UnscaledInput(Rule):
     """## What it does
@@ -43,6 +49,9 @@ class UnscaledInput(Rule):
     name = "unscaled-input"
     severity = "warning"
     summary = "model inputs are not scaled (channel std outside [0.2, 5], or feature scales differ 100x)"
+    reads = frozenset({"inputs", "forward"})
+    about = "input"
+    chart = STD_CHART
     options = {"min_std": 0.2, "max_std": 5.0, "max_scale_ratio": 100.0}
     fixable = "unsafe"
 

@@ -77,6 +77,8 @@ class CorrelatedInput(Rule):
     name = "correlated-input"
     severity = "info"
     summary = "features of a 2-D input are strongly correlated (mean |correlation| > 0.5)"
+    reads = frozenset({"inputs", "forward"})
+    about = "input"
     options = {"max_mean_abs_correlation": 0.5, "min_samples": 32}
     fixable = "unsafe"
 

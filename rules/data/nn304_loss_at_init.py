@@ -67,6 +67,7 @@ class LossAtInit(Rule):
     name = "loss-at-init"
     severity = "warning"
     summary = "the classification loss at init is far from log(num_classes): an over-confident output layer"
+    reads = frozenset({"loss", "forward"})
     options = {"max_ratio": 1.5}
     fixable = "safe"
 

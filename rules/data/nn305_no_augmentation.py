@@ -77,6 +77,8 @@ class NoAugmentation(Rule):
     name = "no-augmentation"
     severity = "info"
     summary = "the training image transform has no random augmentation"
+    reads = frozenset({"transform"})
+    about = "input"
 
     def check(self, trace):
         transform = trace.train_transform

@@ -46,6 +46,7 @@ class ZeroWeights(Rule):
     name = "zero-weights"
     severity = "error"
     summary = "a hidden layer's trainable weight is entirely zero: its units start identical, and dead before a ReLU"
+    reads = frozenset({"forward"})
     fixable = "safe"
 
     def check(self, trace):

@@ -36,6 +36,7 @@ class SymmetricWeights(Rule):
     name = "symmetric-weights"
     severity = "error"
     summary = "every output unit of a layer has identical weights: symmetry is never broken"
+    reads = frozenset({"forward"})
     fixable = "safe"
 
     def check(self, trace):

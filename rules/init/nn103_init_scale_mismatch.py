@@ -54,13 +54,13 @@ class InitScaleMismatch(Rule):
       own init: torchvision MobileNetV3-small's `classifier.0` (`Linear(576, 1024)`, std 0.01 before
       Hardswish) 4.4x, Hugging Face BERT's pooler (std 0.02 before tanh) 3x at d=768 and 7.4x in
       bert-tiny (d=128); the smallest faulty case, a default-init MLP with two hidden ReLU layers,
-      compounds 2.45x * 2.45x = 6x (RULES.md: deep default-init ReLU MLPs and AlexNet are true
+      compounds 2.45x * 2.45x = 6x (deep default-init ReLU MLPs and AlexNet are true
       positives).
 
     Dropout in front of a layer multiplies its input's second moment by 1/(1-p) in training mode, so
     the critical std is `sqrt(1-p)` times the usual one (Pretorius et al. 2018): with that correction
     torchvision VGG's `classifier.3` (`Linear(4096, 4096)`, std 0.01 after `Dropout(0.5)`) is 1.6x off
-    and stays quiet, as RULES.md's calibration (VGG healthy) requires.
+    and stays quiet, as it must: VGG at its own init is healthy (NN401's evidence).
 
     ## Example
     ```python
@@ -96,6 +96,7 @@ class InitScaleMismatch(Rule):
     name = "init-scale-mismatch"
     severity = "warning"
     summary = "a layer's weight std is more than 2x off the gain-correct std, and the signal shows it"
+    reads = frozenset({"forward"})
     options = {"max_ratio": 2.0, "min_gain_drift": 2.0, "min_compound_shrink": 5.0}
     fixable = "safe"
 

@@ -32,6 +32,7 @@ class IncompleteTrace(Rule):
     name = "incomplete-trace"
     severity = "info"
     summary = "part of the model ran where the tracer could not see (TorchScript, compiled, C++)"
+    reads = frozenset({"forward"})
 
     def check(self, trace):
         for region in trace.incomplete:

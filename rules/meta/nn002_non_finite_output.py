@@ -36,6 +36,7 @@ class NonFiniteOutput(Rule):
     name = "non-finite-output"
     severity = "error"
     summary = "the forward pass produced NaN/Inf; names the first op that did"
+    reads = frozenset({"forward", "inputs"})
 
     def check(self, trace):
         bad_inputs = [i for i in trace.inputs if i.is_float and i.summary.nonfinite]

@@ -40,6 +40,7 @@ class DropoutActiveInEval(Rule):
     name = "dropout-active-in-eval"
     severity = "error"
     summary = "a stochastic op (dropout, rand) still runs in eval mode"
+    reads = frozenset({"eval"})
     fixable = "safe"
 
     def check(self, trace):

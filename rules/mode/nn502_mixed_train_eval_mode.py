@@ -47,6 +47,7 @@ class MixedTrainEvalMode(Rule):
     name = "mixed-train-eval-mode"
     severity = "error"
     summary = "model in eval mode with submodules in training mode (or the reverse)"
+    reads = frozenset({"modules"})
     fixable = "safe"
 
     def check(self, trace):

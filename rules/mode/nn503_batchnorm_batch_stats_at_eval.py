@@ -43,6 +43,7 @@ class BatchNormBatchStatsAtEval(Rule):
     name = "batchnorm-batch-stats-at-eval"
     severity = "warning"
     summary = "BatchNorm built with track_running_stats=False uses batch statistics in eval mode"
+    reads = frozenset({"modules"})
     fixable = "safe"
 
     def check(self, trace):

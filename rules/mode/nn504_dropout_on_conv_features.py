@@ -71,6 +71,7 @@ class DropoutOnConvFeatures(Rule):
     name = "dropout-on-conv-features"
     severity = "info"
     summary = "element-wise dropout on convolutional feature maps (use Dropout2d)"
+    reads = frozenset({"forward"})
     fixable = "unsafe"
 
     def check(self, trace):

@@ -77,6 +77,7 @@ class DropoutBeforeBatchNorm(Rule):
     name = "dropout-before-batchnorm"
     severity = "info"
     summary = "dropout feeds a BatchNorm layer (variance shift between train and eval)"
+    reads = frozenset({"forward"})
     fixable = "unsafe"
 
     def check(self, trace):

@@ -79,6 +79,8 @@ class WeightDecaySetup(Rule):
     name = "weight-decay-setup"
     severity = "info"
     summary = "optimizer weight decay: none at all, on norm/bias parameters, or Adam's coupled L2"
+    reads = frozenset({"optimizer"})
+    about = "model"
 
     def check(self, trace):
         opt = trace.optimizer

@@ -1,12 +1,19 @@
 from __future__ import annotations
 
-from nnlint.registry import Rule
+from nnlint.registry import Chart, Rule
 from nnlint.rulekit import fmt
 from nnlint.trace.structure import Structure
 
 from nnlint.rules.propagation._chains import (chain_fix, describe_path, drifting_chains, fix_call, module_of,
                                               residual_note, start_text)
 
+
+ACTIVATIONS_CHART = Chart(
+    "activations", "Activations after each weight layer",
+    "Standard deviation (and |mean|, dashed) of every linear/conv output, log scale. A steady fall or rise "
+    "through depth is a vanishing or exploding signal.",
+    x_label="weight layer, execution order", y_label="activation (log)", empty="no linear or convolution layer ran",
+    log_y=True, primary="std", secondary="|mean|")
 
 class VanishingActivations(Rule):
     """## What it does
@@ -33,7 +40,7 @@ class VanishingActivations(Rule):
     `kaiming_uniform_(a=sqrt(5))` gives `std(W) = 1/sqrt(3 fan_in)`, 2.4x too small before a ReLU,
     so a deep default-init ReLU MLP shrinks about 2.4x per layer.
 
-    Threshold evidence (RULES.md calibration, std of each weight layer's output on a standardized
+    Threshold evidence (library models at their own init, std of each weight layer's output on a standardized
     batch): torchvision VGG-11 with its Kaiming fan_out init stays between 0.2 and 0.43 of the input's
     std through all 11 layers (at most 5x: quiet), while AlexNet at PyTorch's default init falls
     1.0, 0.57, 0.52, 0.32, 0.11, 0.047, 0.034, 0.022, 0.013 (77x) and a 4-hidden-layer default-init
@@ -74,6 +81,8 @@ class VanishingActivations(Rule):
     name = "vanishing-activations"
     severity = "warning"
     summary = "the main-path signal's std shrinks more than 10x over a chain of un-normalized layers"
+    reads = frozenset({"forward"})
+    chart = ACTIVATIONS_CHART
     options = {"max_shrink": 10.0, "min_layer_ratio": 1e-3}
     fixable = "safe"
 

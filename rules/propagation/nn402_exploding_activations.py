@@ -33,7 +33,7 @@ class ExplodingActivations(Rule):
     initialized too large blow the activations up geometrically: tanh and sigmoid saturate, the
     logits are over-confident, the gradients explode, and in float16 the values overflow to inf.
 
-    Threshold evidence (RULES.md calibration): torchvision VGG-11 with its Kaiming fan_out init keeps
+    Threshold evidence (library models at their own init): torchvision VGG-11 with its Kaiming fan_out init keeps
     every weight layer's output std within 0.2-0.43 of the input's; a healthy chain changes the std by
     a small constant factor, while one with weights 2x too large grows 2^depth (8 layers: 256x). 10x
     leaves a healthy chain's constant factor well inside.
@@ -68,6 +68,7 @@ class ExplodingActivations(Rule):
     name = "exploding-activations"
     severity = "warning"
     summary = "the main-path signal's std grows more than 10x over a chain of un-normalized layers, or goes non-finite"
+    reads = frozenset({"forward"})
     options = {"max_growth": 10.0}
     fixable = "safe"
 

@@ -4,11 +4,18 @@ from typing import Optional
 
 from nnlint.diagnostics import Fix
 from nnlint.fix.kinds.zero_init import ZeroInit, ZeroInitParams
-from nnlint.registry import Rule
+from nnlint.registry import Chart, Rule
 from nnlint.rulekit import fmt
 from nnlint.trace.records import OpRecord
 from nnlint.trace.structure import StreamStep, Structure
 
+
+RESIDUAL_CHART = Chart(
+    "residual", "Residual stream variance",
+    "Variance of the stream after each residual block, log scale. Roughly constant or linear growth is healthy; "
+    "doubling per block is the un-normalized growth.",
+    x_label="residual add, execution order", y_label="variance (log)", empty="no residual connection found",
+    log_y=True, nested=True)
 
 class ResidualVarianceGrowth(Rule):
     """## What it does
@@ -37,7 +44,7 @@ class ResidualVarianceGrowth(Rule):
     init about 2x per block, and 2^depth over the network. The late blocks see huge activations, the
     branches' relative contribution shrinks, and the gradients through the stream explode.
 
-    Threshold evidence (RULES.md calibration): total growth alone cannot decide. Hugging Face GPT-2
+    Threshold evidence (library models at their own init): total growth alone cannot decide. Hugging Face GPT-2
     (pre-LN) grows the stream 93x over 12 blocks and Llama (RMSNorm) 138x over 8, both healthy: each
     pre-norm branch adds a constant. torchvision ResNet-50 (BatchNorm) grows additively (per-block
     factors 1.47, 1.35, 1.26 ...), with zero_init_residual it stays flat, BERT (post-LN) stays at 1.0,
@@ -87,6 +94,8 @@ class ResidualVarianceGrowth(Rule):
     name = "residual-variance-growth"
     severity = "warning"
     summary = "un-normalized residual branches multiply the stream's variance block after block"
+    reads = frozenset({"forward"})
+    chart = RESIDUAL_CHART
     options = {"min_branch_gain": 0.5, "min_blocks": 2, "min_growth": 3.0, "suggest_zero_init": True}
     fixable = "safe"
 

@@ -1,8 +1,15 @@
 from __future__ import annotations
 
-from nnlint.registry import Rule
+from nnlint.registry import Chart, Rule
 from nnlint.rules.propagation._gradients import describe, earliest_vs_last, evidence, surrogate_note
 
+
+GRADIENT_CHART = Chart(
+    "gradients", "Gradient through depth",
+    "Gradient norm relative to the weight norm, per weight, log scale. A fall of 1000x from the last layer to the "
+    "first is a vanishing gradient.",
+    x_label="weight, execution order", y_label="|grad| / |weight| (log)",
+    empty="gradients: no trainable weight received one (or no backward pass ran)", log_y=True)
 
 class VanishingGradients(Rule):
     """## What it does
@@ -60,6 +67,8 @@ class VanishingGradients(Rule):
     name = "vanishing-gradients"
     severity = "warning"
     summary = "the earliest weight layer's relative gradient is under 1e-3 of the later layers'"
+    reads = frozenset({"gradients"})
+    chart = GRADIENT_CHART
     options = {"min_ratio": 1e-3}
 
     def check(self, trace):

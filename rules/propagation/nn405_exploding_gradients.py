@@ -60,6 +60,7 @@ class ExplodingGradients(Rule):
     name = "exploding-gradients"
     severity = "warning"
     summary = "gradients are non-finite, or the earliest layer's relative gradient is over 1e3x the later layers'"
+    reads = frozenset({"gradients"})
     options = {"max_ratio": 1e3}
 
     def check(self, trace):

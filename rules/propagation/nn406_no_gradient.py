@@ -66,6 +66,7 @@ class NoGradient(Rule):
     name = "no-gradient"
     severity = "error"
     summary = "a trainable parameter gets no gradient (None) or an exactly-zero one: it never trains"
+    reads = frozenset({"gradients"})
 
     def check(self, trace):
         if not trace.backward_ran:

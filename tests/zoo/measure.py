@@ -30,7 +30,7 @@ from . import FAULTY, HEALTHY, convnets, mlp, resnet, transformer, vgg
 from .case import features, images
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
-TANH_FLAT = 2.2            # |z| beyond which tanh' < 5% of its peak (RULES.md, NN202)
+TANH_FLAT = 2.2            # |z| beyond which tanh' < 5% of its peak (nnlint.trace.ops.FLAT_REGION, NN202)
 SIGMOID_FLAT = 4.4
 DEAD_ACTIVITY = 0.01       # a unit active on under 1% of its positions is dead (NN203)
 

@@ -200,7 +200,7 @@ def resnet50_no_norm() -> ZooCase:
 
 
 def resnet18_no_norm() -> ZooCase:
-    """timm's resnet18 with norm_layer=Identity (RULES.md, Calibration): the identity blocks multiply
+    """timm's resnet18 with norm_layer=Identity (NN403's calibration): the identity blocks multiply
     the stream by 2.9, 4.7, 1.9, 1.3 and 1.1 here, with branch gains 2.8, 5.7, 2.9, 1.2 and 0.6. The
     last one (gain 0.6) is over NN403's 0.5 and belongs to the same growing run, so it is flagged too."""
     with seeded(0):
