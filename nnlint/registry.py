@@ -48,6 +48,37 @@ class Chart:
     flag: Optional[Callable[[dict, float, float], bool]] = None
 
 
+# What every example's code starts with: it is a model file of the module-level convention (`model` and
+# `batch`, optionally `loss_fn`, `target`, `optimizer(model)`), run as it is shown.
+EXAMPLE_PREAMBLE = "import torch\nfrom torch import nn\nimport torch.nn.functional as F\n\n"
+
+
+@dataclass(frozen=True)
+class Example:
+    """A small model file a rule carries (Fixit style): a faulty one it must fire on, on `module` ("" for
+    the input or the model), and a healthy twin it must stay quiet on. The test suite is generated from
+    them, and `nnlint rule CODE` shows them as the rule's Example and Use instead."""
+
+    code: str
+    module: Optional[str] = None      # faulty: the module the finding names
+    faulty: bool = True
+    fixed: bool = True                # faulty, fixable rule: nnlint.fix clears the finding
+    note: str = ""                    # healthy: other remedies, said after the code
+
+    @property
+    def source(self) -> str:
+        """The example as a file that runs: the imports, then its code."""
+        return EXAMPLE_PREAMBLE + inspect.cleandoc(self.code) + "\n"
+
+
+def Faulty(code: str, module: str, *, fixed: bool = True) -> Example:
+    return Example(code, module, True, fixed)
+
+
+def Healthy(code: str, note: str = "") -> Example:
+    return Example(code, None, False, note=note)
+
+
 class Rule:
     """Base class of every rule. A subclass sets the class attributes and implements `check`.
 
@@ -66,6 +97,7 @@ class Rule:
     reads: ClassVar[frozenset[str]] = frozenset({"forward"})
     about: ClassVar[str] = "module"
     chart: ClassVar[Optional[Chart]] = None
+    examples: ClassVar[tuple[Example, ...]] = ()
 
     def __init__(self, options: Optional[dict[str, Any]] = None, severity: Optional[str] = None):
         merged = dict(self.options)
@@ -96,9 +128,19 @@ class Rule:
 
     @classmethod
     def documentation(cls) -> str:
+        """The docstring, with the rule's own examples as its Example and Use instead sections, before
+        its Options: the code a user reads is code the test suite runs."""
         # cleandoc, not dedent: the docstring's first line starts right after the quotes, unindented,
         # and dedent would then leave every later line indented (a code block, in markdown).
-        return inspect.cleandoc(cls.__doc__ or "").strip()
+        doc = inspect.cleandoc(cls.__doc__ or "").strip()
+        shown = [("Example", [e for e in cls.examples if e.faulty][:1]),
+                 ("Use instead", [e for e in cls.examples if not e.faulty][:1])]
+        sections = "".join(f"## {title}\n```python\n{e.source}```\n" + (f"{inspect.cleandoc(e.note)}\n" if e.note else "")
+                           + "\n" for title, found in shown for e in found)
+        if not sections:
+            return doc
+        at = doc.find("## Options")
+        return (doc[:at] + sections + doc[at:]) if at >= 0 else f"{doc}\n\n{sections.rstrip()}"
 
 
 _catalog: Optional[dict[str, type[Rule]]] = None
@@ -135,6 +177,8 @@ def _validate(cls: type[Rule]) -> None:
         raise RuntimeError(f"{cls.code}: about must be one of {SUBJECTS}, not {cls.about!r}")
     if cls.fixable not in ("safe", "unsafe", "none"):
         raise RuntimeError(f"{cls.code}: fixable must be safe, unsafe or none, not {cls.fixable!r}")
+    if cls.examples and "## Example" in (cls.__doc__ or ""):
+        raise RuntimeError(f"{cls.code}: its docstring has an Example section; its examples are shown instead")
     for option, _ in cls.chart.references if cls.chart is not None else ():
         if option not in cls.options:
             raise RuntimeError(f"{cls.code}'s chart draws option {option!r}, which the rule does not have")

@@ -13,7 +13,6 @@ from torch import nn
 
 import nnlint
 from nnlint.diagnostics import Diagnostic, Fix
-from nnlint.fix import runtime
 from nnlint.fix.result import Ledger, triage
 from nnlint.fix.kind import KINDS, Applied, all_kinds
 from nnlint.fix.specs import ParamInit, already_satisfied, resolve

@@ -7,7 +7,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nnlint.trace.graph import Graph
 from nnlint.trace.structure import Structure
 from nnlint.trace.tracer import run_trace
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from nnlint.fix.kinds.swap_activation import SwapActivation, SwapActivationParams
 from nnlint.fix.specs import LayerInit
 from nnlint.initmath import correct_init
-from nnlint.registry import Rule
+from nnlint.registry import Faulty, Healthy, Rule
 from nnlint.rulekit import call_site, describe_op, location_for
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
@@ -23,17 +23,6 @@ class SigmoidTanhHidden(Rule):
     an activation formula that multiplies its input (GPT-2's tanh GELU, hand-written Swish or Mish), and
     at the output. Info on its own; raised to warning when NN202 finds the same activation saturated.
 
-    ## Example
-    ```python
-    self.net = nn.Sequential(nn.Linear(784, 256), nn.Sigmoid(), nn.Linear(256, 10))
-    ```
-
-    ## Use instead
-    ```python
-    self.net = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
-    # and nn.init.kaiming_normal_(self.net[0].weight, nonlinearity="relu")
-    ```
-
     ## Options
     None.
 
@@ -47,6 +36,18 @@ class SigmoidTanhHidden(Rule):
     summary = "sigmoid/tanh used as a hidden-layer nonlinearity (not a gate or output)"
     reads = frozenset({"forward"})
     fixable = "unsafe"
+
+    examples = (
+        Faulty("""
+            model = nn.Sequential(nn.Linear(32, 64), nn.Sigmoid(), nn.Linear(64, 10))
+            batch = torch.randn(64, 32)
+            """, module='1'),
+        Healthy("""
+            model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10))
+            nn.init.kaiming_normal_(model[0].weight, nonlinearity="relu")
+            batch = torch.randn(64, 32)
+            """),
+    )
 
     def check(self, trace):
         graph = Graph.of(trace)

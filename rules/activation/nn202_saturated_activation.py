@@ -4,7 +4,7 @@ import dataclasses
 import math
 
 from nnlint.initmath import InitSpec, expected_std
-from nnlint.registry import Chart, Rule
+from nnlint.registry import Chart, Faulty, Healthy, Rule
 from nnlint.rulekit import describe_op, fmt, location_for, pct, reinit_fix
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
@@ -31,17 +31,6 @@ class SaturatedActivation(Rule):
     Not reported for tanh/sigmoid inside an activation formula that multiplies its own input
     (`0.5 * x * (1 + tanh(...))`, Swish, Mish): saturation there is the formula working as intended.
 
-    ## Example
-    ```python
-    nn.init.normal_(self.fc1.weight, std=1.0)   # then nn.Tanh()
-    ```
-
-    ## Use instead
-    ```python
-    nn.init.xavier_normal_(self.fc1.weight, gain=nn.init.calculate_gain("tanh"))
-    ```
-    and normalize the inputs; or use a ReLU-family activation.
-
     ## Options
     - `warning_fraction` (default 0.2): fraction of saturated pre-activations for a warning.
     - `error_fraction` (default 0.5): fraction for an error.
@@ -65,6 +54,21 @@ class SaturatedActivation(Rule):
     chart = SATURATION_CHART
     options = {"warning_fraction": 0.2, "error_fraction": 0.5}
     fixable = "safe"
+
+    examples = (
+        Faulty("""
+            model = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10))
+            nn.init.normal_(model[0].weight, std=1.0)
+            batch = torch.randn(64, 64)
+            """, module='1'),
+        Healthy("""
+            model = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10))
+            nn.init.xavier_normal_(model[0].weight, gain=nn.init.calculate_gain("tanh"))
+            batch = torch.randn(64, 64)
+            """, note="""
+            and normalize the inputs; or use a ReLU-family activation.
+            """),
+    )
 
     def check(self, trace):
         graph = Graph.of(trace)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from nnlint.registry import Chart, Rule
+from nnlint.registry import Chart, Faulty, Healthy, Rule
 from nnlint.rulekit import describe_op, location_for, pct, reinit_fix
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
@@ -29,18 +29,6 @@ class DeadRelu(Rule):
     Measured per call site: a ReLU module called several times (torchvision's ResNet calls one
     `self.relu` three times per block) is judged at each call.
 
-    ## Example
-    ```python
-    nn.init.constant_(self.fc1.bias, -5.0)   # then nn.ReLU()
-    ```
-
-    ## Use instead
-    ```python
-    nn.init.kaiming_normal_(self.fc1.weight, nonlinearity="relu")
-    nn.init.zeros_(self.fc1.bias)          # or a small positive bias, 0.01
-    ```
-    or `nn.LeakyReLU(0.01)`, whose units cannot die.
-
     Not reported when the layer feeding the activation is all-zero or constant (NN101/NN102): that is
     the cause, and its fix clears this too.
 
@@ -64,6 +52,22 @@ class DeadRelu(Rule):
     chart = DEAD_UNITS_CHART
     options = {"warning_fraction": 0.2, "error_fraction": 0.5, "active_below": 0.01, "min_positions": 16}
     fixable = "safe"
+
+    examples = (
+        Faulty("""
+            model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10))
+            nn.init.constant_(model[0].bias, -5.0)
+            batch = torch.randn(64, 32)
+            """, module='1'),
+        Healthy("""
+            model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10))
+            nn.init.kaiming_normal_(model[0].weight, nonlinearity="relu")
+            nn.init.zeros_(model[0].bias)
+            batch = torch.randn(64, 32)
+            """, note="""
+            or `nn.LeakyReLU(0.01)`, whose units cannot die.
+            """),
+    )
 
     def check(self, trace):
         graph = Graph.of(trace)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from nnlint.registry import Chart, Rule
+from nnlint.registry import Chart, Faulty, Healthy, Rule
 from nnlint.rulekit import fmt, input_location, input_normalized_by_model, normalize_call, normalize_input_fix
 
 
@@ -25,16 +25,6 @@ class UncenteredInput(Rule):
     Integer inputs (token ids) are not checked, nor inputs the model normalizes itself before anything
     else reads them (`(x - mean) / std` first thing in forward, an input BatchNorm).
 
-    ## Example
-    ```python
-    batch = torch.rand(64, 3, 32, 32)          # pixels in [0, 1], mean 0.5
-    ```
-
-    ## Use instead
-    ```python
-    transforms.Normalize(mean=(0.5, 0.5, 0.5), std=(0.29, 0.29, 0.29))   # measured on your data
-    ```
-
     ## Options
     - `mean_to_std` (default 0.5): a channel is off-center when |mean| > this times its std.
     - `channel_fraction` (default 0.5): report when more than this fraction of channels are off-center.
@@ -53,6 +43,18 @@ class UncenteredInput(Rule):
     chart = MEAN_CHART
     options = {"mean_to_std": 0.5, "channel_fraction": 0.5}
     fixable = "unsafe"
+
+    examples = (
+        Faulty("""
+            model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+            batch = torch.rand(32, 3, 16, 16)   # pixels in [0, 1]: every channel's mean is 0.5
+            """, module=''),
+        Healthy("""
+            model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+            pixels = torch.rand(32, 3, 16, 16)
+            batch = (pixels - 0.5) / 0.29       # Normalize(mean, std), measured on the data
+            """),
+    )
 
     def check(self, trace):
         for rec in trace.inputs:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import statistics
 
-from nnlint.registry import Chart, Rule
+from nnlint.registry import Chart, Faulty, Healthy, Rule
 from nnlint.rulekit import fmt, input_location, input_normalized_by_model, normalize_call, normalize_input_fix
 
 
@@ -27,16 +27,6 @@ class UnscaledInput(Rule):
     Not reported for inputs the model normalizes itself before anything else reads them (`(x - mean) / std`
     first thing in forward, an input BatchNorm).
 
-    ## Example
-    ```python
-    batch = torch.randint(0, 256, (64, 3, 32, 32)).float()   # raw pixels
-    ```
-
-    ## Use instead
-    ```python
-    x = x / 255.0   # then transforms.Normalize(mean, std)
-    ```
-
     ## Options
     - `min_std` (default 0.2), `max_std` (default 5.0): the accepted range of the median channel std.
     - `max_scale_ratio` (default 100): the largest accepted ratio between two features' stds.
@@ -54,6 +44,18 @@ class UnscaledInput(Rule):
     chart = STD_CHART
     options = {"min_std": 0.2, "max_std": 5.0, "max_scale_ratio": 100.0}
     fixable = "unsafe"
+
+    examples = (
+        Faulty("""
+            model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 1))
+            batch = torch.randn(64, 16) * 60    # centered, but on a scale of 60
+            """, module=''),
+        Healthy("""
+            model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 1))
+            raw = torch.randn(64, 16) * 60
+            batch = raw / raw.std(0)            # divided by each feature's std
+            """),
+    )
 
     def check(self, trace):
         for rec in trace.inputs:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from nnlint.fix.kinds.whiten_input import WhitenInput, WhitenInputParams
-from nnlint.registry import Rule
+from nnlint.registry import Faulty, Healthy, Rule
 from nnlint.rulekit import fmt, input_location
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
@@ -41,22 +41,6 @@ class CorrelatedInput(Rule):
     Efficient BackProp, 1998, sec. 4.3: inputs should be shifted to zero mean, decorrelated, and
     scaled to equal covariance). Strongly correlated features are also largely redundant.
 
-    ## Example
-    ```python
-    z = torch.randn(256, 1)
-    batch = 0.9 * z + 0.3 * torch.randn(256, 12)   # 12 features driven by one latent factor
-    ```
-
-    ## Use instead
-    Whiten the features on the training set (PCA/ZCA), so that their covariance is the identity:
-    ```python
-    mu = X.mean(0)
-    L, U = torch.linalg.eigh(torch.cov((X - mu).T))
-    W = U @ torch.diag((L + 1e-5).rsqrt()) @ U.T    # ZCA
-    x = (x - mu) @ W
-    ```
-    or drop the redundant features.
-
     ## Options
     - `max_mean_abs_correlation` (default 0.5): report above this mean |correlation| between features.
     - `min_samples` (default 32): the batch must have at least this many rows for the correlation to be
@@ -81,6 +65,27 @@ class CorrelatedInput(Rule):
     about = "input"
     options = {"max_mean_abs_correlation": 0.5, "min_samples": 32}
     fixable = "unsafe"
+
+    examples = (
+        Faulty("""
+            model = nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 1))
+            factor = torch.randn(256, 1)
+            batch = 0.9 * factor + 0.3 * torch.randn(256, 12)   # 12 features driven by one latent factor
+            """, module=''),
+        Healthy("""
+            model = nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 1))
+            batch = torch.randn(256, 12)                         # independent features
+            """, note="""
+            Whiten the features on the training set (PCA/ZCA), so that their covariance is the identity:
+            ```python
+            mu = X.mean(0)
+            L, U = torch.linalg.eigh(torch.cov((X - mu).T))
+            W = U @ torch.diag((L + 1e-5).rsqrt()) @ U.T    # ZCA
+            x = (x - mu) @ W
+            ```
+            or drop the redundant features.
+            """),
+    )
 
     def check(self, trace):
         graph = Graph.of(trace)

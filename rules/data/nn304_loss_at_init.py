@@ -4,7 +4,7 @@ import math
 from typing import Optional
 
 from nnlint.fix.kinds.scale_final_layer import ScaleFinalLayer, ScaleFinalLayerParams
-from nnlint.registry import Rule
+from nnlint.registry import Faulty, Healthy, Rule
 from nnlint.rulekit import fmt
 from nnlint.trace.graph import Graph
 from nnlint.trace.records import OpRecord, Trace
@@ -37,19 +37,6 @@ class LossAtInit(Rule):
     both work; a `reduction="sum"` loss is divided by the number of labels. Label smoothing does not
     move the reference: a uniform guess still costs `log(num_classes)`.
 
-    ## Example
-    ```python
-    self.fc = nn.Linear(512, 10)
-    nn.init.normal_(self.fc.weight, std=1.0)          # logits with std ~20: loss ~25 vs log(10) = 2.3
-    ```
-
-    ## Use instead
-    ```python
-    nn.init.normal_(self.fc.weight, std=0.01)          # or nn.init.zeros_(self.fc.weight)
-    with torch.no_grad():
-        self.fc.bias.copy_(class_frequencies.log())    # the class log-priors; zeros when balanced
-    ```
-
     ## Options
     - `max_ratio` (default 1.5): report when loss / log(num_classes) exceeds this, or when
       label entropy / loss does.
@@ -72,6 +59,23 @@ class LossAtInit(Rule):
     fixable = "safe"
 
     TARGET_LOGIT_STD = 0.5
+
+    examples = (
+        Faulty("""
+            model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10))
+            nn.init.normal_(model[2].weight, std=1.0)           # logits with std ~8
+            batch = torch.randn(64, 32)
+            target = torch.randint(0, 10, (64,))
+            loss_fn = nn.CrossEntropyLoss()
+            """, module='2'),
+        Healthy("""
+            model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10))
+            nn.init.normal_(model[2].weight, std=0.01)          # small logits: the loss starts at log(10)
+            batch = torch.randn(64, 32)
+            target = torch.randint(0, 10, (64,))
+            loss_fn = nn.CrossEntropyLoss()
+            """),
+    )
 
     def check(self, trace):
         terms = trace.target_info.get("classification_losses") or []

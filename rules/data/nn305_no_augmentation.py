@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from nnlint.registry import Rule
+from nnlint.registry import Faulty, Healthy, Rule
 from nnlint.rulekit import as_location
 
 # Recognised by class name, so that nnlint never imports torchvision, albumentations, kornia or timm.
@@ -45,21 +45,6 @@ class NoAugmentation(Rule):
     13.6% without (Huang et al., DenseNet, 2017, table 2). Random-resized crops and flips are
     the baseline of every ImageNet recipe; for small data sets, Cutout/RandomErasing and mixup add more.
 
-    ## Example
-    ```python
-    train_transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
-    ```
-
-    ## Use instead
-    ```python
-    train_transform = transforms.Compose([
-        transforms.RandomCrop(32, padding=4),          # RandomResizedCrop(224) for ImageNet-size images
-        transforms.RandomHorizontalFlip(),             # only where a mirrored image keeps its label
-        transforms.ToTensor(),
-        transforms.Normalize(mean, std),
-    ])
-    ```
-
     ## Options
     None.
 
@@ -79,6 +64,39 @@ class NoAugmentation(Rule):
     summary = "the training image transform has no random augmentation"
     reads = frozenset({"transform"})
     about = "input"
+
+    examples = (
+        Faulty("""
+            class Compose:          # stand-ins for torchvision.transforms: nnlint reads the class names
+                def __init__(self, transforms):
+                    self.transforms = transforms
+
+
+            class ToTensor: ...
+            class Normalize: ...
+            class RandomHorizontalFlip: ...
+
+
+            train_transform = Compose([ToTensor(), Normalize()])
+            model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+            batch = torch.randn(16, 3, 32, 32)
+            """, module=''),
+        Healthy("""
+            class Compose:          # stand-ins for torchvision.transforms: nnlint reads the class names
+                def __init__(self, transforms):
+                    self.transforms = transforms
+
+
+            class ToTensor: ...
+            class Normalize: ...
+            class RandomHorizontalFlip: ...
+
+
+            train_transform = Compose([RandomHorizontalFlip(), ToTensor(), Normalize()])
+            model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+            batch = torch.randn(16, 3, 32, 32)
+            """),
+    )
 
     def check(self, trace):
         transform = trace.train_transform

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from nnlint.registry import Rule
+from nnlint.registry import Faulty, Healthy, Rule
 from nnlint.rulekit import is_all_off_relu, is_intentional_zero_layer, ops_using, reinit_fix
 from nnlint.trace.graph import Graph
 
@@ -22,18 +22,6 @@ class ZeroWeights(Rule):
     then starts as the identity: Fixup, SkipInit, `zero_init_residual`), for the model's final layer, and
     for gate or modulation projections whose output multiplies (adaLN-Zero).
 
-    ## Example
-    ```python
-    self.fc2 = nn.Linear(256, 256)
-    nn.init.zeros_(self.fc2.weight)
-    ```
-
-    ## Use instead
-    ```python
-    nn.init.kaiming_normal_(self.fc2.weight, nonlinearity="relu")   # before a ReLU
-    nn.init.xavier_normal_(self.fc2.weight)                          # before tanh/sigmoid/nothing
-    ```
-
     ## Options
     None.
 
@@ -48,6 +36,19 @@ class ZeroWeights(Rule):
     summary = "a hidden layer's trainable weight is entirely zero: its units start identical, and dead before a ReLU"
     reads = frozenset({"forward"})
     fixable = "safe"
+
+    examples = (
+        Faulty("""
+            model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+            nn.init.zeros_(model[2].weight)
+            batch = torch.randn(64, 32)
+            """, module='2'),
+        Healthy("""
+            model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+            nn.init.kaiming_normal_(model[2].weight, nonlinearity="relu")
+            batch = torch.randn(64, 32)
+            """),
+    )
 
     def check(self, trace):
         graph = Graph.of(trace)

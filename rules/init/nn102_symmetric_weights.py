@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from nnlint.registry import Rule
+from nnlint.registry import Faulty, Healthy, Rule
 from nnlint.rulekit import fmt, ops_using, reinit_fix
 from nnlint.trace.graph import Graph
 
@@ -15,16 +15,6 @@ class SymmetricWeights(Rule):
     receive identical gradients: the symmetry is never broken and the layer behaves like one unit.
     Random initialization exists to break it.
 
-    ## Example
-    ```python
-    nn.init.constant_(self.fc1.weight, 0.05)
-    ```
-
-    ## Use instead
-    ```python
-    nn.init.kaiming_normal_(self.fc1.weight, nonlinearity="relu")
-    ```
-
     ## Options
     None.
 
@@ -38,6 +28,19 @@ class SymmetricWeights(Rule):
     summary = "every output unit of a layer has identical weights: symmetry is never broken"
     reads = frozenset({"forward"})
     fixable = "safe"
+
+    examples = (
+        Faulty("""
+            model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10))
+            nn.init.constant_(model[0].weight, 0.05)
+            batch = torch.randn(64, 32)
+            """, module='0'),
+        Healthy("""
+            model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10))
+            nn.init.kaiming_normal_(model[0].weight, nonlinearity="relu")
+            batch = torch.randn(64, 32)
+            """),
+    )
 
     def check(self, trace):
         graph = Graph.of(trace)

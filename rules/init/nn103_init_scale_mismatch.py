@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from nnlint.initmath import correct_init, symmetric_std
-from nnlint.registry import Rule
+from nnlint.registry import Faulty, Healthy, Rule
 from nnlint.rulekit import fmt, reinit_fix
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
@@ -62,18 +62,6 @@ class InitScaleMismatch(Rule):
     torchvision VGG's `classifier.3` (`Linear(4096, 4096)`, std 0.01 after `Dropout(0.5)`) is 1.6x off
     and stays quiet, as it must: VGG at its own init is healthy (NN401's evidence).
 
-    ## Example
-    ```python
-    self.fc1 = nn.Linear(784, 256)
-    nn.init.normal_(self.fc1.weight, std=0.5)     # then torch.tanh
-    ```
-
-    ## Use instead
-    ```python
-    nn.init.xavier_normal_(self.fc1.weight, gain=nn.init.calculate_gain("tanh"))
-    nn.init.kaiming_normal_(self.fc2.weight, nonlinearity="relu")   # before a ReLU
-    ```
-
     ## Options
     - `max_ratio` (default 2.0): the weight std may be this far outside the gain-correct range.
     - `min_gain_drift` (default 2.0): the measured gain must be this far off the correct gain, in the
@@ -99,6 +87,19 @@ class InitScaleMismatch(Rule):
     reads = frozenset({"forward"})
     options = {"max_ratio": 2.0, "min_gain_drift": 2.0, "min_compound_shrink": 5.0}
     fixable = "safe"
+
+    examples = (
+        Faulty("""
+            model = nn.Sequential(nn.Linear(128, 64), nn.Tanh(), nn.Linear(64, 10))
+            nn.init.normal_(model[0].weight, std=0.5)
+            batch = torch.randn(64, 128)
+            """, module='0'),
+        Healthy("""
+            model = nn.Sequential(nn.Linear(128, 64), nn.Tanh(), nn.Linear(64, 10))
+            nn.init.xavier_normal_(model[0].weight, gain=nn.init.calculate_gain("tanh"))
+            batch = torch.randn(64, 128)
+            """),
+    )
 
     def check(self, trace):
         graph = Graph.of(trace)

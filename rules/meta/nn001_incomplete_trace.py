@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from nnlint.registry import Rule
+from nnlint.registry import Faulty, Healthy, Rule
 
 
 class IncompleteTrace(Rule):
@@ -12,14 +12,6 @@ class IncompleteTrace(Rule):
     ## Why is this bad?
     It is not a fault in the model. It means the rules that read activations (dead units, saturation,
     signal propagation) could not look inside that module, so a clean report says less about it.
-
-    ## Example
-    ```python
-    self.encoder = torch.jit.script(Encoder())
-    ```
-
-    ## Use instead
-    Check the eager module (`Encoder()`) before scripting or compiling it.
 
     ## Options
     None.
@@ -33,6 +25,39 @@ class IncompleteTrace(Rule):
     severity = "info"
     summary = "part of the model ran where the tracer could not see (TorchScript, compiled, C++)"
     reads = frozenset({"forward"})
+
+    examples = (
+        Faulty("""
+            class Net(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.encoder = torch.jit.script(nn.Sequential(nn.Linear(16, 32), nn.ReLU()))   # opaque to the tracer
+                    self.head = nn.Linear(32, 2)
+
+                def forward(self, x):
+                    return self.head(self.encoder(x))
+
+
+            model = Net()
+            batch = torch.randn(32, 16)
+            """, module='encoder'),
+        Healthy("""
+            class Net(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.encoder = nn.Sequential(nn.Linear(16, 32), nn.ReLU())   # check the eager module
+                    self.head = nn.Linear(32, 2)
+
+                def forward(self, x):
+                    return self.head(self.encoder(x))
+
+
+            model = Net()
+            batch = torch.randn(32, 16)
+            """, note="""
+            Check the eager module (`Encoder()`) before scripting or compiling it.
+            """),
+    )
 
     def check(self, trace):
         for region in trace.incomplete:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from nnlint.registry import Rule
+from nnlint.registry import Faulty, Healthy, Rule
 from nnlint.rulekit import describe_op, location_for
 
 
@@ -15,16 +15,6 @@ class NonFiniteOutput(Rule):
     an `exp` of large values, a `log` or `sqrt` of a negative, a division by zero, an overflow in
     float16.
 
-    ## Example
-    ```python
-    def forward(self, x):
-        return torch.exp(self.fc(x) * 100)   # overflows to inf
-    ```
-
-    ## Use instead
-    Keep the argument in range (`torch.clamp`, `F.softplus` instead of `exp`, `log1p`, an epsilon in
-    divisions), or compute in float32.
-
     ## Options
     None.
 
@@ -37,6 +27,38 @@ class NonFiniteOutput(Rule):
     severity = "error"
     summary = "the forward pass produced NaN/Inf; names the first op that did"
     reads = frozenset({"forward", "inputs"})
+
+    examples = (
+        Faulty("""
+            class Net(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.fc = nn.Linear(8, 8)
+
+                def forward(self, x):
+                    return torch.exp(self.fc(x) * 100)   # overflows to inf
+
+
+            model = Net()
+            batch = torch.randn(32, 8)
+            """, module=''),
+        Healthy("""
+            class Net(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.fc = nn.Linear(8, 8)
+
+                def forward(self, x):
+                    return F.softplus(self.fc(x) * 100)   # grows linearly, never overflows
+
+
+            model = Net()
+            batch = torch.randn(32, 8)
+            """, note="""
+            Keep the argument in range (`torch.clamp`, `F.softplus` instead of `exp`, `log1p`, an epsilon in
+            divisions), or compute in float32.
+            """),
+    )
 
     def check(self, trace):
         bad_inputs = [i for i in trace.inputs if i.is_float and i.summary.nonfinite]

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from nnlint.fix.kinds.dropout_training import DropoutTraining, DropoutTrainingParams
-from nnlint.registry import Rule
+from nnlint.registry import Faulty, Healthy, Rule
 from nnlint.rulekit import call_site, location_for
 
 
@@ -17,18 +17,6 @@ class DropoutActiveInEval(Rule):
     `model.eval()`. Validation and test predictions are then random and systematically worse, and
     early stopping, checkpoint selection and reported metrics are all measured on a noisy model.
 
-    ## Example
-    ```python
-    def forward(self, x):
-        return self.fc2(F.dropout(F.relu(self.fc1(x)), 0.5))
-    ```
-
-    ## Use instead
-    ```python
-    return self.fc2(F.dropout(F.relu(self.fc1(x)), 0.5, training=self.training))
-    ```
-    or an `nn.Dropout(0.5)` module built in `__init__`.
-
     ## Options
     None.
 
@@ -42,6 +30,37 @@ class DropoutActiveInEval(Rule):
     summary = "a stochastic op (dropout, rand) still runs in eval mode"
     reads = frozenset({"eval"})
     fixable = "safe"
+
+    examples = (
+        Faulty("""
+            class Net(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.fc1, self.fc2 = nn.Linear(32, 64), nn.Linear(64, 10)
+
+                def forward(self, x):
+                    return self.fc2(F.dropout(F.relu(self.fc1(x)), 0.5))   # training=True even under model.eval()
+
+
+            model = Net()
+            batch = torch.randn(64, 32)
+            """, module=''),
+        Healthy("""
+            class Net(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.fc1, self.fc2 = nn.Linear(32, 64), nn.Linear(64, 10)
+
+                def forward(self, x):
+                    return self.fc2(F.dropout(F.relu(self.fc1(x)), 0.5, training=self.training))
+
+
+            model = Net()
+            batch = torch.randn(64, 32)
+            """, note="""
+            or an `nn.Dropout(0.5)` module built in `__init__`.
+            """),
+    )
 
     def check(self, trace):
         if not trace.eval_ran:

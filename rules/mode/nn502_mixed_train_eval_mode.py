@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from nnlint.fix.kinds.set_mode import SetMode, SetModeParams
-from nnlint.registry import Rule
+from nnlint.registry import Faulty, Healthy, Rule
 from nnlint.trace.vocab import is_norm_type
 
 # Modules whose forward depends on the training flag.
@@ -25,17 +25,6 @@ class MixedTrainEvalMode(Rule):
     submodule's parameters are frozen (`requires_grad=False`): frozen BatchNorm during fine-tuning is
     intentional.
 
-    ## Example
-    ```python
-    model.eval()
-    model.head.bn.train()
-    ```
-
-    ## Use instead
-    ```python
-    model.eval()   # last, after every change to submodules
-    ```
-
     ## Options
     None.
 
@@ -49,6 +38,20 @@ class MixedTrainEvalMode(Rule):
     summary = "model in eval mode with submodules in training mode (or the reverse)"
     reads = frozenset({"modules"})
     fixable = "safe"
+
+    examples = (
+        Faulty("""
+            model = nn.Sequential(nn.Linear(32, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 10))
+            model.eval()
+            model[1].train()                     # a submodule switched back after model.eval()
+            batch = torch.randn(64, 32)
+            """, module='1'),
+        Healthy("""
+            model = nn.Sequential(nn.Linear(32, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 10))
+            model.eval()                         # last, after every change to submodules
+            batch = torch.randn(64, 32)
+            """),
+    )
 
     def check(self, trace):
         root = trace.modules.get("")

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from nnlint.fix.kinds.keep_running_stats import KeepRunningStats, KeepRunningStatsParams
-from nnlint.registry import Rule
+from nnlint.registry import Faulty, Healthy, Rule
 
 
 class BatchNormBatchStatsAtEval(Rule):
@@ -20,17 +20,6 @@ class BatchNormBatchStatsAtEval(Rule):
     InstanceNorm's default `track_running_stats=False` is intended (it normalizes each sample on its
     own) and is not reported.
 
-    ## Example
-    ```python
-    self.bn = nn.BatchNorm2d(64, track_running_stats=False)
-    ```
-
-    ## Use instead
-    ```python
-    self.bn = nn.BatchNorm2d(64)   # track_running_stats=True is the default
-    ```
-    Use GroupNorm/LayerNorm if batch-independent normalization is what you want.
-
     ## Options
     None.
 
@@ -45,6 +34,21 @@ class BatchNormBatchStatsAtEval(Rule):
     summary = "BatchNorm built with track_running_stats=False uses batch statistics in eval mode"
     reads = frozenset({"modules"})
     fixable = "safe"
+
+    examples = (
+        Faulty("""
+            model = nn.Sequential(nn.Conv2d(3, 16, 3, bias=False), nn.BatchNorm2d(16, track_running_stats=False), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+            batch = torch.randn(16, 3, 16, 16)
+            """, module='1'),
+        Healthy("""
+            model = nn.Sequential(nn.Conv2d(3, 16, 3, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+            batch = torch.randn(16, 3, 16, 16)
+            """, note="""
+            Use GroupNorm/LayerNorm if batch-independent normalization is what you want.
+            """),
+    )
 
     def check(self, trace):
         for name, rec in trace.modules.items():

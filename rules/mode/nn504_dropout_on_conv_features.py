@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Optional
 
 from nnlint.fix.kinds.channel_dropout import ChannelDropout, ChannelDropoutParams
-from nnlint.registry import Rule
+from nnlint.registry import Faulty, Healthy, Rule
 from nnlint.rulekit import active_dropouts, call_site, describe_dropout, describe_op, is_functional, location_for, once_per_site
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
@@ -44,17 +44,6 @@ class DropoutOnConvFeatures(Rule):
     channel dropout are the same. Neither are tokens made from a conv (ViT's patch embedding flattens
     the map first) or dropout after the flatten before the classifier.
 
-    ## Example
-    ```python
-    self.features = nn.Sequential(nn.Conv2d(3, 32, 3), nn.ReLU(), nn.Dropout(0.3), nn.Conv2d(32, 64, 3))
-    ```
-
-    ## Use instead
-    ```python
-    self.features = nn.Sequential(nn.Conv2d(3, 32, 3), nn.ReLU(), nn.Dropout2d(0.3), nn.Conv2d(32, 64, 3))
-    ```
-    or keep `nn.Dropout` for the fully connected layers after the flatten.
-
     ## Options
     None.
 
@@ -73,6 +62,21 @@ class DropoutOnConvFeatures(Rule):
     summary = "element-wise dropout on convolutional feature maps (use Dropout2d)"
     reads = frozenset({"forward"})
     fixable = "unsafe"
+
+    examples = (
+        Faulty("""
+            model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Dropout(0.3), nn.Conv2d(16, 16, 3), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+            batch = torch.randn(16, 3, 16, 16)
+            """, module='2'),
+        Healthy("""
+            model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Dropout2d(0.3), nn.Conv2d(16, 16, 3), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+            batch = torch.randn(16, 3, 16, 16)
+            """, note="""
+            or keep `nn.Dropout` for the fully connected layers after the flatten.
+            """),
+    )
 
     def check(self, trace):
         graph = Graph.of(trace)

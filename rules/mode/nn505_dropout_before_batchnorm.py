@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Optional
 
 from nnlint.fix.kinds.move_dropout import MoveDropout, MoveDropoutParams
-from nnlint.registry import Rule
+from nnlint.registry import Faulty, Healthy, Rule
 from nnlint.rulekit import active_dropouts, call_site, describe_dropout, fmt, location_for, once_per_site
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
@@ -51,17 +51,6 @@ class DropoutBeforeBatchNorm(Rule):
     not reported: by Li et al.'s analysis the shift through a weight layer shrinks as the layer gets
     wider, which is why Wide ResNet tolerates it.
 
-    ## Example
-    ```python
-    nn.Sequential(nn.Conv2d(3, 32, 3), nn.ReLU(), nn.Dropout(0.5), nn.BatchNorm2d(32), ...)
-    ```
-
-    ## Use instead
-    ```python
-    nn.Sequential(nn.Conv2d(3, 32, 3), nn.BatchNorm2d(32), nn.ReLU(), ...,   # BatchNorm regularizes
-                  nn.Flatten(), nn.Dropout(0.5), nn.Linear(512, 10))         # dropout after the last BN
-    ```
-
     ## Options
     None.
 
@@ -79,6 +68,20 @@ class DropoutBeforeBatchNorm(Rule):
     summary = "dropout feeds a BatchNorm layer (variance shift between train and eval)"
     reads = frozenset({"forward"})
     fixable = "unsafe"
+
+    examples = (
+        Faulty("""
+            model = nn.Sequential(nn.Conv2d(3, 16, 3, bias=False), nn.ReLU(), nn.Dropout(0.5), nn.BatchNorm2d(16),
+                                  nn.Conv2d(16, 16, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+            batch = torch.randn(16, 3, 16, 16)
+            """, module='2'),
+        Healthy("""
+            model = nn.Sequential(nn.Conv2d(3, 16, 3, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                                  nn.Conv2d(16, 16, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Dropout(0.5), nn.Linear(16, 10))   # dropout after the last BatchNorm
+            batch = torch.randn(16, 3, 16, 16)
+            """),
+    )
 
     def check(self, trace):
         graph = Graph.of(trace)

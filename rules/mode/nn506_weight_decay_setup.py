@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from nnlint.registry import Rule
+from nnlint.registry import Faulty, Healthy, Rule
 from nnlint.trace.vocab import is_norm_type
 from nnlint.rulekit import as_location
 
@@ -47,21 +47,6 @@ class WeightDecaySetup(Rule):
     are barely regularized; AdamW decouples the decay from the adaptive step and generalizes better
     (Loshchilov & Hutter 2019).
 
-    ## Example
-    ```python
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    ```
-
-    ## Use instead
-    ```python
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": 1e-4},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=0.1, momentum=0.9)
-    ```
-    and `torch.optim.AdamW` instead of `Adam(weight_decay=...)` (AdamW's decay is multiplied by the
-    learning rate: retune it, 0.01-0.1 is typical).
-
     ## Options
     None.
 
@@ -81,6 +66,31 @@ class WeightDecaySetup(Rule):
     summary = "optimizer weight decay: none at all, on norm/bias parameters, or Adam's coupled L2"
     reads = frozenset({"optimizer"})
     about = "model"
+
+    examples = (
+        Faulty("""
+            model = nn.Sequential(nn.Linear(32, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 10))
+            batch = torch.randn(64, 32)
+
+
+            def optimizer(model):
+                return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)   # decays norms and biases
+            """, module=''),
+        Healthy("""
+            model = nn.Sequential(nn.Linear(32, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 10))
+            batch = torch.randn(64, 32)
+
+
+            def optimizer(model):
+                decay = [p for p in model.parameters() if p.ndim >= 2]
+                no_decay = [p for p in model.parameters() if p.ndim < 2]
+                return torch.optim.SGD([{"params": decay, "weight_decay": 1e-4}, {"params": no_decay, "weight_decay": 0.0}],
+                                       lr=0.1, momentum=0.9)
+            """, note="""
+            and `torch.optim.AdamW` instead of `Adam(weight_decay=...)` (AdamW's decay is multiplied by the
+            learning rate: retune it, 0.01-0.1 is typical).
+            """),
+    )
 
     def check(self, trace):
         opt = trace.optimizer

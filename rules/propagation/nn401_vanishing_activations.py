@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from nnlint.registry import Chart, Rule
+from nnlint.registry import Chart, Faulty, Healthy, Rule
 from nnlint.rulekit import fmt
 from nnlint.trace.structure import Structure
 
@@ -46,22 +46,6 @@ class VanishingActivations(Rule):
     1.0, 0.57, 0.52, 0.32, 0.11, 0.047, 0.034, 0.022, 0.013 (77x) and a 4-hidden-layer default-init
     MLP 2.4^4 = 33x: both reported. 10x sits between the healthy 5x and the faulty 33x.
 
-    ## Example
-    ```python
-    layers = []
-    for _ in range(6):
-        layers += [nn.Linear(256, 256), nn.ReLU()]   # PyTorch's default init: 2.4x smaller per layer
-    ```
-
-    ## Use instead
-    ```python
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-            nn.init.zeros_(m.bias)
-    ```
-    or put a normalization (BatchNorm/LayerNorm) between the layers.
-
     ## Options
     - `max_shrink` (default 10.0): the chain's std may shrink at most this much from its start.
     - `min_layer_ratio` (default 1e-3): a single layer whose output std is under this fraction of its
@@ -85,6 +69,26 @@ class VanishingActivations(Rule):
     chart = ACTIVATIONS_CHART
     options = {"max_shrink": 10.0, "min_layer_ratio": 1e-3}
     fixable = "safe"
+
+    examples = (
+        Faulty("""
+            layers = []
+            for _ in range(6):
+                layers += [nn.Linear(64, 64), nn.ReLU()]     # PyTorch's default init: 2.4x too small per layer
+            model = nn.Sequential(*layers, nn.Linear(64, 10))
+            batch = torch.randn(64, 64)
+            """, module='0'),
+        Healthy("""
+            layers = []
+            for _ in range(6):
+                layers += [nn.Linear(64, 64), nn.ReLU()]
+                nn.init.kaiming_normal_(layers[-2].weight, nonlinearity="relu")
+            model = nn.Sequential(*layers, nn.Linear(64, 10))
+            batch = torch.randn(64, 64)
+            """, note="""
+            or put a normalization (BatchNorm/LayerNorm) between the layers.
+            """),
+    )
 
     def check(self, trace):
         structure = Structure.of(trace)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from nnlint.registry import Rule
+from nnlint.registry import Faulty, Healthy, Rule
 from nnlint.rulekit import describe_op, fmt, location_for, reinit_fix
 from nnlint.trace.structure import Structure
 from nnlint.trace.vocab import is_weight_layer
@@ -38,19 +38,6 @@ class ExplodingActivations(Rule):
     a small constant factor, while one with weights 2x too large grows 2^depth (8 layers: 256x). 10x
     leaves a healthy chain's constant factor well inside.
 
-    ## Example
-    ```python
-    for fc in self.layers:                  # Linear(256, 256) x 6, each followed by ReLU
-        nn.init.normal_(fc.weight, std=0.2)  # Kaiming would be sqrt(2/256) = 0.088
-    ```
-
-    ## Use instead
-    ```python
-    for fc in self.layers:
-        nn.init.kaiming_normal_(fc.weight, nonlinearity="relu")
-    ```
-    or put a normalization (BatchNorm/LayerNorm) between the layers.
-
     ## Options
     - `max_growth` (default 10.0): the chain's std may grow at most this much from its start.
 
@@ -71,6 +58,27 @@ class ExplodingActivations(Rule):
     reads = frozenset({"forward"})
     options = {"max_growth": 10.0}
     fixable = "safe"
+
+    examples = (
+        Faulty("""
+            layers = []
+            for _ in range(6):
+                layers += [nn.Linear(64, 64), nn.ReLU()]
+                nn.init.normal_(layers[-2].weight, std=0.4)  # Kaiming is 0.18: 2.3x too large per layer
+            model = nn.Sequential(*layers, nn.Linear(64, 10))
+            batch = torch.randn(64, 64)
+            """, module='0'),
+        Healthy("""
+            layers = []
+            for _ in range(6):
+                layers += [nn.Linear(64, 64), nn.ReLU()]
+                nn.init.kaiming_normal_(layers[-2].weight, nonlinearity="relu")
+            model = nn.Sequential(*layers, nn.Linear(64, 10))
+            batch = torch.randn(64, 64)
+            """, note="""
+            or put a normalization (BatchNorm/LayerNorm) between the layers.
+            """),
+    )
 
     def check(self, trace):
         structure = Structure.of(trace)

@@ -4,7 +4,7 @@ from typing import Optional
 
 from nnlint.diagnostics import Fix
 from nnlint.fix.kinds.zero_init import ZeroInit, ZeroInitParams
-from nnlint.registry import Chart, Rule
+from nnlint.registry import Chart, Faulty, Healthy, Rule
 from nnlint.rulekit import fmt
 from nnlint.trace.records import OpRecord
 from nnlint.trace.structure import StreamStep, Structure
@@ -58,20 +58,6 @@ class ResidualVarianceGrowth(Rule):
     variance is harmless, hence `min_blocks` 2 and `min_growth` 3 (two Kaiming blocks give about 4x;
     two blocks at the minimum gain 0.5 give 2.25x).
 
-    ## Example
-    ```python
-    class Block(nn.Module):
-        def forward(self, x):
-            return x + self.conv2(F.relu(self.conv1(x)))   # Kaiming init, no normalization
-    ```
-
-    ## Use instead
-    ```python
-    nn.init.zeros_(block.conv2.weight)          # each block starts as the identity (Fixup, SkipInit)
-    ```
-    or scale the branch down (layer scale `gamma * f(x)` with gamma 1e-6; GPT-2's 1/sqrt(2N) output
-    projections), or normalize it (`BatchNorm` after each conv, or a pre-norm `LayerNorm` first).
-
     ## Options
     - `min_branch_gain` (default 0.5): a branch whose `Var(f(x)) / Var(x)` is below this is scaled
       down enough not to compound.
@@ -98,6 +84,66 @@ class ResidualVarianceGrowth(Rule):
     chart = RESIDUAL_CHART
     options = {"min_branch_gain": 0.5, "min_blocks": 2, "min_growth": 3.0, "suggest_zero_init": True}
     fixable = "safe"
+
+    examples = (
+        Faulty("""
+            class Block(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.fc1, self.fc2 = nn.Linear(64, 64), nn.Linear(64, 64)
+                    for fc in (self.fc1, self.fc2):
+                        nn.init.kaiming_normal_(fc.weight, nonlinearity="relu")
+
+                def forward(self, x):
+                    return x + self.fc2(F.relu(self.fc1(x)))   # no normalization in the branch
+
+
+            class Net(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.blocks = nn.ModuleList(Block() for _ in range(4))
+                    self.head = nn.Linear(64, 10)
+
+                def forward(self, x):
+                    for block in self.blocks:
+                        x = block(x)
+                    return self.head(x)
+
+
+            model = Net()
+            batch = torch.randn(64, 64)
+            """, module='blocks.0.fc2'),
+        Healthy("""
+            class Block(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.fc1, self.fc2 = nn.Linear(64, 64), nn.Linear(64, 64)
+                    nn.init.kaiming_normal_(self.fc1.weight, nonlinearity="relu")
+                    nn.init.zeros_(self.fc2.weight)            # each block starts as the identity (Fixup, SkipInit)
+
+                def forward(self, x):
+                    return x + self.fc2(F.relu(self.fc1(x)))
+
+
+            class Net(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.blocks = nn.ModuleList(Block() for _ in range(4))
+                    self.head = nn.Linear(64, 10)
+
+                def forward(self, x):
+                    for block in self.blocks:
+                        x = block(x)
+                    return self.head(x)
+
+
+            model = Net()
+            batch = torch.randn(64, 64)
+            """, note="""
+            or scale the branch down (layer scale `gamma * f(x)` with gamma 1e-6; GPT-2's 1/sqrt(2N) output
+            projections), or normalize it (`BatchNorm` after each conv, or a pre-norm `LayerNorm` first).
+            """),
+    )
 
     def check(self, trace):
         structure = Structure.of(trace)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from nnlint.registry import Chart, Rule
+from nnlint.registry import Chart, Faulty, Healthy, Rule
 from nnlint.rules.propagation._gradients import describe, earliest_vs_last, evidence, surrogate_note
 
 
@@ -40,20 +40,6 @@ class VanishingGradients(Rule):
     bert-tiny 0.03, GPT-2 0.024, ViT 1.1, T5 0.9. Faulty: sigmoid MLPs at PyTorch's default init,
     6e-4 with 5 layers and 3e-8 with 10.
 
-    ## Example
-    ```python
-    layers = []
-    for _ in range(10):
-        layers += [nn.Linear(64, 64), nn.Sigmoid()]
-    ```
-
-    ## Use instead
-    ```python
-    for _ in range(10):
-        layers += [nn.Linear(64, 64), nn.ReLU()]   # and nn.init.kaiming_normal_(..., nonlinearity="relu")
-    ```
-    or put a `nn.BatchNorm1d`/`nn.LayerNorm` after each weight layer, or add residual connections.
-
     ## Options
     - `min_ratio` (default 1e-3): report when the earliest layer's relative gradient is below this
       fraction of the best-fed later hidden layer's.
@@ -70,6 +56,26 @@ class VanishingGradients(Rule):
     reads = frozenset({"gradients"})
     chart = GRADIENT_CHART
     options = {"min_ratio": 1e-3}
+
+    examples = (
+        Faulty("""
+            layers = []
+            for _ in range(10):
+                layers += [nn.Linear(64, 64), nn.Sigmoid()]  # each sigmoid passes at most 1/4 of the gradient back
+            model = nn.Sequential(*layers, nn.Linear(64, 10))
+            batch = torch.randn(64, 64)
+            """, module='0'),
+        Healthy("""
+            layers = []
+            for _ in range(10):
+                layers += [nn.Linear(64, 64), nn.ReLU()]
+                nn.init.kaiming_normal_(layers[-2].weight, nonlinearity="relu")
+            model = nn.Sequential(*layers, nn.Linear(64, 10))
+            batch = torch.randn(64, 64)
+            """, note="""
+            or put a `nn.BatchNorm1d`/`nn.LayerNorm` after each weight layer, or add residual connections.
+            """),
+    )
 
     def check(self, trace):
         r = earliest_vs_last(trace)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import math
 
-from nnlint.registry import Rule
+from nnlint.registry import Faulty, Healthy, Rule
 from nnlint.rulekit import fmt
 from nnlint.rules.propagation._gradients import describe, earliest_vs_last, evidence, short_location, surrogate_note
 from nnlint.trace.graph import Graph
@@ -32,22 +32,6 @@ class ExplodingGradients(Rule):
     Calibration: the healthy models NN404 lists measure 5e-3 to 7 (the highest: ResNet with
     `zero_init_residual`, and ConvNeXt, whose 0.02-init stem conv sits before a LayerNorm).
 
-    ## Example
-    ```python
-    self.fc1 = nn.Linear(64, 64)
-    nn.init.normal_(self.fc1.weight, std=1e-4)    # then nn.BatchNorm1d(64)
-    ...
-    d = (a.unsqueeze(1) - a.unsqueeze(0)).pow(2).sum(-1).sqrt()   # NaN gradient where d == 0
-    ```
-
-    ## Use instead
-    ```python
-    nn.init.kaiming_normal_(self.fc1.weight, nonlinearity="relu")
-    ...
-    d = torch.cdist(a, a)                         # or (... + 1e-6).sqrt()
-    ```
-    and clip gradients (`torch.nn.utils.clip_grad_norm_`) as a guard, not a cure.
-
     ## Options
     - `max_ratio` (default 1e3): report when the earliest layer's relative gradient exceeds this
       multiple of the best-fed later hidden layer's.
@@ -62,6 +46,23 @@ class ExplodingGradients(Rule):
     summary = "gradients are non-finite, or the earliest layer's relative gradient is over 1e3x the later layers'"
     reads = frozenset({"gradients"})
     options = {"max_ratio": 1e3}
+
+    examples = (
+        Faulty("""
+            model = nn.Sequential(nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+                                  nn.Linear(64, 10))
+            nn.init.normal_(model[0].weight, std=1e-4)   # before a BatchNorm: its gradient grows as 1/|W|
+            batch = torch.randn(64, 64)
+            """, module='0'),
+        Healthy("""
+            model = nn.Sequential(nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+                                  nn.Linear(64, 10))
+            nn.init.kaiming_normal_(model[0].weight, nonlinearity="relu")
+            batch = torch.randn(64, 64)
+            """, note="""
+            and clip gradients (`torch.nn.utils.clip_grad_norm_`) as a guard, not a cure.
+            """),
+    )
 
     def check(self, trace):
         if not trace.backward_ran:

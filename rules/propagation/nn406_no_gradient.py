@@ -3,7 +3,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from nnlint.registry import Rule
+from nnlint.registry import Faulty, Healthy, Rule
 from nnlint.rulekit import is_all_off_relu
 from nnlint.rules.propagation._gradients import short_location
 from nnlint.trace import ops as opnames
@@ -41,20 +41,6 @@ class NoGradient(Rule):
     shrinks it. A detached backbone silently trains only the head; an unused layer costs memory and
     may mean the forward does not do what its author thinks.
 
-    ## Example
-    ```python
-    def forward(self, x):
-        features = self.backbone(x).detach()     # the backbone never trains
-        return self.head(features)
-    ```
-
-    ## Use instead
-    ```python
-    def forward(self, x):
-        return self.head(self.backbone(x))
-    ```
-    or, if freezing is intended, `self.backbone.requires_grad_(False)` (and leave it out of the optimizer).
-
     ## Options
     None.
 
@@ -67,6 +53,40 @@ class NoGradient(Rule):
     severity = "error"
     summary = "a trainable parameter gets no gradient (None) or an exactly-zero one: it never trains"
     reads = frozenset({"gradients"})
+
+    examples = (
+        Faulty("""
+            class Net(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.backbone = nn.Sequential(nn.Linear(32, 64), nn.ReLU())
+                    self.head = nn.Linear(64, 10)
+
+                def forward(self, x):
+                    features = self.backbone(x).detach()     # the backbone never trains
+                    return self.head(features)
+
+
+            model = Net()
+            batch = torch.randn(64, 32)
+            """, module='backbone'),
+        Healthy("""
+            class Net(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.backbone = nn.Sequential(nn.Linear(32, 64), nn.ReLU())
+                    self.head = nn.Linear(64, 10)
+
+                def forward(self, x):
+                    return self.head(self.backbone(x))
+
+
+            model = Net()
+            batch = torch.randn(64, 32)
+            """, note="""
+            or, if freezing is intended, `self.backbone.requires_grad_(False)` (and leave it out of the optimizer).
+            """),
+    )
 
     def check(self, trace):
         if not trace.backward_ran:
