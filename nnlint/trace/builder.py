@@ -12,6 +12,7 @@ else gets the value of a healthy model. The records are the tracer's own (nnlint
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Optional, Sequence
 
 from nnlint.initmath import fans
@@ -55,10 +56,7 @@ class TraceBuilder:
         """A parameter (its module must exist); returns its serial. grad_norm None: no gradient reached it."""
         module, _, attr = name.rpartition(".")
         fan_in, fan_out = fans(tuple(shape))
-        n = 1
-        for s in shape:
-            n *= s
-        norm = ((std ** 2 + mean ** 2) * n) ** 0.5
+        norm = ((std ** 2 + mean ** 2) * math.prod(shape)) ** 0.5
         self.trace.params[name] = ParamRecord(
             name, module, attr, tuple(shape), requires_grad, mean, std, norm == 0.0, False, fan_in, fan_out, norm,
             grad_norm=grad_norm, grad_all_zero=grad_norm == 0.0)

@@ -5,6 +5,7 @@ rule can be tested on a hand-made Trace without running anything.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -23,10 +24,7 @@ class TensorSummary:
 
     @property
     def numel(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
+        return math.prod(self.shape)
 
     @property
     def var(self) -> float:
@@ -54,10 +52,7 @@ class ParamRecord:
 
     @property
     def numel(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
+        return math.prod(self.shape)
 
 
 @dataclass
