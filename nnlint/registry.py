@@ -85,7 +85,7 @@ class Rule:
     The subclass docstring is the rule's documentation (ruff's shape: What it does / Why is this bad? /
     Example / Use instead / Options / Fix safety / References); `nnlint rule CODE` prints it.
     `reads` names the parts of the trace it reads (TRACE_PARTS), `about` what its unnamed findings are
-    about, `chart` the plot it adds to the HTML report.
+    about, `chart` the plot it adds to the HTML report, `cause` which findings are one problem.
     """
 
     code: ClassVar[str]
@@ -98,6 +98,9 @@ class Rule:
     about: ClassVar[str] = "module"
     chart: ClassVar[Optional[Chart]] = None
     examples: ClassVar[tuple[Example, ...]] = ()
+    # The evidence keys whose values make two of its findings one cause (one row in the reports: the
+    # same wrong init in a loop over five layers); None: every finding is its own.
+    cause: ClassVar[Optional[tuple[str, ...]]] = None
 
     def __init__(self, options: Optional[dict[str, Any]] = None, severity: Optional[str] = None):
         merged = dict(self.options)

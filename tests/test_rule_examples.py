@@ -32,7 +32,7 @@ def test_every_rule_carries_a_faulty_and_a_healthy_example():
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")   # NN001's example scripts a module
-@pytest.mark.parametrize("rule, example", _cases())
+@pytest.mark.parametrize("rule, example", list(_cases()))
 def test_example(rule, example, tmp_path):
     loaded = _load(example, tmp_path)
     report = nnlint.check(loaded.model, loaded.batch, select=[rule.code], **loaded.check_arguments())

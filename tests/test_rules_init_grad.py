@@ -69,7 +69,7 @@ def test_nn103_default_init_deep_relu_mlp_reports_every_too_small_hidden_layer()
     assert 2.3 < first.evidence["ratio"] < 2.6 and first.evidence["direction"] == "small"
     assert first.evidence["chain_shrink"] > 50
     assert re.match(r"weight std 0\.07\d?, expected 0\.18 for relu \(Kaiming\): 2\.\dx too small", first.message)
-    assert 'nn.init.kaiming_normal_(self.0.weight, nonlinearity="relu")' in first.message
+    assert 'nn.init.kaiming_normal_(model[0].weight, nonlinearity="relu")' in first.message
     assert first.fix.kind == "reinit" and first.fix.params.spec.initializer == "kaiming_normal_"
 
 
@@ -100,7 +100,7 @@ def test_nn103_tanh_layer_quotes_the_xavier_std():
     expected = 5 / 3 * math.sqrt(2 / (784 + 256))
     assert d.module == "0" and d.evidence["expected_std"] == pytest.approx(expected)
     assert d.message.startswith("weight std 0.5, expected 0.073 for tanh (Xavier): 6.8x too large")
-    assert d.fix.params.call("0") == 'nn.init.xavier_normal_(self.0.weight, gain=nn.init.calculate_gain("tanh"))'
+    assert d.fix.params.call("0") == 'nn.init.xavier_normal_(model[0].weight, gain=nn.init.calculate_gain("tanh"))'
 
 
 def test_nn103_output_layer_is_judged_only_when_it_blows_the_output_up():

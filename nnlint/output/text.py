@@ -11,7 +11,8 @@
     3 problems (1 error, 2 warnings, 0 info); 2 fixable with `nnlint fix fixtures/tanh_mlp.py`
 
 Rows follow the model's execution order (Report.sorted()); a module's name is printed once, on its
-first row. The finding column wraps to fit the terminal (at most 120 columns: longer lines are harder
+first row. Findings that share a rule and a cause are one row (output.grouping): the modules they are
+on, compacted, and the numbers that differ as ranges; `verbose=True` prints every finding instead. The finding column wraps to fit the terminal (at most 120 columns: longer lines are harder
 to read, not easier). Severities are colored only when asked (`color=True`): the CLI asks when stdout
 is a terminal and NO_COLOR is not set.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 import textwrap
+from collections import Counter
 from typing import Optional
 
 import click
@@ -27,6 +29,7 @@ from tabulate import tabulate
 
 from nnlint.diagnostics import Diagnostic
 from nnlint.output import module_label
+from nnlint.output.grouping import Group, groups
 
 MAX_WIDTH = 120
 MIN_FINDING_WIDTH = 30
@@ -36,16 +39,19 @@ HEADERS = ("module", "code", "severity", "line", "finding")
 SEVERITY_STYLE = {"error": {"fg": "red", "bold": True}, "warning": {"fg": "yellow"}, "info": {"fg": "cyan"}}
 
 
-def render(report, *, color: bool = False, width: Optional[int] = None, fix_command: Optional[str] = None) -> str:
+def render(report, *, color: bool = False, width: Optional[int] = None, fix_command: Optional[str] = None,
+           verbose: bool = False) -> str:
     """The report as text. `fix_command` (`nnlint fix model.py`, from the CLI when it has that command)
-    is named in the summary as the way to apply the fixes."""
+    is named in the summary as the way to apply the fixes; `verbose` gives every finding its own row."""
     width = width or terminal_width()
     what = _what_was_checked(report)
     where = f"{report.source_file}: " if report.source_file else ""
     if not report.diagnostics:
         lines = [f"{where}no problems found ({what})"]
     else:
-        lines = [f"{where}{what}", "", _table(report, width, color), "", *_summary(report, color, width, fix_command)]
+        found = groups(report.sorted()) if not verbose else [Group([d]) for d in report.sorted()]
+        lines = [f"{where}{what}", "", _table(report, found, width, color), "",
+                 *_summary(report, found, color, width, fix_command)]
     lines += [textwrap.fill(f"note: {note}", width, subsequent_indent="      ") for note in report.notes]
     return "\n".join(lines) + "\n"
 
@@ -70,14 +76,15 @@ def _seconds(seconds: float) -> str:
     return "<0.1 s" if seconds < 0.05 else f"{seconds:.1f} s"
 
 
-def _table(report, width: int, color: bool) -> str:
-    # Group by the module column in the order groups first appear: the findings without a module
+def _table(report, found: list[Group], width: int, color: bool) -> str:
+    # Gather rows by the module column in the order they first appear: the findings without a module
     # sort together, but some are about the input and some about the whole model.
-    groups: dict[str, list[Diagnostic]] = {}
-    for d in report.sorted():
-        groups.setdefault(module_label(d), []).append(d)
-    rows = [[label if i == 0 else "", d.code, _severity(d.severity, color), _line(d, report.source_file), d.message]
-            for label, found in groups.items() for i, d in enumerate(found)]
+    known = frozenset(report.trace.modules) if report.trace is not None else frozenset()
+    by_label: dict[str, list[Group]] = {}
+    for g in found:
+        by_label.setdefault(g.label if g.first.module else module_label(g.first), []).append(g)
+    rows = [[label if i == 0 else "", g.code, _severity(g.severity, color), _line(g.first, report.source_file),
+             g.message(known)] for label, gs in by_label.items() for i, g in enumerate(gs)]
     return table(HEADERS, rows, width, color=color, colalign=("left", "left", "left", "right", "left"))
 
 
@@ -119,12 +126,14 @@ def _line(d: Diagnostic, source_file: Optional[str]) -> str:
     return f"{shown}:{d.location.line}"
 
 
-def _summary(report, color: bool, width: int, fix_command: Optional[str]) -> list[str]:
+def _summary(report, found: list[Group], color: bool, width: int, fix_command: Optional[str]) -> list[str]:
     """`4 problems (2 errors, 1 warning, 1 info); 3 fixable with `nnlint fix model.py``: one line, or
-    two when the fix hint would run past the width."""
-    s = report.summary()
-    counts = f"{_plural(s['errors'], 'error')}, {_plural(s['warnings'], 'warning')}, {s['infos']} info"
-    problems = f"{_plural(s['total'], 'problem')} ({counts})"
+    two when the fix hint would run past the width. Problems are causes (rows); when a cause spans
+    several modules, the findings are counted too."""
+    count = Counter(g.severity for g in found)
+    counts = f"{_plural(count['error'], 'error')}, {_plural(count['warning'], 'warning')}, {count['info']} info"
+    spread = f" in {len(report.diagnostics)} findings" if len(found) < len(report.diagnostics) else ""
+    problems = f"{_plural(len(found), 'problem')} ({counts}){spread}"
     fixes = _fixable(report, fix_command)
     shown = click.style(problems, bold=True) if color else problems
     if not fixes:

@@ -35,6 +35,7 @@ class SigmoidTanhHidden(Rule):
     severity = "info"
     summary = "sigmoid/tanh used as a hidden-layer nonlinearity (not a gate or output)"
     reads = frozenset({"forward"})
+    cause = ("activation", "saturated")
     fixable = "unsafe"
 
     examples = (

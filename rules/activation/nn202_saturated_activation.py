@@ -51,6 +51,7 @@ class SaturatedActivation(Rule):
     severity = "warning"
     summary = "sigmoid/tanh pre-activations sit in the flat region; gradients vanish"
     reads = frozenset({"forward"})
+    cause = ("threshold",)
     chart = SATURATION_CHART
     options = {"warning_fraction": 0.2, "error_fraction": 0.5}
     fixable = "safe"

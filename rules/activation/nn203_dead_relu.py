@@ -49,6 +49,7 @@ class DeadRelu(Rule):
     severity = "warning"
     summary = "most units of a ReLU-family layer never activate on the batch"
     reads = frozenset({"forward"})
+    cause = ()
     chart = DEAD_UNITS_CHART
     options = {"warning_fraction": 0.2, "error_fraction": 0.5, "active_below": 0.01, "min_positions": 16}
     fixable = "safe"

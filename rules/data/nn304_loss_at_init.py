@@ -8,6 +8,7 @@ from nnlint.registry import Faulty, Healthy, Rule
 from nnlint.rulekit import fmt
 from nnlint.trace.graph import Graph
 from nnlint.trace.records import OpRecord, Trace
+from nnlint.pyexpr import module_expr
 
 
 class LossAtInit(Rule):
@@ -114,8 +115,8 @@ class LossAtInit(Rule):
             fix = ScaleFinalLayer.make(
                 final.module, f"multiply {final.module}.weight by {factor:g} and set {final.module}.bias to the "
                               "class log-priors (zeros for balanced classes)", ScaleFinalLayerParams(factor))
-            todo = (f"with torch.no_grad(): self.{final.module}.weight.mul_({factor:g}) (or nn.init.zeros_ it), "
-                    f"and set self.{final.module}.bias to the class log-priors")
+            todo = (f"with torch.no_grad(): {module_expr(final.module, 'weight')}.mul_({factor:g}) (or nn.init.zeros_ it), "
+                    f"and set {module_expr(final.module, 'bias')} to the class log-priors")
         return self.diagnostic(
             final.module if final is not None else "",
             f"loss at init {fmt(value)} is {fmt(value / uniform)}x {reference} = {fmt(uniform)}, the loss of a uniform "

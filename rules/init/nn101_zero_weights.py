@@ -35,6 +35,7 @@ class ZeroWeights(Rule):
     severity = "error"
     summary = "a hidden layer's trainable weight is entirely zero: its units start identical, and dead before a ReLU"
     reads = frozenset({"forward"})
+    cause = ("followed_by",)
     fixable = "safe"
 
     examples = (

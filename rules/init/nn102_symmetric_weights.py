@@ -27,6 +27,7 @@ class SymmetricWeights(Rule):
     severity = "error"
     summary = "every output unit of a layer has identical weights: symmetry is never broken"
     reads = frozenset({"forward"})
+    cause = ()
     fixable = "safe"
 
     examples = (

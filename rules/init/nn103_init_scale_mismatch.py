@@ -85,6 +85,7 @@ class InitScaleMismatch(Rule):
     severity = "warning"
     summary = "a layer's weight std is more than 2x off the gain-correct std, and the signal shows it"
     reads = frozenset({"forward"})
+    cause = ("nonlinearity", "direction", "initializer")
     options = {"max_ratio": 2.0, "min_gain_drift": 2.0, "min_compound_shrink": 5.0}
     fixable = "safe"
 

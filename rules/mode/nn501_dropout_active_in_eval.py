@@ -29,6 +29,7 @@ class DropoutActiveInEval(Rule):
     severity = "error"
     summary = "a stochastic op (dropout, rand) still runs in eval mode"
     reads = frozenset({"eval"})
+    cause = ("op", "p")
     fixable = "safe"
 
     examples = (

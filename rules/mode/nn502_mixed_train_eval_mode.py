@@ -37,6 +37,7 @@ class MixedTrainEvalMode(Rule):
     severity = "error"
     summary = "model in eval mode with submodules in training mode (or the reverse)"
     reads = frozenset({"modules"})
+    cause = ("model_training",)
     fixable = "safe"
 
     examples = (

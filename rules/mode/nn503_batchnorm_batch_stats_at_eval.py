@@ -33,6 +33,7 @@ class BatchNormBatchStatsAtEval(Rule):
     severity = "warning"
     summary = "BatchNorm built with track_running_stats=False uses batch statistics in eval mode"
     reads = frozenset({"modules"})
+    cause = ("type",)
     fixable = "safe"
 
     examples = (

@@ -61,6 +61,7 @@ class DropoutOnConvFeatures(Rule):
     severity = "info"
     summary = "element-wise dropout on convolutional feature maps (use Dropout2d)"
     reads = frozenset({"forward"})
+    cause = ("p", "replacement")
     fixable = "unsafe"
 
     examples = (

@@ -67,6 +67,7 @@ class DropoutBeforeBatchNorm(Rule):
     severity = "info"
     summary = "dropout feeds a BatchNorm layer (variance shift between train and eval)"
     reads = frozenset({"forward"})
+    cause = ("p",)
     fixable = "unsafe"
 
     examples = (

@@ -8,6 +8,7 @@ from nnlint.registry import Chart, Faulty, Healthy, Rule
 from nnlint.rulekit import fmt
 from nnlint.trace.records import OpRecord
 from nnlint.trace.structure import StreamStep, Structure
+from nnlint.pyexpr import module_expr
 
 
 RESIDUAL_CHART = Chart(
@@ -81,6 +82,7 @@ class ResidualVarianceGrowth(Rule):
     severity = "warning"
     summary = "un-normalized residual branches multiply the stream's variance block after block"
     reads = frozenset({"forward"})
+    cause = ("run_growth",)
     chart = RESIDUAL_CHART
     options = {"min_branch_gain": 0.5, "min_blocks": 2, "min_growth": 3.0, "suggest_zero_init": True}
     fixable = "safe"
@@ -190,7 +192,7 @@ class ResidualVarianceGrowth(Rule):
             f"Var(f(x))/Var(x) = {fmt(step.gain)}), so its add multiplies the stream's variance by "
             f"{fmt(step.var_out / step.var_in)}; along the run {names[0]} .. {names[-1]} ({count}) the variance grows "
             f"{fmt(growth)}x (per block {shown}); zero-init the branch's last layer, "
-            f"nn.init.zeros_(self.{module}.{attr}), so each block starts as the identity",
+            f"nn.init.zeros_({module_expr(module, attr)}), so each block starts as the identity",
             location=trace.location_of(module),
             evidence={"block": block, "branch_gain": step.gain, "add_factor": step.var_out / step.var_in,
                       "var_in": step.var_in, "var_out": step.var_out, "run_blocks": names,
@@ -223,7 +225,7 @@ class ResidualVarianceGrowth(Rule):
             module,
             f"{len(ending)} residual branch(es) ({names[0]}{' .. ' + names[-1] if len(names) > 1 else ''}) end in a "
             f"normalization whose weight is 1: the stream's variance grows additively (per block {factors}), which "
-            f"is healthy; zero-initializing each branch's last norm weight (nn.init.zeros_(self.{module}.{attr}), "
+            f"is healthy; zero-initializing each branch's last norm weight (nn.init.zeros_({module_expr(module, attr)}), "
             f"torchvision's zero_init_residual=True) makes every block start as the identity",
             severity="info",
             location=structure.trace.location_of(module),
@@ -233,7 +235,7 @@ class ResidualVarianceGrowth(Rule):
 
 
 def _zero_init_fix(module: str, attr: str, why: str, targets: tuple[str, ...] = ()) -> Fix:
-    return ZeroInit.make(module, f"zero-initialize {module}.{attr}: nn.init.zeros_(self.{module}.{attr}), {why}",
+    return ZeroInit.make(module, f"zero-initialize {module}.{attr}: nn.init.zeros_({module_expr(module, attr)}), {why}",
                          ZeroInitParams(targets or (f"{module}.{attr}",)))
 
 

@@ -9,6 +9,7 @@ from nnlint.fix.kind import register
 from nnlint.fix.kinds._param_inits import ParamInitKind
 from nnlint.fix.specs import LayerInit, layer_inits
 from nnlint.initmath import InitSpec
+from nnlint.pyexpr import module_expr
 
 
 @dataclass(frozen=True)
@@ -20,8 +21,8 @@ class ReinitParams:
     chain: tuple[LayerInit, ...] = ()     # the other layers of a drifting chain, re-initialized alike
 
     def call(self, target: str) -> str:
-        """The weight's init as code, for a message: `nn.init.kaiming_normal_(self.fc1.weight, ...)`."""
-        return self.spec.render(f"self.{target}.{self.param}" if target else self.param)
+        """The weight's init as code, for a message: `nn.init.kaiming_normal_(model.fc1.weight, ...)`."""
+        return self.spec.render(module_expr(target, self.param))
 
 
 @register
