@@ -134,18 +134,20 @@ class Guard:
         self.check_gradients()
 
     # -- the checks; the integrations call these directly --
-    def check_batch(self, batch) -> Optional[Report]:
-        """Check the model on one batch and deliver the findings (raise or warn)."""
+    def check_batch(self, batch, *, step=None, instead: str = "") -> Optional[Report]:
+        """Check the model on one batch and deliver the findings (raise or warn). `step` is nnlint.check's:
+        a function step(model, batch) that computes the loss. Where the check cannot run, a warning says
+        why (and `instead`, what the caller does instead), and None is returned."""
         from nnlint.api import check
 
         try:
             report = check(unwrap(self.model), batch, optimizer=self.optimizer, select=self.select,
-                           ignore=self.ignore, config=self.config)
+                           ignore=self.ignore, config=self.config, step=step)
         except NNLintError as exc:
-            self._could_not_check(str(exc))
+            self._could_not_check(str(exc), instead)
             report = None
         except Exception as exc:   # an nnlint bug must not stop a training run
-            self._could_not_check(f"{type(exc).__name__}: {exc}")
+            self._could_not_check(f"{type(exc).__name__}: {exc}", instead)
             report = None
         if report is not None:
             self.report = report
@@ -190,9 +192,10 @@ class Guard:
         return [c for c in GRADIENT_RULES if c in all_rules()
                 and (not select or matches(c, select)) and not matches(c, ignore)]
 
-    def _could_not_check(self, why: str) -> None:
+    def _could_not_check(self, why: str, instead: str = "") -> None:
         if is_reporting_rank():
-            warnings.warn(f"nnlint.guard could not check the model: {why}", NNLintWarning, stacklevel=2)
+            warnings.warn(f"nnlint.guard could not check the model{f' ({instead})' if instead else ''}: {why}",
+                          NNLintWarning, stacklevel=2)
 
 
 # ---------------------------------------------------------------------------------------------
