@@ -21,7 +21,9 @@ from nnlint.output.depth import DepthProfile, LayerValue, depth_profile
 SEVERITY_LABEL = {"error": "Error", "warning": "Warning", "info": "Info"}
 
 
-def render(report) -> str:
+def render(report, *, fragment: bool = False) -> str:
+    """The page; with `fragment`, its sections alone (no page, style or footer), for a page that embeds
+    them: a notebook cell (nnlint.output.notebook)."""
     diagnostics = report.sorted()
     trace = report.trace
     parts = [
@@ -33,6 +35,8 @@ def render(report) -> str:
         parts.append(_depth_section(depth_profile(trace), diagnostics))
         parts.append(_input_section(trace, diagnostics))
     parts.append(_rules_section(diagnostics))
+    if fragment:
+        return "".join(parts)
     parts.append(_footer())
     title = f"nnlint: {report.model_name}" + (f" ({os.path.basename(report.source_file)})" if report.source_file else "")
     return (
