@@ -42,3 +42,19 @@ def hf_trainer(transformers):
 @pytest.fixture
 def yaml():
     return optional("yaml")
+
+
+@pytest.fixture
+def torchvision():
+    return optional("torchvision")
+
+
+# The fixtures above that need an optional library: their tests are marked `extras`, which .ci/run's
+# second pass selects once the extras are installed (the first pass, bare, ran everything else).
+EXTRA_FIXTURES = {"lightning", "transformers", "hf_trainer", "yaml", "torchvision"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if EXTRA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.extras)

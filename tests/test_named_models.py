@@ -134,10 +134,7 @@ def test_the_readme_s_torchvision_command_without_torchvision_says_what_to_insta
                    "no module named 'torchvision'; install it (pip install torchvision)")
 
 
-def test_the_readme_s_torchvision_command_checks_resnet50():
-    from conftest import optional
-
-    optional("torchvision")
+def test_the_readme_s_torchvision_command_checks_resnet50(torchvision):
     result = run("check", "--model", "torchvision.models:resnet50", "--input-shape", "2,3,224,224", "--format", "json")
     assert result.exit_code in (0, 1), result.output
     report = json.loads(result.stdout)
