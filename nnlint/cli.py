@@ -124,8 +124,8 @@ def resolve_target(file: Optional[str], model_spec: Optional[str], input_shape: 
     shape = parse_input_shape(input_shape) if input_shape else None
     if spec is not None and spec.module is not None:
         if not named:
-            raise ConfigError(f"--model {model_spec} names a model in an installed package, which there is no file "
-                              f"of yours to fix; check it with: nnlint check --model {model_spec}")
+            raise ConfigError(f"--model {model_spec} names a model in an importable package, not a file of yours "
+                              f"that nnlint fix could edit; check it with: nnlint check --model {model_spec}")
         if file is not None:
             raise ConfigError(f"--model {model_spec} names a model in an importable module, so there is no model "
                               f"file to give ({file}); drop it, or use --model {file}:{spec.factory}")

@@ -80,6 +80,7 @@ def test_repr_html_is_the_report_s_table_and_charts_with_no_script():
     [zeros] = [row for row in findings if row["code"].startswith("NN101")]
     assert zeros["module"] == "fc2" and "zero" in zeros["message"]
     assert parsed.tags.count("svg") >= 2   # the charts through depth, inline
+    assert "nnlint.fix(model, batch)" in block and "nnlint fix model.py" not in block   # no file to fix here
 
 
 def test_its_stylesheet_touches_nothing_outside_the_block():
