@@ -22,14 +22,15 @@ def optional(module: str):
     return pytest.importorskip(module, reason=f"{module} is not installed: {INSTALL[module]}")
 
 
-@pytest.fixture
-def lightning():
-    return optional("lightning")
+def _skipping(module: str):
+    """A fixture named after `module` that gives it, or skips its test with what to install."""
+    return pytest.fixture(name=module)(lambda: optional(module))
 
 
-@pytest.fixture
-def transformers():
-    return optional("transformers")
+lightning = _skipping("lightning")
+transformers = _skipping("transformers")
+yaml = _skipping("yaml")
+torchvision = _skipping("torchvision")
 
 
 @pytest.fixture
@@ -37,16 +38,6 @@ def hf_trainer(transformers):
     """transformers, with accelerate, which its Trainer needs."""
     optional("accelerate")
     return transformers
-
-
-@pytest.fixture
-def yaml():
-    return optional("yaml")
-
-
-@pytest.fixture
-def torchvision():
-    return optional("torchvision")
 
 
 # The fixtures above that need an optional library: their tests are marked `extras`, which .ci/run's
