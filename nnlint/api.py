@@ -22,8 +22,14 @@ def check(
     config: Optional[Config] = None,
     train_transform: Any = None,
     source_origins: Optional[dict] = None,
+    step: Optional[Callable] = None,
 ) -> Report:
     """Run the model once on `batch` (train forward+backward, eval forward) and apply every selected rule.
+
+    `step(model, batch)`, instead of `target` / `loss_fn`: a function that runs what one training step
+    runs up to the loss and returns the loss (a Lightning `training_step`, a Trainer's `compute_loss`);
+    it is called in place of `model(batch)`, every module it calls is measured, and the backward pass
+    starts from the loss it returns, so the gradient rules speak of the real gradients.
 
     The model is left exactly as it was found. Raises an NNLintError subclass when the check cannot
     run (the model raised, the batch does not fit); the message says what to change.
@@ -37,7 +43,7 @@ def check(
     if unknown:
         raise ConfigError(f"unknown rule code(s): {', '.join(unknown)}; `nnlint rules` lists them")
     trace = run_trace(model, batch, target=target, loss_fn=loss_fn, optimizer=optimizer,
-                      train_transform=train_transform, source_origins=source_origins)
+                      train_transform=train_transform, source_origins=source_origins, step=step)
     diagnostics = run_rules(trace, select=select or None, ignore=ignore, config=config)
     return Report(diagnostics=diagnostics, model_name=trace.model_type, batch_description=trace.batch_description,
                   seconds=trace.seconds, notes=list(trace.notes), trace=trace)

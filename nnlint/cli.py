@@ -81,10 +81,18 @@ def main() -> None:
 class Target:
     """The command line's answer to "which model, on which batch": validated, nothing imported yet."""
 
-    file: str                                   # the model file, as the user typed it
-    factory: Optional[str] = None               # --model file.py:FACTORY
+    file: Optional[str]                         # the model file, as the user typed it (None: a named model)
+    factory: Optional[str] = None               # --model file.py:FACTORY, or MODULE:FACTORY
     input_shape: Optional[tuple[int, ...]] = None
     device: Optional[str] = None
+    module: Optional[str] = None                # --model MODULE:FACTORY, a model named, not written
+    model_config: Optional[str] = None          # --config: a Hugging Face config.json for it
+
+    @property
+    def spec(self):
+        from nnlint.loader import ModelSpec
+
+        return ModelSpec(self.file, self.factory or "", self.module)
 
 
 def model_options(command: Callable) -> Callable:
@@ -93,7 +101,8 @@ def model_options(command: Callable) -> Callable:
         click.argument("file", required=False, metavar="FILE"),
         click.option("--model", "model_spec", metavar="FILE.py:FACTORY",
                      help="Build the model with this function or class instead of the file's build_model() / "
-                          "`model` (FILE.py may be left out when FILE is given)."),
+                          "`model` (FILE.py may be left out when FILE is given). `nnlint check` also takes an "
+                          "importable MODULE:CALLABLE, e.g. torchvision.models:resnet50, with no FILE."),
         click.option("--input-shape", metavar="N,C,H,W",
                      help="Check on a random standard-normal batch of this shape, e.g. 8,3,224,224 "
                           "(replaces the file's sample_batch() / `batch`)."),
@@ -106,10 +115,26 @@ def model_options(command: Callable) -> Callable:
 
 
 def resolve_target(file: Optional[str], model_spec: Optional[str], input_shape: Optional[str],
-                   device: Optional[str]) -> Target:
+                   device: Optional[str], *, named: bool = False, model_config: Optional[str] = None) -> Target:
+    """The validated target. `named`: the command also checks a model named by --model MODULE:CALLABLE
+    (with a Hugging Face `model_config`), which has no file; `nnlint fix`, which edits files, does not."""
     from nnlint.loader import parse_input_shape, parse_model_spec
 
     spec = parse_model_spec(model_spec) if model_spec else None
+    shape = parse_input_shape(input_shape) if input_shape else None
+    if spec is not None and spec.module is not None:
+        if not named:
+            raise ConfigError(f"--model {model_spec} names a model in an importable package, not a file of yours "
+                              f"that nnlint fix could edit; check it with: nnlint check --model {model_spec}")
+        if file is not None:
+            raise ConfigError(f"--model {model_spec} names a model in an importable module, so there is no model "
+                              f"file to give ({file}); drop it, or use --model {file}:{spec.factory}")
+        return Target(file=None, factory=spec.factory, input_shape=shape, device=device, module=spec.module,
+                      model_config=model_config)
+    if model_config is not None:
+        raise ConfigError("--config is the Hugging Face configuration of a model named by --model MODULE:CALLABLE, "
+                          "e.g. --model transformers:AutoModelForCausalLM --config config.json; a model file "
+                          "builds its own model")
     path = file
     if spec is not None and spec.file is not None:
         if file is not None and os.path.abspath(file) != os.path.abspath(spec.file):
@@ -119,8 +144,7 @@ def resolve_target(file: Optional[str], model_spec: Optional[str], input_shape: 
     if path is None:
         raise click.UsageError("which model? Give its file: nnlint check model.py "
                                "(or --model model.py:factory --input-shape 8,3,224,224)")
-    return Target(file=path, factory=spec.factory if spec else None,
-                  input_shape=parse_input_shape(input_shape) if input_shape else None, device=device)
+    return Target(file=path, factory=spec.factory if spec else None, input_shape=shape, device=device)
 
 
 def parse_codes(values: tuple[str, ...], option: str) -> list[str]:
@@ -136,9 +160,13 @@ def parse_codes(values: tuple[str, ...], option: str) -> list[str]:
 
 
 def load(target: Target):
-    """Import the model file and build the model, batch and training setup (nnlint.loader.LoadedTarget)."""
-    from nnlint.loader import load_target
+    """Import the model file (or the named model's module) and build the model, batch and training setup
+    (nnlint.loader.LoadedTarget)."""
+    from nnlint.loader import load_named, load_target
 
+    if target.module is not None:
+        return load_named(target.spec, input_shape=target.input_shape, device=target.device,
+                          config=target.model_config)
     return load_target(target.file, factory=target.factory, input_shape=target.input_shape, device=target.device)
 
 
@@ -155,7 +183,10 @@ def load(target: Target):
 @click.option("--format", "output_format", type=click.Choice(FORMATS), default="text", show_default=True,
               help="Report format on stdout.")
 @click.option("--html", "html_path", metavar="PATH", help="Also write a self-contained HTML report to PATH.")
-def check(file, model_spec, input_shape, device, select, ignore, output_format, html_path) -> None:
+@click.option("--config", "model_config", metavar="CONFIG.json",
+              help="With --model MODULE:CALLABLE: build it from this Hugging Face config.json (from_config; "
+                   "nothing is downloaded), e.g. --model transformers:AutoModelForCausalLM --config gpt2.json.")
+def check(file, model_spec, input_shape, device, select, ignore, output_format, html_path, model_config) -> None:
     """Check the model and sample batch defined in FILE.
 
     \b
@@ -164,19 +195,24 @@ def check(file, model_spec, input_shape, device, select, ignore, output_format, 
       model and batch                     module-level variables
     and optionally loss_fn, target, optimizer(model) and train_transform.
 
+    \b
+    Or name a model instead of writing one, on a random batch of --input-shape:
+      nnlint check --model torchvision.models:resnet50 --input-shape 2,3,224,224
+      nnlint check --model transformers:AutoModelForCausalLM --config gpt2.json --input-shape 2,16
+
     Exit status: 0 no error or warning, 1 findings, 2 nnlint could not run.
     Configuration: [tool.nnlint] in the nearest pyproject.toml above FILE; flags override it.
     """
     from nnlint.config import load_config
 
-    target = resolve_target(file, model_spec, input_shape, device)
+    target = resolve_target(file, model_spec, input_shape, device, named=True, model_config=model_config)
     selected = parse_codes(select, "--select") or None
     ignored = parse_codes(ignore, "--ignore")
     render = emitter(output_format)
     render_html = emitter("html") if html_path else None   # fail before the model is loaded, not after
     if html_path and not Path(html_path).resolve().parent.is_dir():
         raise ConfigError(f"--html {html_path}: the folder {Path(html_path).resolve().parent} does not exist")
-    config = load_config(target.file)
+    config = load_config(target.file or ".")
     from nnlint.api import check as run_check
 
     # The user's own prints (while the model is built, or in forward) go to stderr: stdout carries
@@ -187,7 +223,7 @@ def check(file, model_spec, input_shape, device, select, ignore, output_format, 
                            **loaded.check_arguments())
     report.source_file = target.file
     color = use_color(sys.stdout)
-    fix_command = f"nnlint fix {target.file}" if "fix" in main.commands else None
+    fix_command = f"nnlint fix {target.file}" if "fix" in main.commands and target.file else None
     click.echo(_render(render, report, color=color, fix_command=fix_command), nl=False, color=color)
     if render_html is not None:
         write_file(html_path, render_html(report), "--html")

@@ -16,9 +16,10 @@ Two one-shot hooks:
 Error-severity findings raise `UnhealthyModelError` (its text is the report) before any update is made;
 warnings are issued as `NNLintWarning`. With `on_error="warn"`, errors are warnings too.
 
-Distributed training: every rank runs the same hooks at the same step, and the decision to raise is
-agreed (an all-reduce of one flag) so that all ranks raise or all continue together; a rank stuck in a
-collective while the others have stopped would hang the job. Only rank 0 prints.
+Distributed training: every rank runs the same hooks at the same step, and the ranks' findings are
+gathered and merged (with torch tensors only: no NumPy needed), so that all ranks decide on the same
+report and raise or continue together; a rank stuck in a collective while the others have stopped
+would hang the job. Only rank 0 prints.
 """
 from __future__ import annotations
 
@@ -132,18 +133,20 @@ class Guard:
         self.check_gradients()
 
     # -- the checks; the integrations call these directly --
-    def check_batch(self, batch) -> Optional[Report]:
-        """Check the model on one batch and deliver the findings (raise or warn)."""
+    def check_batch(self, batch, *, step=None, instead: str = "") -> Optional[Report]:
+        """Check the model on one batch and deliver the findings (raise or warn). `step` is nnlint.check's:
+        a function step(model, batch) that computes the loss. Where the check cannot run, a warning says
+        why (and `instead`, what the caller does instead), and None is returned."""
         from nnlint.api import check
 
         try:
             report = check(unwrap(self.model), batch, optimizer=self.optimizer, select=self.select,
-                           ignore=self.ignore, config=self.config)
+                           ignore=self.ignore, config=self.config, step=step)
         except NNLintError as exc:
-            self._could_not_check(str(exc))
+            self._could_not_check(str(exc), instead)
             report = None
         except Exception as exc:   # an nnlint bug must not stop a training run
-            self._could_not_check(f"{type(exc).__name__}: {exc}")
+            self._could_not_check(f"{type(exc).__name__}: {exc}", instead)
             report = None
         if report is not None:
             self.report = report
@@ -187,9 +190,10 @@ class Guard:
         ignore = self.ignore + self.config.ignore
         return [c for c in rules_reading("gradients") if (not select or matches(c, select)) and not matches(c, ignore)]
 
-    def _could_not_check(self, why: str) -> None:
+    def _could_not_check(self, why: str, instead: str = "") -> None:
         if is_reporting_rank():
-            warnings.warn(f"nnlint.guard could not check the model: {why}", NNLintWarning, stacklevel=2)
+            warnings.warn(f"nnlint.guard could not check the model{f' ({instead})' if instead else ''}: {why}",
+                          NNLintWarning, stacklevel=2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,7 +204,7 @@ def deliver(report: Optional[Report], on_error: str) -> None:
     """Raise on error-severity findings (on every rank together), warn on the rest (rank 0 only).
 
     Every rank must call this at the same point, even one whose check could not run (report None):
-    under torch.distributed the ranks' findings are merged first (one all_gather), so every rank
+    under torch.distributed the ranks' findings are merged first (two all_gathers), so every rank
     decides on the same merged report and rank 0 prints it once."""
     from nnlint.testing import failures, report_text
 
@@ -225,8 +229,7 @@ def merged_across_ranks(report: Optional[Report]) -> Optional[Report]:
         return report
     from nnlint.diagnostics import SEVERITY_RANK
 
-    gathered: list = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, None if report is None else report.diagnostics)
+    gathered = gather_objects(dist, None if report is None else report.diagnostics)
     if all(found is None for found in gathered):
         return None
     merged: dict = {}
@@ -244,6 +247,33 @@ def merged_across_ranks(report: Optional[Report]) -> Optional[Report]:
     note = f"merged the findings of {len(gathered)} ranks, each measured on its own shard" + (
         f" (seen only on some: {seen_by})" if seen_by else "")
     return dataclasses.replace(base, diagnostics=list(merged.values()), notes=list(base.notes) + [note])
+
+
+def gather_objects(dist, obj) -> list:
+    """`obj` of every rank, in rank order, on every rank: dist.all_gather_object without NumPy.
+
+    torch's all_gather_object turns its byte tensors back into objects through NumPy, which torch does
+    not require: a DDP run without NumPy would crash in nnlint. Here the pickled bytes travel as uint8
+    tensors: one all_gather of their sizes, one of the payloads padded to the longest."""
+    import pickle
+
+    import torch
+
+    # NCCL gathers CUDA tensors only; gloo (and the CPU side of a mixed backend) takes CPU tensors.
+    on_cuda = str(dist.get_backend()) == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if on_cuda else torch.device("cpu")
+    world = dist.get_world_size()
+    payload = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8).to(device)
+    size = torch.tensor([payload.numel()], dtype=torch.long, device=device)
+    sizes = [torch.empty_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    longest = max(int(s) for s in sizes)
+    padded = torch.zeros(longest, dtype=torch.uint8, device=device)
+    padded[:payload.numel()] = payload
+    payloads = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(payloads, padded)
+    # Findings are a few kB: a list of ints is a cheap way back to bytes without NumPy.
+    return [pickle.loads(bytes(p[:int(n)].tolist())) for p, n in zip(payloads, sizes)]
 
 
 def with_real_gradients(trace, model):

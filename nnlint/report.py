@@ -45,6 +45,12 @@ class Report:
     def by_code(self, code: str) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.code == code]
 
+    def _repr_html_(self) -> str:
+        """Jupyter's rich display: the HTML report (findings table, charts, input, rules) inline."""
+        from nnlint.output.notebook import render
+
+        return render(self)
+
     def summary(self) -> dict[str, Any]:
         c = self.counts
         return {

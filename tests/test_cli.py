@@ -17,8 +17,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
+from cli_run import assert_could_not_run, run
 from nnlint.cli import main, use_color
 from nnlint.registry import all_rules
 
@@ -99,10 +99,6 @@ def write(folder: Path, name: str, source: str) -> Path:
     return path
 
 
-def run(*args: str, env=None):
-    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
-
-
 def codes_reported(result) -> set[str]:
     return {d["code"] for d in json.loads(result.stdout)["diagnostics"]}
 
@@ -168,16 +164,6 @@ def test_every_result_exits_0_or_1_and_json_is_valid(tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # Could not run: exit 2, one message, no traceback
-
-
-def assert_could_not_run(result, *fragments: str) -> str:
-    assert result.exit_code == 2, result.output
-    assert result.stdout == ""
-    assert result.stderr.startswith("nnlint: error: ")
-    assert "Traceback (most recent call last)" not in result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr, result.stderr
-    return result.stderr
 
 
 def test_missing_file(tmp_path):

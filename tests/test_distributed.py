@@ -2,6 +2,8 @@
 
 Each rank checks its own shard of the batch; the ranks' findings are merged (one all_gather), rank 0
 reports once, and every rank raises or continues together: no rank is left waiting in a collective.
+The ranks' payloads differ in size (only one rank finds the fault), and the README's bare environment
+(CI's first pass) has no NumPy, which torch's all_gather_object would need: both are covered here.
 """
 from __future__ import annotations
 

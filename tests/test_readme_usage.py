@@ -87,8 +87,8 @@ def test_guard_section(project):
     assert not guard.active and not namespace["model"]._forward_pre_hooks   # and left
 
 
-def test_lightning_section(project):
-    L = pytest.importorskip("lightning", reason="the lightning extra is not installed")
+def test_lightning_section(project, lightning):
+    L = lightning
     import torch
     import torch.nn.functional as F
     from model import build_model, sample_batch
@@ -115,9 +115,7 @@ def test_lightning_section(project):
     assert namespace["trainer"].callbacks[0].report.ok
 
 
-def test_hugging_face_section(project):
-    pytest.importorskip("transformers", reason="the transformers extra is not installed")
-    pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate")
+def test_hugging_face_section(project, hf_trainer):
     import torch
     import torch.nn.functional as F
     from model import build_model, sample_batch
@@ -139,7 +137,7 @@ def test_hugging_face_section(project):
     assert callback.report.ok and "pixels" in callback.report.batch_description
 
 
-def test_ci_section(project):
+def test_ci_section(project, yaml):
     [commands] = blocks("In CI", "bash")
     for line in commands.strip().splitlines():
         command = line.split("#")[0].strip().replace("nnlint ", f"{shlex.quote(sys.executable)} -m nnlint ", 1)
@@ -148,7 +146,6 @@ def test_ci_section(project):
     log = json.loads((project / "nnlint.sarif").read_text())
     assert log["version"] == "2.1.0" and log["runs"][0]["results"] == []
     [workflow] = blocks("In CI", "yaml")
-    yaml = pytest.importorskip("yaml")
     steps = yaml.safe_load(workflow)
     sarif_step = next(step["run"] for step in steps if "run" in step)
     assert sarif_step == "nnlint check model.py --format sarif > nnlint.sarif"
@@ -167,8 +164,7 @@ def test_configuration_section(project):
     assert _INLINE.search(inline).group(1) == "NN201"
 
 
-def test_pre_commit_section(project):
-    yaml = pytest.importorskip("yaml")
+def test_pre_commit_section(project, yaml):
     [config] = blocks("pre-commit", "yaml")
     [hook] = yaml.safe_load(config)["repos"][0]["hooks"]
     assert hook["language"] == "system" and hook["pass_filenames"] is False

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import nnlint
 from nnlint.errors import BatchMismatch, NNLintError
-from tests.test_no_side_effects import assert_same, snapshot
+from model_state import assert_same, snapshot
 
 ACTIVATIONS = [nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.Identity]
 INITS = {

@@ -440,8 +440,7 @@ def test_zoo_healthy_models_get_no_warning_from_these_rules(make):
 
 
 @pytest.mark.parametrize("name", ["bert-tiny", "gpt2", "llama"])
-def test_hugging_face_models_at_their_own_init_are_quiet(name):
-    transformers = pytest.importorskip("transformers")
+def test_hugging_face_models_at_their_own_init_are_quiet(name, transformers):
     configs = {
         "bert-tiny": lambda: transformers.BertForSequenceClassification(transformers.BertConfig(
             hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512, num_labels=3,

@@ -722,8 +722,7 @@ def test_zoo_faulty_cases_fire_where_expected_and_nowhere_else(make):
             assert all(any(m == e or m.startswith(e + ".") for e in expected) for m in hits), (code, hits)
 
 
-def test_hugging_face_models_are_quiet():
-    transformers = pytest.importorskip("transformers")
+def test_hugging_face_models_are_quiet(transformers):
     ids = {"input_ids": tokens()}
     models = [
         transformers.GPT2Model(transformers.GPT2Config(n_layer=3, n_embd=32, n_head=4, vocab_size=100,

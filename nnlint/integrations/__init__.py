@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Any, Iterable, Optional
+import random
+from contextlib import contextmanager
+from typing import Iterable, Iterator, Optional
 
 from nnlint.config import Config
 from nnlint.guard import Guard, make_guard
@@ -16,15 +18,17 @@ __all__ = ["lightning", "transformers", "TrainingCheck"]
 
 
 class TrainingCheck:
-    """What both callbacks do, whatever the framework calls its hooks: check the model once training
-    starts (on a batch the callback found, or else on the first batch its forward receives), run the
-    gradient rules at the first optimizer step, and take everything off when training ends."""
+    """What both callbacks do, whatever the framework calls its hooks: check the model once, on the first
+    training batch, with the framework's own step computing the loss (or, where that cannot be had, on
+    the first batch the model's forward receives); run the gradient rules at the first optimizer step;
+    and take everything off when training ends."""
 
     def __init__(self, *, on_error: str = "raise", select: Optional[Iterable[str]] = None,
                  ignore: Optional[Iterable[str]] = None, config: Optional[Config] = None):
         # Built now, so that a bad option or configuration fails when the callback is made, not mid-run.
         self.template = make_guard(None, on_error=on_error, select=select, ignore=ignore, config=config)
         self.guard: Optional[Guard] = None
+        self.batch_checked = False
         self.gradients_checked = False
 
     @property
@@ -32,13 +36,32 @@ class TrainingCheck:
         """What the check found (None before training starts)."""
         return None if self.guard is None else self.guard.report
 
-    def start(self, model, optimizer=None, batch: Any = None) -> None:
+    def start(self, model, optimizer=None) -> None:
+        """Training starts: the check waits for its first batch."""
         self.guard = dataclasses.replace(self.template, model=model, optimizer=optimizer)
-        self.gradients_checked = False
-        if batch is None:
-            self.guard.install(step=False)   # the first training batch that reaches forward
-        else:
-            self.guard.check_batch(batch)
+        self.batch_checked = self.gradients_checked = False
+
+    def check_step(self, batch, step) -> None:
+        """Check the model on this batch, with `step(model, batch)` (the framework's training step)
+        computing the loss; where the step cannot be traced, the first batch forward receives instead.
+
+        The check itself gives back the torch RNG; a step may also draw from Python's or NumPy's, which
+        are given back here, so the real first step draws what it would have."""
+        if self.guard is None or self.batch_checked:
+            return
+        self.batch_checked = True
+        with random_state_kept():
+            report = self.guard.check_batch(
+                batch, step=step, instead="it checks the first training batch the model's forward receives instead")
+        if report is None:
+            self.guard.install(step=False)
+
+    def check_first_forward(self) -> None:
+        """No batch could be had here: check the first training batch the model's forward receives."""
+        if self.guard is None or self.batch_checked:
+            return
+        self.batch_checked = True
+        self.guard.install(step=False)
 
     def gradients_ready(self) -> None:
         if self.guard is None or self.gradients_checked:
@@ -50,6 +73,33 @@ class TrainingCheck:
     def stop(self) -> None:
         if self.guard is not None:
             self.guard.remove()
+
+
+@contextmanager
+def random_state_kept() -> Iterator[None]:
+    """Give back the RNG of torch (CPU and initialized CUDA devices), Python and NumPy (where installed)."""
+    import torch
+
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    py_state = random.getstate()
+    try:
+        import numpy
+    except ImportError:   # torch does not need it, nor do these checks
+        numpy = None
+    np_state = numpy.random.get_state() if numpy is not None else None
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(py_state)
+        if numpy is not None:
+            numpy.random.set_state(np_state)
+
+
+def missing_library(integration: str, package: str, extra: str) -> ImportError:
+    """The error for an integration whose library is not installed: what to install."""
+    return ImportError(f'nnlint.integrations.{integration} needs {package}, which is not installed: '
+                       f'pip install "nnlint[{extra}]"')
 
 
 def __getattr__(name):

@@ -1,40 +1,79 @@
-"""Hugging Face `Trainer`: check the model on a batch of the train dataloader when training begins, and
-its first real gradients.
+"""Hugging Face `Trainer`: check the model on a batch of the train dataloader when training begins, with the
+Trainer's own `compute_loss` computing the loss, and its first real gradients.
 
     trainer = transformers.Trainer(..., callbacks=[nnlint.integrations.transformers.NNLintCallback()])
 
 `on_train_begin` takes one batch from the train dataloader (the RNG of torch, Python and numpy is given
-back afterwards, so the shuffling and the collator's masking draw what they would have) and checks the
-model on it, with `model(**batch)` as the Trainer calls it. Where no batch can be had, the first
-training batch the model's forward receives is checked instead. `on_pre_optimizer_step` runs the
-gradient rules on the first real gradients, after clipping, before the update. Errors stop training on
-every rank; rank 0 prints.
+back afterwards, so the shuffling and the collator's masking draw what they would have), moves it to
+the model's device, and checks the model on it with the Trainer's `compute_loss(model, batch)` as the
+step, in the Trainer's `compute_loss_context_manager()`, as its training step calls it: a subclass
+that overrides `compute_loss` is checked with its own loss, and the gradient rules read that loss's
+gradients. The Trainer is the one whose training loop called the callback (callbacks are not handed
+it, so it is found on the call stack); where there is none, the model is checked as `model(**batch)`
+with the loss it returns. Where no batch can be had, the first training batch the model's forward
+receives is checked instead. `on_pre_optimizer_step` runs the gradient rules on the first real
+gradients, after clipping, before the update. Errors stop training on every rank; rank 0 prints.
 """
 from __future__ import annotations
 
-import random
+import sys
 from collections.abc import Mapping
-from contextlib import contextmanager
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-from transformers import TrainerCallback
+from nnlint.integrations import TrainingCheck, missing_library, random_state_kept
 
-from nnlint.integrations import TrainingCheck
+try:
+    from transformers import Trainer, TrainerCallback
+except ImportError:
+    raise missing_library("transformers", "transformers (with accelerate, which its Trainer needs)",
+                          "transformers") from None
 
 
 class NNLintCallback(TrainingCheck, TrainerCallback):
     """Options as nnlint.guard's: on_error="raise"|"warn", select, ignore, config."""
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, train_dataloader=None, **kwargs):
-        if model is not None:
-            batch = first_batch(train_dataloader)
-            self.start(model, optimizer, None if batch is None else _to_device(batch, _device_of(model)))
+        if model is None:
+            return
+        self.start(model, optimizer)
+        batch = first_batch(train_dataloader)
+        if batch is None:
+            self.check_first_forward()
+            return
+        trainer = calling_trainer()
+        self.check_step(_to_device(batch, _device_of(model)), None if trainer is None else compute_loss_of(trainer))
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         self.gradients_ready()
 
     def on_train_end(self, args, state, control, **kwargs):
         self.stop()
+
+
+def calling_trainer(depth: int = 12) -> Optional[Trainer]:
+    """The Trainer whose training loop is calling this callback: the `self` of a frame below us."""
+    frame = sys._getframe(1)
+    for _ in range(depth):
+        if frame is None:
+            return None
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, Trainer):
+            return candidate
+        frame = frame.f_back
+    return None
+
+
+def compute_loss_of(trainer: Trainer) -> Callable:
+    """`step(model, batch)` for nnlint.check: the Trainer's compute_loss, as its training_step calls it."""
+
+    def compute_loss(model, batch):
+        # compute_loss may pop the labels out of the dict it is given: hand it a copy each time.
+        inputs = dict(batch) if isinstance(batch, Mapping) else batch
+        with trainer.compute_loss_context_manager():
+            return trainer.compute_loss(model, inputs)
+
+    compute_loss.__qualname__ = f"{type(trainer).__name__}.compute_loss"
+    return compute_loss
 
 
 def first_batch(dataloader) -> Optional[Any]:
@@ -46,7 +85,7 @@ def first_batch(dataloader) -> Optional[Any]:
     loader = getattr(dataloader, "base_dataloader", dataloader)
     if loader is None:
         return None
-    with _random_state_kept():
+    with random_state_kept():
         try:
             iterator = iter(loader)
             try:
@@ -55,26 +94,6 @@ def first_batch(dataloader) -> Optional[Any]:
                 del iterator   # shut any worker processes down now
         except Exception:   # the training loop will meet (and report) the same problem itself
             return None
-
-
-@contextmanager
-def _random_state_kept():
-    import torch
-
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    py_state = random.getstate()
-    try:
-        import numpy
-        np_state = numpy.random.get_state()
-    except ImportError:   # pragma: no cover - transformers requires numpy
-        numpy = np_state = None
-    try:
-        with torch.random.fork_rng(devices=devices):
-            yield
-    finally:
-        random.setstate(py_state)
-        if numpy is not None:
-            numpy.random.set_state(np_state)
 
 
 def _device_of(model):

@@ -20,7 +20,9 @@ from nnlint.output.markdown import markdown_to_html
 SEVERITY_LABEL = {"error": "Error", "warning": "Warning", "info": "Info"}
 
 
-def render(report) -> str:
+def render(report, *, fragment: bool = False) -> str:
+    """The page; with `fragment`, its sections alone (no page, style or footer), for a page that embeds
+    them: a notebook cell (nnlint.output.notebook)."""
     diagnostics = report.sorted()
     trace = report.trace
     parts = [
@@ -32,6 +34,8 @@ def render(report) -> str:
         parts.append(depth_section(trace, diagnostics))
         parts.append(input_section(trace, diagnostics))
     parts.append(_rules_section(diagnostics))
+    if fragment:
+        return "".join(parts)
     parts.append(_footer())
     title = f"nnlint: {report.model_name}" + (f" ({os.path.basename(report.source_file)})" if report.source_file else "")
     return (
@@ -84,10 +88,13 @@ def _summary(report) -> str:
                               (s["infos"], "info", "sev-info"), (s["fixable"], "fixable", "fixable")))
     fix_hint = ""
     if s["fixable"]:
-        target = escape(report.source_file) if report.source_file else "model.py"
         unsafe = sum(1 for d in report.fixable if not d.fix.safe)
-        fix_hint = (f'<p class="hint">Preview the fixes with <code>nnlint fix {target} --diff</code>'
-                    + (f"; {unsafe} of them change the architecture and need <code>--unsafe-fixes</code>" if unsafe else "")
+        if report.source_file:
+            how, unsafe_flag = f"Preview the fixes with <code>nnlint fix {escape(report.source_file)} --diff</code>", "--unsafe-fixes"
+        else:   # a model checked in Python (a notebook) or named on the command line: no file to edit
+            how, unsafe_flag = "Apply the fixes in memory with <code>nnlint.fix(model, batch)</code>", "unsafe=True"
+        fix_hint = (f'<p class="hint">{how}'
+                    + (f"; {unsafe} of them change the architecture and need <code>{unsafe_flag}</code>" if unsafe else "")
                     + ".</p>")
     notes = list(report.notes)   # regions the tracer could not see are NN001 findings, not notes
     note_html = ""

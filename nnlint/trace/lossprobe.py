@@ -9,7 +9,8 @@ entropy of the batch's labels (the loss of the best prediction that ignores the 
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
 
 from nnlint.errors import ModelRaised
 
@@ -66,6 +67,14 @@ def surrogate_loss(out_tensors):
 
 def call_loss(loss_fn, output, target) -> tuple[Any, list[dict[str, Any]]]:
     """Run loss_fn(output, target) (or loss_fn(output)) and return (loss, classification terms)."""
+    with classification_terms() as terms:
+        loss = loss_fn(output, target) if target is not None else loss_fn(output)
+    return loss, terms
+
+
+@contextmanager
+def classification_terms() -> Iterator[list[dict[str, Any]]]:
+    """The classification terms of every loss computed inside the block, as a list filled while it runs."""
     from torch.overrides import TorchFunctionMode
 
     terms: list[dict[str, Any]] = []
@@ -85,8 +94,7 @@ def call_loss(loss_fn, output, target) -> tuple[Any, list[dict[str, Any]]]:
             return result
 
     with _Probe():
-        loss = loss_fn(output, target) if target is not None else loss_fn(output)
-    return loss, terms
+        yield terms
 
 
 def _arg(args, kwargs, i: int, name: str, default=None):

@@ -4,11 +4,13 @@ It orchestrates the pieces, each in its own module: the batch as a structure of 
 records of the model, parameters, inputs and optimizer (inventory), the hooks and function mode that
 record every op with its statistics (recorder, opstats), the loss (lossprobe), the gradients
 (gradients), the explanation of a forward that raised (failures), and the model's state, put back
-exactly as it was found (state).
+exactly as it was found (state). With `step=`, a training step (step) runs where the model's call and
+the loss would.
 """
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from typing import Any, Callable, Optional
 
 from nnlint.diagnostics import Location
@@ -18,10 +20,11 @@ from nnlint.trace import ops as opnames
 from nnlint.trace.batch import call_model, describe_batch, iter_tensors, materialize_batch, slice_batch, validate_batch
 from nnlint.trace.failures import explain_forward_failure
 from nnlint.trace.gradients import grad_stats
-from nnlint.trace.lossprobe import loss_of_pass
+from nnlint.trace.lossprobe import classification_terms, loss_of_pass
 from nnlint.trace.recorder import Instrumented, Recorder
 from nnlint.trace.records import Trace
 from nnlint.trace.state import ModelState, rng_changed, rng_snapshot
+from nnlint.trace.step import check_step_arguments, keep_model_inputs, loss_of_step, model_calls, step_name, step_outputs
 
 EVAL_SLICE = 2   # samples in the eval-mode pass: it looks for modes and RNG use, not statistics
 
@@ -36,13 +39,17 @@ def run_trace(
     train_transform: Any = None,
     source_origins: Optional[dict[int, Location]] = None,
     eval_pass: bool = True,
+    step: Optional[Callable] = None,
 ) -> Trace:
-    """Run the model once in training mode (forward + backward) and once in eval mode; return the Trace."""
+    """Run the model once in training mode (forward + backward) and once in eval mode; return the Trace.
+
+    `step(model, batch)`, when given, runs instead of `model(batch)` and returns the loss (nnlint.trace.step)."""
     from nnlint._torch import import_torch
 
     torch = import_torch()
     if not isinstance(model, torch.nn.Module):
         raise NNLintError(f"expected a torch.nn.Module to check, got {type(model).__name__}")
+    check_step_arguments(step, target, loss_fn)
     started = time.perf_counter()
     batch = materialize_batch(batch)
     validate_batch(batch)
@@ -69,12 +76,18 @@ def run_trace(
         state.detach_grads()
         with torch.enable_grad():
             rng_before = rng_snapshot()
-            with Instrumented(recorder, "train"):
-                output = _forward(model, batch, recorder)
+            # A step computes its loss inside the pass: the probe of its classification losses goes
+            # under the recorder, so the probe's own arithmetic is not recorded as the model's.
+            with (classification_terms() if step is not None else nullcontext()) as terms, Instrumented(recorder, "train"):
+                output = _forward(model, batch, recorder, step)
             train_used_rng = rng_changed(rng_before, rng_snapshot())
-            out_tensors = [t for t in iter_tensors(output) if t.is_floating_point()]
-            trace.output_serials = [recorder.serial(t) for t in iter_tensors(output)]
-            loss = loss_of_pass(output, out_tensors, target, loss_fn, trace)
+            if step is None:
+                out_tensors = [t for t in iter_tensors(output) if t.is_floating_point()]
+                trace.output_serials = [recorder.serial(t) for t in iter_tensors(output)]
+                loss = loss_of_pass(output, out_tensors, target, loss_fn, trace)
+            else:
+                trace.output_serials = step_outputs(model_calls(model, recorder.calls), output, recorder.serial)
+                loss = loss_of_step(step, output, terms, trace)
             if loss is not None and loss.requires_grad:
                 try:
                     loss.backward()
@@ -85,7 +98,7 @@ def run_trace(
                 stats.summarize(loss.reshape(1), pending, lambda s: setattr(trace, "loss", s.mean))
         grad_stats(model, params, pending)
         if eval_pass and (train_used_rng or any(o.kind in opnames.RANDOM_OPS for o in recorder.ops)):
-            _eval_pass(model, batch, recorder, trace)
+            _eval_pass(model, batch, recorder, trace, step or call_model)
         elif eval_pass:
             # Nothing random ran in training mode, so nothing can in eval mode: the eval pass (which
             # looks only for RNG use) would find nothing, and skipping it saves ~10% of the check.
@@ -97,13 +110,15 @@ def run_trace(
     if mutated:
         trace.notes.append("the model's forward wrote to parameters in place: " + ", ".join(mutated[:5]))
     inventory.choose_channel_dims(trace, channels)
+    if step is not None:
+        keep_model_inputs(trace, model_calls(model, trace.calls))
     trace.incomplete = recorder.opaque
     trace.seconds = time.perf_counter() - started
     return trace
 
 
-def _eval_pass(model, batch, recorder: Recorder, trace: Trace) -> None:
-    """Eval-mode forward without grad on a small slice: does anything still consume the RNG?"""
+def _eval_pass(model, batch, recorder: Recorder, trace: Trace, run: Callable) -> None:
+    """Eval-mode forward (or step) without grad on a small slice: does anything still consume the RNG?"""
     import torch
 
     model.eval()
@@ -112,7 +127,7 @@ def _eval_pass(model, batch, recorder: Recorder, trace: Trace) -> None:
         rng_before = rng_snapshot()
         try:
             with torch.no_grad(), Instrumented(recorder, "eval"):
-                call_model(model, candidate)
+                run(model, candidate)
         except Exception:
             # A model that cannot run on a slice (a fixed batch size) gets the full batch; one that
             # fails in eval mode altogether has already run in training mode, so skip the pass.
@@ -151,12 +166,15 @@ def _setup(trace: Trace, model, batch, optimizer, train_transform, origins) -> N
     inventory.setup_locations(trace, batch, optimizer, train_transform, origins)
 
 
-def _forward(model, batch, recorder: Recorder):
+def _forward(model, batch, recorder: Recorder, step: Optional[Callable]):
     try:
-        return call_model(model, batch)
+        return call_model(model, batch) if step is None else step(model, batch)
     except NNLintError:
         raise
     except Exception as exc:
-        raise explain_forward_failure(model, batch, recorder.failure, exc) from exc
+        explained = explain_forward_failure(model, batch, recorder.failure, exc)
+        if step is not None and isinstance(explained, ModelRaised):
+            explained = ModelRaised(step_name(step), exc)   # the step raised, not a forward the user never called
+        raise explained from exc
 
 
