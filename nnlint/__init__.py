@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os as _os
 
-__version__ = "0.1.0"
+from nnlint._version import __version__
 
 # The rule catalog lives in the top-level rules/ folder and is installed as nnlint.rules (pyproject's
 # package-dir mapping). When nnlint is imported straight from a source checkout (the checkout on

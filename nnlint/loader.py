@@ -10,7 +10,7 @@ Or no file at all: a model people name rather than write, `--model torchvision.m
 (an importable `module:callable`, built with no arguments) or `--model transformers:AutoModelForCausalLM
 --config config.json` (a Hugging Face configuration, built with `from_config`: nothing is downloaded),
 on a random batch of `--input-shape` (token ids below the config's vocabulary size for a model whose
-input is `input_ids`). See `load_named`.
+input is `input_ids`). See nnlint.named.
 
 Beside them the file may define `loss_fn` (called as `loss_fn(output, target)`), `target`,
 `optimizer` (a function `optimizer(model)`, or an optimizer built at module level) and
@@ -26,11 +26,9 @@ with the user's frames only.
 from __future__ import annotations
 
 import ast
-import difflib
 import importlib
 import importlib.util
 import itertools
-import json
 import re
 import sys
 from collections.abc import Mapping
@@ -147,17 +145,17 @@ def load_target(path: str, *, factory: Optional[str] = None, input_shape: Option
     file = model_file(path)
     tree = _parse(file, path)
     torch = import_torch()
-    with track_module_origins() as origins, _on_sys_path(file.parent):
+    with track_module_origins() as origins, on_sys_path(file.parent):
         names = vars(_import(file, path))
         model_from, batch_from = convention(names, path, factory, input_shape)
-        model = _require_module(_produce(names, model_from, path), model_from, torch)
-        batch = _random_batch(model, input_shape, torch) if batch_from is None else _produce(names, batch_from, path)
+        model = require_module(_produce(names, model_from, path), model_from, torch)
+        batch = random_batch(model, input_shape, torch) if batch_from is None else _produce(names, batch_from, path)
         target = names.get("target")
         loss_fn = _loss_fn(names.get("loss_fn"))
         if loss_fn is not None and target is None and isinstance(batch, (tuple, list)) and len(batch) == 2:
             batch, target = batch   # a batch of (inputs, target): the convention when a loss is given
         if device is not None:
-            model, batch, target = _to_device(model, batch, target, device, torch)
+            model, batch, target = to_device(model, batch, target, device, torch)
         optimizer = _optimizer(names.get("optimizer"), model, torch)
     loaded = LoadedTarget(path=file, model=model, batch=batch, target=target, loss_fn=loss_fn,
                           optimizer=optimizer, train_transform=names.get("train_transform"), origins=dict(origins))
@@ -190,7 +188,7 @@ def _syntax_message(exc: SyntaxError, shown: Optional[str] = None) -> str:
 
 
 @contextmanager
-def _on_sys_path(folder: Path) -> Iterator[None]:
+def on_sys_path(folder: Path) -> Iterator[None]:
     """The model file's folder first on sys.path while it loads, so its local imports resolve."""
     entry = str(folder)
     sys.path.insert(0, entry)
@@ -204,7 +202,7 @@ def _on_sys_path(folder: Path) -> Iterator[None]:
 
 
 @contextmanager
-def _user_code(what: str) -> Iterator[None]:
+def user_code(what: str) -> Iterator[None]:
     """Run the user's code; its failures become one clear NNLintError naming `what`."""
     try:
         yield
@@ -229,7 +227,7 @@ def _import(file: Path, shown: str):
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
-        with _user_code(f"importing {shown}"):
+        with user_code(f"importing {shown}"):
             spec.loader.exec_module(module)
     except BaseException:
         sys.modules.pop(name, None)
@@ -277,7 +275,7 @@ def _produce(names: dict[str, Any], source: str, shown: str) -> Any:
     if not source.endswith("()"):
         return names[source]
     make = _attribute(names, source[:-2], shown)
-    with _user_code(source):
+    with user_code(source):
         return make()
 
 
@@ -298,7 +296,7 @@ def _attribute(names: dict[str, Any], dotted: str, shown: str) -> Any:
     return obj
 
 
-def _require_module(obj: Any, source: str, torch) -> Any:
+def require_module(obj: Any, source: str, torch) -> Any:
     if isinstance(obj, torch.nn.Module):
         return obj
     what = f"{source} returned" if source.endswith("()") else f"{source} is"
@@ -333,11 +331,11 @@ def _optimizer(obj: Any, model, torch) -> Any:
         raise LoadError("optimizer must be a function that builds it for the model, e.g.\n\n"
                         "    def optimizer(model):\n"
                         "        return torch.optim.AdamW(model.parameters(), lr=1e-3)")
-    with _user_code("optimizer(model)"):
+    with user_code("optimizer(model)"):
         return obj(model)
 
 
-def _random_batch(model, shape: tuple[int, ...], torch):
+def random_batch(model, shape: tuple[int, ...], torch):
     """A standard-normal batch in the model's floating dtype, from a fixed seed (repeatable reports)."""
     param = next((p for p in model.parameters() if p.is_floating_point()), None)
     dtype = param.dtype if param is not None else torch.get_default_dtype()
@@ -346,7 +344,7 @@ def _random_batch(model, shape: tuple[int, ...], torch):
     return batch.to(param.device) if param is not None else batch
 
 
-def _to_device(model, batch, target, device: str, torch):
+def to_device(model, batch, target, device: str, torch):
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: CUDA is not available to this torch ({torch.__version__}); "
                           "use --device cpu")
@@ -392,138 +390,3 @@ def binding_line(tree: ast.Module, name: str) -> Optional[int]:
         elif isinstance(node, (ast.Import, ast.ImportFrom)) and any((a.asname or a.name) == name for a in node.names):
             found = node.lineno
     return found
-
-
-# ---------------------------------------------------------------------------------------------
-# Models named by module:callable
-
-
-def load_named(spec: ModelSpec, *, input_shape: Optional[tuple[int, ...]], device: Optional[str] = None,
-               config: Optional[str] = None) -> LoadedTarget:
-    """Build the model `spec` names (`torchvision.models:resnet50`, or with a Hugging Face `config`
-    file, `transformers:AutoModelForCausalLM`) from a fixed seed, so that the same command gives the
-    same report, and make its random batch of `input_shape`."""
-    from nnlint._torch import import_torch
-    from nnlint.trace.source import track_module_origins
-
-    shown = str(spec)
-    hf_config = None if config is None else hugging_face_config(config)   # a wrong file is the first thing to say
-    make = _named_callable(spec)
-    if hf_config is None and hasattr(make, "from_config"):
-        raise ConfigError(f"--model {shown} builds a model from a configuration: pass --config config.json (the "
-                          "model's config.json; nothing is downloaded)")
-    if input_shape is None:
-        raise ConfigError(f"--model {shown} needs a batch shape: pass --input-shape, e.g. --input-shape 2,3,224,224 "
-                          "for images, or 2,16 for 2 sequences of 16 token ids")
-    torch = import_torch()
-    with torch.random.fork_rng(devices=[]), track_module_origins() as origins, _on_sys_path(Path.cwd()):
-        torch.manual_seed(0)
-        if hf_config is None:
-            with _user_code(f"{shown}() (--model calls it with no arguments)"):
-                model = make()
-        else:
-            model = _from_config(make, hf_config, shown, config)
-    model = _require_module(model, f"{shown}()", torch)
-    batch = _named_batch(model, input_shape, torch, shown)
-    if device is not None:
-        model, batch, _ = _to_device(model, batch, None, device, torch)
-    return LoadedTarget(path=None, model=model, batch=batch, origins=dict(origins))
-
-
-def _named_callable(spec: ModelSpec) -> Callable:
-    """`spec.module` imported (the current folder importable, as under `python -m`), and the callable in it."""
-    shown = str(spec)
-    with _on_sys_path(Path.cwd()):
-        try:
-            module = importlib.import_module(spec.module)
-        except ModuleNotFoundError as exc:
-            missing = exc.name or spec.module
-            raise LoadError(f"--model {shown}: no module named {missing!r}; install it (pip install "
-                            f"{missing.split('.')[0]}) or check the spelling") from None
-        except Exception as exc:
-            if "torchvision::" in str(exc):   # torchvision's C++ ops were built for another torch
-                import torch
-
-                raise LoadError(f"--model {shown}: the installed torchvision does not match this torch "
-                                f"({torch.__version__}): install the torchvision built for it (from the index "
-                                "this torch came from)") from None
-            raise ModelRaised(f"importing {spec.module}", exc) from exc
-    obj: Any = module
-    for i, part in enumerate(spec.factory.split(".")):
-        if not hasattr(obj, part):
-            where = ".".join([spec.module, *spec.factory.split(".")[:i]])
-            names = [n for n in dir(obj) if not n.startswith("_")]
-            close = difflib.get_close_matches(part, names, n=3, cutoff=0.6)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise LoadError(f"--model {shown}: {where} has no {part!r}{hint}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise LoadError(f"--model {shown} is a {type(obj).__name__}, not a function or class that builds the model")
-    return obj
-
-
-def _from_config(make: Callable, hf_config, shown: str, path: str):
-    """`make.from_config(config)` (an Auto class) or `make(config)` (a model class). A ValueError is
-    transformers refusing the pair (a gpt2 configuration for AutoModelForImageClassification)."""
-    try:
-        with _user_code(f"{shown}.from_config({path})"):
-            return make.from_config(hf_config) if hasattr(make, "from_config") else make(hf_config)
-    except ModelRaised as exc:
-        if not isinstance(exc.original, ValueError):
-            raise
-        raise LoadError(f"--model {shown} cannot be built from --config {path} (a {hf_config.model_type} "
-                        f"configuration): {_first_line(exc.original)}") from None
-
-
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    text = (str(exc).splitlines() or [type(exc).__name__])[0]
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def hugging_face_config(path: str):
-    """A transformers configuration from a config.json file (its "model_type" picks the class), with no
-    download: `AutoConfig.for_model(**the file's contents)`."""
-    file = Path(path)
-    if not file.is_file():
-        raise LoadError(f"--config {path}: no such file; give the model's config.json (as save_pretrained "
-                        "writes it, with its \"model_type\")")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LoadError(f"--config {path}: cannot read it: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise LoadError(f"--config {path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
-        raise LoadError(f"--config {path} has no \"model_type\" (e.g. \"model_type\": \"gpt2\"): transformers needs "
-                        "it to know which configuration this is")
-    try:
-        import transformers
-    except ImportError:
-        raise LoadError(f"--config {path} is a Hugging Face configuration: install transformers "
-                        "(pip install transformers)") from None
-    known = list(transformers.CONFIG_MAPPING.keys())
-    if data["model_type"] not in known:
-        close = difflib.get_close_matches(data["model_type"], known, n=3, cutoff=0.6)
-        hint = f"did you mean {', '.join(close)}?" if close else "its config.json names it, e.g. \"gpt2\", \"llama\", \"bert\""
-        raise LoadError(f"--config {path}: model_type {data['model_type']!r} is not one this transformers "
-                        f"({transformers.__version__}) knows; {hint}")
-    try:
-        return transformers.AutoConfig.for_model(**data)
-    except (ValueError, TypeError) as exc:
-        raise LoadError(f"--config {path}: transformers cannot build a configuration from it: {_first_line(exc)}") from None
-
-
-def _named_batch(model, shape: tuple[int, ...], torch, shown: str):
-    """The batch the model takes: a Hugging Face model names its input (`main_input_name`), token ids
-    below the config's vocabulary size for `input_ids`; anything else, standard-normal values."""
-    key = getattr(model, "main_input_name", None)
-    if not isinstance(key, str):
-        return _random_batch(model, shape, torch)
-    if key != "input_ids":
-        return {key: _random_batch(model, shape, torch)}
-    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
-    if not isinstance(vocab, int) or vocab < 1:
-        raise LoadError(f"--model {shown} takes token ids, but its configuration has no vocab_size to draw them below")
-    device = next((p.device for p in model.parameters()), None)
-    ids = torch.randint(0, vocab, shape, generator=torch.Generator().manual_seed(0))
-    return {key: ids.to(device) if device is not None else ids}

@@ -19,7 +19,7 @@ import sys
 
 import click
 
-from nnlint.cli import EXIT_CLEAN, EXIT_FINDINGS, main, model_options, parse_codes, resolve_target
+from nnlint.commandline import EXIT_CLEAN, EXIT_FINDINGS, model_options, parse_codes, resolve_target
 from nnlint.errors import NNLintError
 
 
@@ -102,7 +102,3 @@ def _summary(shown: str, run, mode: str, again: str) -> str:
         lines.append(f"nothing written; apply with: {again}")
     return "\n".join(lines)
 
-
-# nnlint/cli.py imports this module at its end; registering here (not there) works whichever of the two
-# is imported first.
-main.add_command(fix_command, "fix")

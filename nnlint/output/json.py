@@ -43,7 +43,7 @@ def render(report) -> str:
 
 
 def document(report) -> dict[str, Any]:
-    from nnlint import __version__
+    from nnlint._version import __version__
 
     return jsonable({
         "version": SCHEMA_VERSION,

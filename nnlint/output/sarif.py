@@ -29,7 +29,7 @@ def render(report, *, root: Optional[str] = None) -> str:
 
 
 def sarif_log(report, *, root: Optional[str] = None) -> dict[str, Any]:
-    from nnlint import __version__
+    from nnlint._version import __version__
 
     base = repo_root(root)
     diagnostics = report.sorted()
