@@ -23,6 +23,7 @@ def check(
     train_transform: Any = None,
     source_origins: Optional[dict] = None,
     step: Optional[Callable] = None,
+    progress: Optional[bool] = None,
 ) -> Report:
     """Run the model once on `batch` (train forward+backward, eval forward) and apply every selected rule.
 
@@ -31,9 +32,13 @@ def check(
     it is called in place of `model(batch)`, every module it calls is measured, and the backward pass
     starts from the loss it returns, so the gradient rules speak of the real gradients.
 
+    `progress`: a status line on stderr while a check runs longer than two seconds (the pass, module
+    calls, elapsed); by default where someone watches (a terminal, a notebook).
+
     The model is left exactly as it was found. Raises an NNLintError subclass when the check cannot
     run (the model raised, the batch does not fit); the message says what to change.
     """
+    from nnlint.progress import Progress
     from nnlint.trace.tracer import run_trace
 
     config = config or Config()
@@ -42,9 +47,12 @@ def check(
     unknown = validate_codes(select + ignore)
     if unknown:
         raise ConfigError(f"unknown rule code(s): {', '.join(unknown)}; `nnlint rules` lists them")
-    trace = run_trace(model, batch, target=target, loss_fn=loss_fn, optimizer=optimizer,
-                      train_transform=train_transform, source_origins=source_origins, step=step)
-    diagnostics = run_rules(trace, select=select or None, ignore=ignore, config=config)
+    modules = sum(1 for _ in model.modules()) if hasattr(model, "modules") else 0
+    with Progress(type(model).__name__, modules, enabled=progress) as shown:
+        trace = run_trace(model, batch, target=target, loss_fn=loss_fn, optimizer=optimizer,
+                          train_transform=train_transform, source_origins=source_origins, step=step, progress=shown)
+        shown.phase = "rules"
+        diagnostics = run_rules(trace, select=select or None, ignore=ignore, config=config)
     return Report(diagnostics=diagnostics, model_name=trace.model_type, batch_description=trace.batch_description,
                   seconds=trace.seconds, notes=list(trace.notes), trace=trace)
 

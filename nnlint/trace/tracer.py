@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 
 from nnlint.diagnostics import Location
 from nnlint.errors import ModelRaised, NNLintError
+from nnlint.progress import Progress
 from nnlint.trace import inventory, stats
 from nnlint.trace import ops as opnames
 from nnlint.trace.batch import call_model, describe_batch, iter_tensors, materialize_batch, slice_batch, validate_batch
@@ -40,10 +41,13 @@ def run_trace(
     source_origins: Optional[dict[int, Location]] = None,
     eval_pass: bool = True,
     step: Optional[Callable] = None,
+    progress: Optional[Progress] = None,
 ) -> Trace:
     """Run the model once in training mode (forward + backward) and once in eval mode; return the Trace.
 
-    `step(model, batch)`, when given, runs instead of `model(batch)` and returns the loss (nnlint.trace.step)."""
+    `step(model, batch)`, when given, runs instead of `model(batch)` and returns the loss (nnlint.trace.step).
+    `progress` (nnlint.progress) is told which pass runs."""
+    progress = progress or Progress("", 0, enabled=False)
     from nnlint._torch import import_torch
 
     torch = import_torch()
@@ -58,6 +62,7 @@ def run_trace(
         return _static_trace(model, batch, source_origins, optimizer, train_transform, pending, started)
     state = ModelState.capture(model)
     recorder = Recorder(model, pending)
+    progress.calls = lambda: len(recorder.calls)
 
     modules = inventory.module_records(model, source_origins)
     params = inventory.param_records(model, pending)
@@ -78,6 +83,7 @@ def run_trace(
             rng_before = rng_snapshot()
             # A step computes its loss inside the pass: the probe of its classification losses goes
             # under the recorder, so the probe's own arithmetic is not recorded as the model's.
+            progress.phase = "train forward"
             with (classification_terms() if step is not None else nullcontext()) as terms, Instrumented(recorder, "train"):
                 output = _forward(model, batch, recorder, step)
             train_used_rng = rng_changed(rng_before, rng_snapshot())
@@ -89,6 +95,7 @@ def run_trace(
                 trace.output_serials = step_outputs(model_calls(model, recorder.calls), output, recorder.serial)
                 loss = loss_of_step(step, output, terms, trace)
             if loss is not None and loss.requires_grad:
+                progress.phase = "backward"
                 try:
                     loss.backward()
                 except Exception as exc:  # the user's loss or a custom backward
@@ -98,6 +105,7 @@ def run_trace(
                 stats.summarize(loss.reshape(1), pending, lambda s: setattr(trace, "loss", s.mean))
         grad_stats(model, params, pending)
         if eval_pass and (train_used_rng or any(o.kind in opnames.RANDOM_OPS for o in recorder.ops)):
+            progress.phase = "eval forward"
             _eval_pass(model, batch, recorder, trace, step or call_model)
         elif eval_pass:
             # Nothing random ran in training mode, so nothing can in eval mode: the eval pass (which
@@ -106,6 +114,7 @@ def run_trace(
     finally:
         mutated = state.mutated_parameters()
         state.restore()
+    progress.phase = "reading the statistics back"
     pending.resolve()
     if mutated:
         trace.notes.append("the model's forward wrote to parameters in place: " + ", ".join(mutated[:5]))
