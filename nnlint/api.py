@@ -24,6 +24,9 @@ def check(
     source_origins: Optional[dict] = None,
     step: Optional[Callable] = None,
     progress: Optional[bool] = None,
+    steps: Optional[int] = None,
+    causal: Optional[bool] = None,
+    frozen: Optional[Iterable[str]] = None,
 ) -> Report:
     """Run the model once on `batch` (train forward+backward, eval forward) and apply every selected rule.
 
@@ -35,10 +38,16 @@ def check(
     `progress`: a status line on stderr while a check runs longer than two seconds (the pass, module
     calls, elapsed); by default where someone watches (a terminal, a notebook).
 
+    What the probes need to know (nnlint.probes): `steps=N` opts in to training copies of the model and
+    optimizer N steps on the batch; `causal` says the model is autoregressive (None: recognise it);
+    `frozen` names (globs) the parameters meant to be frozen.
+
     The model is left exactly as it was found. Raises an NNLintError subclass when the check cannot
     run (the model raised, the batch does not fit); the message says what to change.
     """
+    from nnlint.probes.base import ProbeContext, ProbeOptions, all_probes, run_probes
     from nnlint.progress import Progress
+    from nnlint.trace.batch import materialize_batch
     from nnlint.trace.tracer import run_trace
 
     config = config or Config()
@@ -47,10 +56,18 @@ def check(
     unknown = validate_codes(select + ignore)
     if unknown:
         raise ConfigError(f"unknown rule code(s): {', '.join(unknown)}; `nnlint rules` lists them")
+    rules = select_rules(select or None, ignore)
+    batch = materialize_batch(batch)   # once: a generator's first element is the batch, for the probes too
+    options = ProbeOptions(steps=steps, causal=causal, frozen=tuple(frozen or ()))
     modules = sum(1 for _ in model.modules()) if hasattr(model, "modules") else 0
     with Progress(type(model).__name__, modules, enabled=progress) as shown:
         trace = run_trace(model, batch, target=target, loss_fn=loss_fn, optimizer=optimizer,
                           train_transform=train_transform, source_origins=source_origins, step=step, progress=shown)
+        probes = {part for cls in rules for part in cls.reads} & set(all_probes())
+        if probes and trace.ops:   # a model on the meta device has no values to probe
+            shown.phase = "probes"
+            context = ProbeContext(model, batch, trace, options, target, loss_fn, optimizer, step)
+            trace.seconds += run_probes(probes, context)
         shown.phase = "rules"
         diagnostics = run_rules(trace, select=select or None, ignore=ignore, config=config)
     return Report(diagnostics=diagnostics, model_name=trace.model_type, batch_description=trace.batch_description,

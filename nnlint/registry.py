@@ -15,8 +15,9 @@ from nnlint.diagnostics import Diagnostic, Fix, Location
 
 # What a rule may read of a trace, besides the model's structure: the training forward's ops and
 # statistics, the gradients of the backward, the eval-mode pass, the batch's inputs, the loss and
-# targets, the optimizer, the train transform. The guard re-runs the rules that read "gradients" on a
-# real step's gradients; the other parts say what a rule needs of the check.
+# targets, the optimizer, the train transform; and what a probe (nnlint.probes) measured, by the
+# probe's name. The guard re-runs the rules that read "gradients" on a real step's gradients; a probe
+# runs only when a selected rule reads it.
 TRACE_PARTS = frozenset({"forward", "gradients", "eval", "inputs", "loss", "optimizer", "transform", "modules"})
 # What an unnamed finding (module "") is about: reports label it "input" or "model".
 SUBJECTS = ("module", "input", "model")
@@ -173,9 +174,12 @@ def all_rules() -> dict[str, type[Rule]]:
 
 def _validate(cls: type[Rule]) -> None:
     """A rule that describes itself wrongly is a bug to hear about at once, not in a report."""
-    unknown = set(cls.reads) - TRACE_PARTS
+    from nnlint.probes.base import all_probes
+
+    known = TRACE_PARTS | set(all_probes())
+    unknown = set(cls.reads) - known
     if unknown:
-        raise RuntimeError(f"{cls.code} reads unknown trace parts {sorted(unknown)}; known: {sorted(TRACE_PARTS)}")
+        raise RuntimeError(f"{cls.code} reads unknown trace parts {sorted(unknown)}; known: {sorted(known)}")
     if cls.about not in SUBJECTS:
         raise RuntimeError(f"{cls.code}: about must be one of {SUBJECTS}, not {cls.about!r}")
     if cls.fixable not in ("safe", "unsafe", "none"):

@@ -170,6 +170,7 @@ class Trace:
     param_serials: dict[int, str] = field(default_factory=dict)
     input_serials: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    probes: dict[str, Any] = field(default_factory=dict)        # probe name -> what it measured (nnlint.probes)
 
     # ----- convenience views (derived, never stored twice) -----
     def ops_in(self, phase: str = "train") -> list[OpRecord]:

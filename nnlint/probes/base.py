@@ -1,0 +1,109 @@
+"""Probes: measurements beyond the one instrumented training step, each a small registered unit.
+
+    @probe
+    class BatchMixing(Probe):
+        name = "batch_mixing"            # the trace part it provides; rules read it: reads = {"batch_mixing"}
+        def run(self, ctx): ...          # returns plain data, stored as trace.probes["batch_mixing"]
+
+A probe runs after the traced step, only when a selected rule reads it (and, for an opt-in probe such as
+the training steps, only when its option is given), on a few samples, without recording statistics. It
+must leave the user's model, optimizer, tensors and RNG as it found them: it works on copies, and the
+runner captures the model's state around it and puts it back whatever the probe did (buffers, modes,
+grads, requires_grad, RNG); a probe that wrote to the model's parameters is a bug the runner reports. A
+probe that cannot run on this model (a fixed batch size, an input it cannot vary) adds a note saying
+so; the check goes on. Nothing here imports torch at module level.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterable, Optional
+
+from nnlint.trace.records import Trace
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """What the user tells the check beyond the model and batch, for the probes that need it."""
+
+    steps: Optional[int] = None            # the opt-in training probe: this many optimizer steps on the batch
+    causal: Optional[bool] = None          # the model is autoregressive (None: recognised if it can be)
+    frozen: tuple[str, ...] = ()           # parameter name globs meant to be frozen
+
+
+@dataclass
+class ProbeContext:
+    """Everything a probe may use. The trace is the traced step's; the rest is the user's, to be left as
+    found."""
+
+    model: Any
+    batch: Any
+    trace: Trace
+    options: ProbeOptions = field(default_factory=ProbeOptions)
+    target: Any = None
+    loss_fn: Optional[Callable] = None
+    optimizer: Any = None
+    step: Optional[Callable] = None
+
+
+class Probe:
+    name: ClassVar[str]
+    summary: ClassVar[str] = ""            # what it measures, for notes and docs
+
+    def wanted(self, options: ProbeOptions) -> bool:
+        """An opt-in probe says False until its option is given."""
+        return True
+
+    def run(self, ctx: ProbeContext) -> Any:          # pragma: no cover - every probe overrides it
+        raise NotImplementedError
+
+
+PROBES: dict[str, Probe] = {}
+
+
+def probe(cls: type) -> type:
+    name = getattr(cls, "name", None)
+    if not name:
+        raise TypeError(f"{cls.__name__} has no name")
+    if name in PROBES:
+        raise ValueError(f"probe {name!r} is registered twice")
+    if cls.run is Probe.run:
+        raise TypeError(f"probe {name!r} has no run()")
+    PROBES[name] = cls()
+    return cls
+
+
+def all_probes() -> dict[str, Probe]:
+    package = importlib.import_module("nnlint.probes")
+    for info in pkgutil.iter_modules(package.__path__, prefix="nnlint.probes."):
+        if info.name != __name__:
+            importlib.import_module(info.name)
+    return PROBES
+
+
+def run_probes(names: Iterable[str], ctx: ProbeContext) -> float:
+    """Run the named probes (those wanted with these options), storing each result in
+    ctx.trace.probes[name]; returns the seconds they took."""
+    from nnlint.trace.state import ModelState
+
+    started = time.perf_counter()
+    probes = all_probes()
+    for name in sorted(set(names)):
+        p = probes.get(name)
+        if p is None or not p.wanted(ctx.options):
+            continue
+        state = ModelState.capture(ctx.model)
+        try:
+            ctx.trace.probes[name] = p.run(ctx)
+        except Exception as exc:   # a probe that cannot run on this model must not cost the check
+            ctx.trace.notes.append(f"the {name.replace('_', ' ')} probe could not run on this model "
+                                   f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                                   "the rules that read it did not run")
+        finally:
+            mutated = state.mutated_parameters()
+            state.restore()
+        if mutated:
+            raise RuntimeError(f"nnlint bug: the {name} probe wrote to the model's parameters ({', '.join(mutated[:3])})")
+    return time.perf_counter() - started
