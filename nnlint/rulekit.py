@@ -13,6 +13,7 @@ from nnlint.fix.kinds.normalize_input import NormalizeInput, NormalizeInputParam
 from nnlint.fix.kinds.reinit import Reinit, ReinitParams
 from nnlint.initmath import correct_init
 from nnlint.trace import ops as opnames
+from nnlint.trace import vocab
 from nnlint.trace.graph import Graph
 from nnlint.trace.records import OpRecord, Trace
 from nnlint.trace.structure import Structure
@@ -82,14 +83,14 @@ def ops_using(graph: Graph, param: str) -> list[OpRecord]:
 def is_all_off_relu(op: OpRecord) -> bool:
     """A ReLU-family call where no unit fired at all on the batch: nothing passes it, forward or back."""
     active = op.stats.get("unit_active")
-    return op.kind in opnames.RELU_FAMILY and bool(active) and max(active) == 0.0
+    return op.kind in opnames.ALIVE_ABOVE and bool(active) and max(active) == 0.0
 
 
 def is_intentional_zero_layer(graph: Graph, op: OpRecord) -> bool:
     """Zero-init is a known good practice for: the last layer of a residual branch (each block starts
     as the identity), the model's final layer (no weight layer downstream), and gate/modulation
     projections (their output multiplies)."""
-    if graph.feeds_weight_layer(op) is None:
+    if graph.reaches_weight_layer(op) is None:
         return True
     current = op
     for _ in range(4):
@@ -167,6 +168,39 @@ def once_per_site(ops):
         if key not in seen:
             seen.add(key)
             yield op
+
+
+# What an input's values pass through on their way to a weight layer that reads them as a signal:
+# element-wise ops, views, norms, pooling, dropout, concatenation. Not a matmul without a weight (a
+# graph's adjacency multiplying features is an operator, not a signal), not indexing into other tensors,
+# comparisons or a loss (detection boxes go to the box coder and the matcher).
+SIGNAL_CARRIERS = (opnames.PASSTHROUGH | opnames.ACTIVATIONS | opnames.NORM_OPS
+                   | {"add", "sub", "mul", "div", "pow", "exp", "log", "sqrt", "rsqrt", "dropout", "pool", "mean", "cat"})
+
+
+def judged_input(trace: Trace, rec) -> bool:
+    """Whether an input's own statistics (its centering and scale) matter to the model, so that the
+    input rules judge it: a floating input that a weight layer reads as a signal, that the model does
+    not normalize itself first, and whose first layers are not followed by a per-sample, per-channel
+    normalization (InstanceNorm makes the output invariant to the input's offset and scale: a style
+    transfer network's output moves by 3e-6 of its std when the input is shifted)."""
+    if not rec.is_float or rec.summary.nonfinite or input_normalized_by_model(trace, rec):
+        return False
+    graph = Graph.of(trace)
+    carried = lambda o: o.kind in SIGNAL_CARRIERS or vocab.is_passthrough(o)   # noqa: E731
+    if not graph.reaches(rec.serial, vocab.is_weight_layer, through=carried):
+        return False
+    firsts = []   # the weight layers that read the input first, with no weight layer before them
+    for consumer in graph.consumers.get(rec.serial, ()):
+        reached = [consumer] if vocab.is_weight_layer(consumer) else \
+            graph.walk(consumer, through=lambda o: not vocab.is_weight_layer(o))
+        firsts += [o for o in reached if vocab.is_weight_layer(o)]
+    return not all(_followed_by_instance_norm(graph, o) for o in firsts)
+
+
+def _followed_by_instance_norm(graph: Graph, op: OpRecord) -> bool:
+    nxt = graph.first(op, lambda o: not vocab.is_passthrough(o), through=vocab.is_passthrough)
+    return nxt is not None and nxt.kind == "instance_norm"
 
 
 def input_normalized_by_model(trace: Trace, rec) -> bool:

@@ -54,7 +54,7 @@ def depth_profile(trace, active_below: Optional[float] = None) -> DepthProfile:
                                           secondary=out.mean))
     for op in ops:
         active = op.stats.get("unit_active")
-        if op.kind in opnames.RELU_FAMILY and active and active_below is not None:
+        if op.kind in opnames.ALIVE_ABOVE and active and active_below is not None:
             dead = sum(1 for a in active if a < active_below)
             profile.dead.append(_value(trace, profile.dead, op, dead / len(active),
                                        f"{dead}/{len(active)} units dead ({100 * dead / len(active):.0f}%)"))

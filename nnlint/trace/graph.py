@@ -8,6 +8,7 @@ What an op is (a weight layer, a norm, a view) is nnlint.trace.vocab's.
 """
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
@@ -112,15 +113,31 @@ class Graph:
         return next((o for o in self.walk(op, up=up, through=lambda o: through(o) and not match(o), limit=limit)
                      if match(o)), None)
 
+    def first_consumer(self, serial: int, through: Predicate) -> Optional[OpRecord]:
+        """The first op (in execution order) that reads this tensor, looking past the ops `through` accepts."""
+        found = []
+        for consumer in self.consumers.get(serial, ()):
+            found.append(consumer if not through(consumer) else self.first(consumer, lambda o: not through(o), through=through))
+        found = [o for o in found if o is not None]
+        return min(found, key=lambda o: o.index) if found else None
+
+    def reaches(self, serial: int, match: Predicate, through: Predicate) -> bool:
+        """A consumer of this tensor matches, or reaches a match walking only through `through` ops."""
+        for consumer in self.consumers.get(serial, ()):
+            if match(consumer) or (through(consumer) and self.first(consumer, match, through=through) is not None):
+                return True
+        return False
+
     # -- what follows a layer --
     def follower(self, op: OpRecord) -> Follower:
         """The first thing that matters downstream of `op`: skips views, dropout, pooling.
 
-        A mul is a gate; an add is reported as "add" (residual or bias) unless it adds a constant.
+        A product of two tensors is a gate (a scaling by a constant is not); an add is reported as "add"
+        (residual or bias) unless it adds a constant.
         """
         def matters(o: OpRecord) -> bool:
             return (o.kind in opnames.ACTIVATIONS or o.kind in opnames.NORM_OPS or vocab.multiplies(o)
-                    or o.kind == "mul" or (o.kind == "add" and self.is_binary_tensor_op(o))
+                    or (o.kind in ("mul", "add") and self.is_binary_tensor_op(o))
                     or (self.is_model_output(o) and not self.next_ops(o)))
 
         if not self.next_ops(op):
@@ -140,6 +157,19 @@ class Graph:
         if k == "add":
             return Follower("add", nxt)
         return Follower("output", nxt)
+
+    def next_op(self, op: OpRecord) -> Optional[OpRecord]:
+        """The first op after `op` that is not a view, a dropout or a pooling: what its output meets."""
+        def trivial(o: OpRecord) -> bool:
+            return vocab.is_passthrough(o) or o.kind in ("dropout", "pool")
+
+        return self.first(op, lambda o: not trivial(o), through=trivial)
+
+    def followed_by_norm(self, op: OpRecord) -> bool:
+        """The op's output goes straight into a normalization (conv -> BatchNorm): its scale does not
+        survive, and a layer before a norm is scale-invariant."""
+        nxt = self.next_op(op)
+        return nxt is not None and vocab.normalizes(nxt)
 
     def nonlinearity_after(self, op: OpRecord) -> tuple[str, Optional[float]]:
         """The nonlinearity a weight layer feeds ("relu", "tanh", "linear" ...) and, for a leaky one, the
@@ -162,17 +192,49 @@ class Graph:
         return None
 
     def feeds_weight_layer(self, op: OpRecord) -> Optional[OpRecord]:
-        """The first weight layer this op's output reaches without passing through a multiplication
-        (a gate) or a normalization of the activation (a softmax): then the activation is a hidden-layer
-        nonlinearity. None when it only gates or reaches the output. The walk stops at a matmul of two
-        activations (attention scores): that is no weight layer, and what follows it is attention's."""
+        """For an activation: the first weight layer its output reaches as that layer's signal, without
+        gating a product or being normalized to probabilities (a softmax): then the activation is a
+        hidden-layer nonlinearity. None when it only gates or reaches the output. Scaling it by a constant,
+        or combining it with itself (x * sigmoid(x)), keeps it the signal; the walk stops at a matmul of
+        two activations (attention scores), which is no weight layer."""
+        return self._first_layer_fed(op, weights_of_activations=False)
+
+    def reaches_weight_layer(self, op: OpRecord) -> Optional[OpRecord]:
+        """For a weight layer: the first weight layer its output reaches by any computation on its own
+        output (an activation formula such as GPT-2's tanh GELU, attention among its own queries, keys
+        and values, a softmax, norms, adds), short of multiplying another signal (a gate: its output
+        modulates something else, as adaLN's projections do). None: it is a final layer or a gate."""
+        return self._first_layer_fed(op, weights_of_activations=True)
+
+    def _first_layer_fed(self, op: OpRecord, weights_of_activations: bool) -> Optional[OpRecord]:
+        """Walk the consumers in execution order, tracking what is computed from `op`'s output alone; a
+        product (mul, div, matmul) counts as carrying that output on only when each of its tensor operands
+        is such a value (or a constant): otherwise it is a gate, and the walk stops there."""
         def layer(o: OpRecord) -> bool:
             return vocab.applies_weights(o) and o.kind != "opaque"
 
-        def onward(o: OpRecord) -> bool:
-            return o.kind not in ("mul", "div", "softmax", "log_softmax") and o.kind not in opnames.WEIGHT_OPS
-
-        return self.first(op, layer, through=onward)
+        derived: set[int] = set(op.outputs)
+        heap = [(c.index, c) for c in self.next_ops(op)]
+        heapq.heapify(heap)
+        seen: set[int] = set()
+        while heap and len(seen) < WALK_LIMIT:
+            _, nxt = heapq.heappop(heap)
+            if nxt.index in seen:
+                continue
+            seen.add(nxt.index)
+            if layer(nxt):
+                return nxt
+            own = all(s in derived for s in self.tensor_inputs(nxt))
+            if nxt.kind in ("mul", "div") and not own:
+                continue          # a gate: this output modulates another signal
+            if nxt.kind in opnames.WEIGHT_OPS and not (own and weights_of_activations):
+                continue          # attention scores: for an activation, no layer; for a layer, its own attention
+            if nxt.kind in ("softmax", "log_softmax") and not weights_of_activations:
+                continue          # an activation normalized to probabilities is not a hidden signal
+            derived.update(nxt.outputs)
+            for c in self.next_ops(nxt):
+                heapq.heappush(heap, (c.index, c))
+        return None
 
     def feeding_weight_op(self, op: OpRecord) -> Optional[OpRecord]:
         """The weight layer whose output (through norms, views, bias adds) feeds this op; None when an

@@ -85,8 +85,9 @@ def input_records(batch, serial, pending: stats.PendingStats) -> tuple[list[Inpu
     records = []
     candidates: dict[int, dict] = {}
     for path, t in named_tensors(batch):
+        # A sparse or nested input has no dense values to measure: lineage only, like an integer one.
         rec = InputRecord(path=path, serial=serial(t), summary=TensorSummary(tuple(t.shape), str(t.dtype).replace("torch.", ""), 0.0, 0.0),
-                          is_float=t.is_floating_point())
+                          is_float=t.is_floating_point() and stats.measurable(t))
         records.append(rec)
         if not rec.is_float or t.numel() == 0:
             continue
@@ -102,18 +103,31 @@ def input_records(batch, serial, pending: stats.PendingStats) -> tuple[list[Inpu
     return records, candidates
 
 
+# Fewer samples than this, and a per-feature mean/std says nothing (over 2 rows a feature's "std" is
+# half the difference of two numbers): the input is judged as a whole.
+MIN_ROWS_PER_FEATURE = 8
+
+
 def choose_channel_dims(trace: Trace, candidates: dict[int, dict]) -> None:
-    """Images and 1-D signals keep channels at dim 1; a 3-D input read by a Linear has features last."""
-    first_consumer: dict[int, str] = {}
-    for op in trace.ops:
-        for s in op.inputs:
-            first_consumer.setdefault(s, op.kind)
+    """Images and 1-D signals keep channels at dim 1; a 3-D input read by a Linear has features last. A
+    2-D input is per feature (a table), unless it has fewer than MIN_ROWS_PER_FEATURE rows or a conv
+    reads it as one channel (a raw waveform, `x.unsqueeze(1)` into a Conv1d): then it is one signal,
+    judged by its overall mean and std."""
+    from nnlint.trace.graph import Graph
+    from nnlint.trace.vocab import is_passthrough
+
+    graph = Graph.of(trace)
     for i, rec in enumerate(trace.inputs):
         found = candidates.get(i)
         if not found:
             continue
+        shape = rec.summary.shape
+        first = graph.first_consumer(rec.serial, through=is_passthrough)
+        if len(shape) == 2 and (shape[0] < MIN_ROWS_PER_FEATURE or (first is not None and first.kind == "conv")):
+            rec.channel_dim, rec.channel_mean, rec.channel_std = None, [rec.summary.mean], [rec.summary.std]
+            continue
         dim = 1
-        if 2 in found and first_consumer.get(rec.serial) != "conv":
+        if 2 in found and (first is None or first.kind != "conv"):
             dim = 2
         rec.channel_dim = dim
         rec.channel_mean, rec.channel_std = found.get(dim, ([], []))

@@ -8,6 +8,14 @@ WEIGHT_OPS = {"linear", "conv", "matmul", "embedding", "bilinear"}
 NORM_OPS = {"batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm"}
 RANDOM_OPS = {"dropout", "random"}
 
+# Where a ReLU-like activation passes (almost) no gradient: below this pre-activation its derivative is
+# under 5% of its peak, everywhere to the left (measured with autograd on a fine grid). ReLU's is
+# exactly 0; GELU's derivative is negative but sizeable between -2.28 and -0.75, so its units there still
+# learn. Leaky ReLU, PReLU and RReLU keep their slope everywhere: their units cannot die, and are not
+# listed.
+ALIVE_ABOVE = {"relu": 0.0, "relu6": 0.0, "hardswish": -3.0, "gelu": -2.28, "silu": -3.93, "mish": -3.98,
+               "elu": -3.0, "celu": -3.0, "selu": -3.0, "softplus": -2.94}
+
 # The torch.nn module of an activation a fix may swap in or out.
 ACTIVATION_MODULES = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "ReLU", "leaky_relu": "LeakyReLU", "gelu": "GELU",
                       "silu": "SiLU", "elu": "ELU", "softplus": "Softplus", "selu": "SELU", "mish": "Mish"}
@@ -56,6 +64,10 @@ PASSTHROUGH = {
     "unflatten", "narrow", "select", "view_as", "reshape_as", "movedim", "unbind", "repeat", "tile", "flip",
     "masked_fill", "pad", "roll", "cpu", "cuda", "double", "long", "int", "bool",
 }
+
+# Factories whose output holds whatever the allocator handed out (torch.empty): nothing reads those
+# values before an in-place op overwrites them, so their statistics mean nothing (and may be NaN).
+UNINITIALIZED = {"empty", "empty_like", "new_empty", "empty_strided"}
 
 # Never record these: metadata getters and shape queries (they return no tensor).
 IGNORED = {"__get__", "dim", "size", "numel", "is_floating_point", "__len__", "is_contiguous", "stride",

@@ -115,10 +115,11 @@ def add_operands(x, op: OpRecord, ctx: StatContext) -> None:
         ctx.summarize(t, lambda s, i=i: store(i, s))
 
 
-@statistic("unit_active", kinds=opnames.RELU_FAMILY, on="output")
-def unit_active(y, op: OpRecord, ctx: StatContext) -> None:
+@statistic("unit_active", kinds=opnames.ALIVE_ABOVE, on="input")
+def unit_active(x, op: OpRecord, ctx: StatContext) -> None:
     """Per unit (channel of a conv map, feature of a linear layer), the fraction of positions where a
-    ReLU-family output is positive: dead units."""
-    unit_dim = ctx.unit_dim(y, ctx.serial)
-    op.args["unit_dim"] = unit_dim % max(y.dim(), 1)
-    stats.active_fraction_per_unit(y, unit_dim, ctx.pending, ctx.store(op, "unit_active"))
+    ReLU-like activation's pre-activation is out of its flat region (ops.ALIVE_ABOVE): dead units."""
+    unit_dim = ctx.unit_dim(x, ctx.serial)
+    op.args["unit_dim"] = unit_dim % max(x.dim(), 1)
+    stats.active_fraction_per_unit(x, unit_dim, ctx.pending, ctx.store(op, "unit_active"),
+                                   above=opnames.ALIVE_ABOVE[op.kind])

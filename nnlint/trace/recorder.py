@@ -176,7 +176,8 @@ class Recorder:
             pick = next((s for s, t in params if t.dim() >= 2), params[0][0] if params else None)
             if pick is not None:
                 op.weight = self.param_serials[pick]
-        if train and out_tensors and out_tensors[0].is_floating_point() and name not in opnames.PASSTHROUGH:
+        if train and out_tensors and out_tensors[0].is_floating_point() and name not in opnames.PASSTHROUGH \
+                and name not in opnames.UNINITIALIZED:
             self.summarize(out_tensors[0], self.context.store(op, "out"))
             self._take(op, "output", out_tensors[0], out_serials[0], in_tensors)
         return out

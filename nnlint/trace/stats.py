@@ -6,6 +6,7 @@ the fast ones measured in DESIGN.md (sum, vector_norm, a uint8 count), not var_m
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 from nnlint.trace.records import TensorSummary
@@ -54,6 +55,25 @@ class PendingStats:
         self._callbacks.clear()
 
 
+def measurable(x) -> bool:
+    """A dense tensor: sparse and nested ones have no strided values to reduce (the model may take a
+    sparse adjacency matrix; it is lineage, not a statistic)."""
+    import torch
+
+    return x.layout == torch.strided and not getattr(x, "is_nested", False)
+
+
+def _dense_only(reduce):
+    """A statistic of a tensor that is not measurable is not taken (its store is never called)."""
+    @functools.wraps(reduce)
+    def wrapper(x, *args, **kwargs):
+        if measurable(x):
+            return reduce(x, *args, **kwargs)
+        return None
+
+    return wrapper
+
+
 def _sampled(x):
     """A flat view of x, or a strided sample of it when it is very large."""
     flat = x.reshape(-1) if x.is_contiguous() else x.flatten()
@@ -72,6 +92,7 @@ def accumulation_dtype(x):
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
+@_dense_only
 def summarize(x, pending: PendingStats, store: Callable[[TensorSummary], None],
               cache: dict | None = None, key: Any = None) -> None:
     """Queue mean/std/non-finite of a floating tensor; `store` receives the TensorSummary.
@@ -116,6 +137,7 @@ def summarize(x, pending: PendingStats, store: Callable[[TensorSummary], None],
     pending.defer([s, norm, hi, lo], done)
 
 
+@_dense_only
 def summarize_exact(x, pending: PendingStats, store: Callable[[TensorSummary], None]) -> None:
     """Like summarize, with var_mean (exact even when the mean dwarfs the std); for small tensors."""
     import torch
@@ -141,8 +163,11 @@ def unit_dims(x, unit_dim: int) -> tuple[int, ...]:
     return tuple(i for i in range(x.dim()) if i != d)
 
 
-def active_fraction_per_unit(y, unit_dim: int, pending: PendingStats, store: Callable[[list[float]], None]) -> None:
-    """Fraction of positions where each unit (channel or feature) is > 0, for ReLU-family outputs."""
+@_dense_only
+def active_fraction_per_unit(y, unit_dim: int, pending: PendingStats, store: Callable[[list[float]], None],
+                             above: float = 0.0) -> None:
+    """Fraction of positions where each unit (channel or feature) is > `above`: a ReLU-like activation's
+    pre-activations out of its flat region."""
     import torch
 
     y = y.detach()
@@ -162,10 +187,11 @@ def active_fraction_per_unit(y, unit_dim: int, pending: PendingStats, store: Cal
             y = y[(slice(None), slice(None)) + (slice(None, None, stride),) * (y.dim() - 2)]
     dims = unit_dims(y, unit_dim)
     positions = y.numel() // y.shape[unit_dim]
-    counts = (y > 0).view(torch.uint8).sum(dim=dims, dtype=torch.int32)
+    counts = (y > above).view(torch.uint8).sum(dim=dims, dtype=torch.int32)
     pending.defer([counts], lambda v: store([c / positions for c in v]))
 
 
+@_dense_only
 def saturated_fraction(z, threshold: float, pending: PendingStats, store: Callable[[float], None]) -> None:
     """Fraction of pre-activations with |z| > threshold (the flat region of sigmoid/tanh)."""
     import torch
@@ -178,6 +204,7 @@ def saturated_fraction(z, threshold: float, pending: PendingStats, store: Callab
     pending.defer([count], lambda v: store(v[0] / n))
 
 
+@_dense_only
 def channel_moments(x, channel_dim: int, pending: PendingStats, store: Callable[[list[float], list[float]], None]) -> None:
     """Per-channel mean and std of an input tensor (exact; inputs are small next to activations)."""
     import torch
@@ -191,6 +218,7 @@ def channel_moments(x, channel_dim: int, pending: PendingStats, store: Callable[
     pending.defer([mean, var], lambda v: store(v[:c], [max(a, 0.0) ** 0.5 for a in v[c:]]))
 
 
+@_dense_only
 def mean_abs_correlation(x, pending: PendingStats, store: Callable[[float], None], max_features: int = 512) -> None:
     """Mean absolute off-diagonal correlation of a 2-D (samples x features) input."""
     if x.dim() != 2 or x.shape[0] < 3 or not (2 <= x.shape[1] <= max_features):

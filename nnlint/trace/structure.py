@@ -23,6 +23,7 @@ from typing import Optional
 from nnlint.trace import ops as opnames
 from nnlint.trace import vocab
 from nnlint.trace.graph import Graph
+from nnlint.trace.mainpath import MainPath
 from nnlint.trace.records import OpRecord, TensorSummary, Trace
 from nnlint.trace.vocab import is_weight_layer
 
@@ -49,46 +50,6 @@ class ResidualBlock:
         return bool(self.skip_ops)
 
 
-@dataclass(frozen=True)
-class ChainStart:
-    """Where a main-path chain begins: the model input, or the value a normalization (or anything
-    nnlint does not follow through: an embedding, a concat, a gate, global pooling) produced."""
-
-    serial: int
-    op: Optional[OpRecord]            # None: a model input (or a tensor with no recorded producer)
-    std: Optional[float]
-
-    @property
-    def label(self) -> str:
-        """`the input`, `bn1 (batch_norm)`, `pool (pool)`, `forward (mean)`."""
-        if self.op is None:
-            return "the input"
-        return f"{self.op.module or 'forward'} ({self.op.kind})"
-
-
-@dataclass
-class ChainLink:
-    """A main-path weight layer and the scale of the signal there, relative to its chain's start."""
-
-    op: OpRecord
-    parent: Optional["ChainLink"]
-    start: ChainStart
-    out_std: float
-    step: float                       # signal scale from the parent's output (or the start) to this output
-    factor: float                     # cumulative: the product of the steps from the chain's start
-    own_ratio: float                  # this layer alone: output std over input std
-    residual_growth: float = 1.0      # scale change along residual blocks crossed on the way, divided out
-
-    def path(self) -> list["ChainLink"]:
-        """The links from the chain's start to this one."""
-        out: list[ChainLink] = []
-        link: Optional[ChainLink] = self
-        while link is not None:
-            out.append(link)
-            link = link.parent
-        return out[::-1]
-
-
 @dataclass
 class StreamStep:
     """One block on the stream, with the variances that say how it changed the stream."""
@@ -113,7 +74,7 @@ class StreamStep:
         return self.var_out / ref if ref > 0 else math.inf
 
 
-class Structure:
+class Structure(MainPath):
     """Residual blocks, the stream through them and the main-path chains of one trace's training pass."""
 
     is_norm = staticmethod(vocab.is_norm)
@@ -164,9 +125,38 @@ class Structure:
             serial = nxt
         return None
 
+    def rms(self, serial: int) -> Optional[float]:
+        """The root mean square of a value: what a weight layer's weights multiply. For a zero-mean signal
+        it is the std; for a pooled post-activation vector (an SE block's squeeze: mean 0.38, std 0.03)
+        it is the mean, and a layer after it is judged by its real gain, not by mapping a mean into
+        spread."""
+        s = self.summary(serial)
+        return None if s is None or s.nonfinite else math.sqrt(s.std * s.std + s.mean * s.mean)
+
     def std(self, serial: int) -> Optional[float]:
         s = self.summary(serial)
         return None if s is None or s.nonfinite else s.std
+
+    def nonfinite_sources(self) -> list[OpRecord]:
+        """The ops where NaN/Inf that reach a model output start: a non-finite output computed from
+        finite inputs, on the lineage of a non-finite model output, in execution order. Empty when every
+        output is finite: an intermediate inf that a mask, a `where` or a softmax absorbs (T5's log(0)
+        in its position buckets, an additive causal mask, `masked_fill(-inf)`) is a mask, not a fault;
+        a float32 mask of `finfo.min` is finite but its summary overflows, and is not one either."""
+        bad = [s for s in self.trace.output_serials if (x := self.summary(s)) is not None and x.nonfinite]
+        if not bad:
+            return []
+        lineage: set[int] = set()
+        for s in bad:
+            lineage |= self.graph.ancestors(s) | {s}
+        out = []
+        for op in self.graph.ops:
+            if op.out is None or not op.out.nonfinite or not lineage & set(op.outputs):
+                continue
+            ins = [self.summary(s) for s in self.tensor_inputs(op)]
+            if ins and all(x is not None and not x.nonfinite for x in ins):
+                out.append(op)
+        return out
 
     def operand_summary(self, add: OpRecord, serial: int) -> Optional[TensorSummary]:
         """An add's operand as it was when the add ran (taken before an in-place add overwrote it)."""
@@ -185,7 +175,7 @@ class Structure:
         found: dict[int, ResidualBlock] = {}
         for op in self.graph.ops:
             if op.kind == "add":
-                block = self._identity_block(op) or self._projection_block(op)
+                block = self._identity_block(op) or self._parallel_branch(op, found) or self._projection_block(op)
                 if block is not None:
                     found[op.index] = block
         return [found[i] for i in sorted(found)]
@@ -198,10 +188,48 @@ class Structure:
             return None
         for skip, branch in ((operands[0], operands[1]), (operands[1], operands[0])):
             if skip in self.graph.ancestors(branch):
-                branch_ops = self.graph.ops_between(skip, branch)
+                branch_ops = self._branch_ops(skip, branch)
                 if any(vocab.multiplies(o) for o in branch_ops):
                     return ResidualBlock(add, skip, skip, branch, tuple(branch_ops))
         return None
+
+    def _parallel_branch(self, add: OpRecord, found: dict[int, ResidualBlock]) -> Optional[ResidualBlock]:
+        """`(x + attn(h)) + mlp(h)` with h = norm(x) (Cohere, GPT-J's parallel residual): the second add's
+        one operand is a block's output, the other a further branch from that block's input x."""
+        operands = self.tensor_inputs(add)
+        if len(operands) != 2:
+            return None
+        for skip, branch in ((operands[0], operands[1]), (operands[1], operands[0])):
+            producer = self.graph.producer.get(skip)
+            first = found.get(producer.index) if producer is not None else None
+            if first is None or skip in self.graph.ancestors(branch) or first.source not in self.graph.ancestors(branch):
+                continue
+            branch_ops = self._branch_ops(first.source, branch)
+            if any(vocab.multiplies(o) for o in branch_ops):
+                return ResidualBlock(add, first.source, skip, branch, tuple(branch_ops))
+        return None
+
+    def _branch_ops(self, entry: int, branch: int) -> list[OpRecord]:
+        """The ops on the paths from the block's input to its branch output, and the projections of the
+        side inputs the branch reads: cross-attention's keys and values project an encoder's memory, and
+        belong to the decoder block's branch although the skip does not reach them. Walking up from a side
+        input stops at its projections (weight layers, included), at a normalization or a model input,
+        and at anything the block's input was computed from."""
+        ops = {o.index: o for o in self.graph.ops_between(entry, branch)}
+        stream = self.graph.ancestors(entry) | {entry}
+        produced = {s for o in ops.values() for s in o.outputs}
+        stack = [s for o in ops.values() for s in self.tensor_inputs(o) if s not in produced and s not in stream]
+        seen: set[int] = set()
+        while stack and len(seen) < 256:
+            serial = stack.pop()
+            prod = self.graph.producer.get(serial)
+            if serial in seen or prod is None or serial in stream or self.is_norm(prod):
+                continue
+            seen.add(serial)
+            ops.setdefault(prod.index, prod)
+            if not is_weight_layer(prod):
+                stack.extend(self.tensor_inputs(prod))
+        return [ops[i] for i in sorted(ops)]
 
     @cached_property
     def block_of_add(self) -> dict[int, ResidualBlock]:
@@ -328,117 +356,3 @@ class Structure:
     @staticmethod
     def _var(s: Optional[TensorSummary]) -> Optional[float]:
         return None if s is None or s.nonfinite else s.var
-
-    # ------------------------------------------------------------------ the main path
-    def is_main_path_layer(self, op: OpRecord) -> bool:
-        """A weight layer whose output scale matters for the next layer: outside residual branches,
-        not the model's last layer, not re-scaled by a normalization before the next weight layer,
-        and not all-zero or constant (NN101/NN102 report those)."""
-        if not is_weight_layer(op) or op.index in self.branch_op_indices:
-            return False
-        if op.index not in self._main_path:
-            p = self.trace.params.get(op.weight)
-            self._main_path[op.index] = not (p is None or p.all_zero or p.rows_identical) \
-                and self.graph.feeds_weight_layer(op) is not None and not self._normalized_downstream(op)
-        return self._main_path[op.index]
-
-    def _normalized_downstream(self, op: OpRecord) -> bool:
-        """Every path from the layer meets a normalization before another weight layer or the output."""
-        if self.graph.is_model_output(op):
-            return False
-        norms = 0
-        for nxt in self.graph.walk(op, through=lambda o: not self.is_norm(o)):
-            if self.is_norm(nxt):
-                norms += 1
-            elif vocab.applies_weights(nxt) or nxt.kind == "matmul" \
-                    or (self.graph.is_model_output(nxt) and not self.graph.next_ops(nxt)):
-                return False
-        return norms > 0
-
-    @cached_property
-    def chains(self) -> list[ChainLink]:
-        """Every main-path layer as a link of its chain, in execution order."""
-        links: dict[int, ChainLink] = {}
-        for op in self.graph.ops:
-            if not self.is_main_path_layer(op):
-                continue
-            inp = self.main_input(op)
-            out = op.out
-            in_std = self.std(inp) if inp is not None else None
-            if out is None or out.nonfinite or not in_std:
-                continue
-            parent_op, start_serial, crossed = self._chain_back(inp)
-            parent = links.get(parent_op.index) if parent_op is not None else None
-            if parent is not None:
-                start, ref = parent.start, parent.out_std
-            else:
-                start_std = self.std(start_serial)
-                start = ChainStart(start_serial, self.graph.producer.get(start_serial), start_std)
-                ref = start_std
-            if not ref:
-                continue
-            step = out.std / ref / crossed
-            factor = step * (parent.factor if parent is not None else 1.0)
-            links[op.index] = ChainLink(op, parent, start, out.std, step, factor, out.std / in_std, crossed)
-        return [links[i] for i in sorted(links)]
-
-    def _chain_back(self, serial: int) -> tuple[Optional[OpRecord], int, float]:
-        """From a layer's input, walk back along the main path to the previous main-path layer.
-
-        Returns (that layer or None, the serial where the chain starts when there is none, the scale
-        change of the residual stream crossed on the way). The stream's growth is NN403's to judge, and
-        the activations between blocks are part of the stream (ResNet's ReLU after each add): from the
-        first block's input to the layer's input, the whole stretch is divided out of the chain.
-        """
-        layer_input = serial
-        stream_entry: Optional[int] = None
-        parent: Optional[OpRecord] = None
-        for _ in range(256):
-            prod = self.graph.producer.get(serial)
-            if prod is None:
-                break
-            if is_weight_layer(prod):
-                # The previous layer; one left out of the main path starts a new chain at its output.
-                parent = prod if self.is_main_path_layer(prod) else None
-                break
-            block = self.block_of_add.get(prod.index)
-            if block is not None:
-                serial = stream_entry = block.skip
-                continue
-            nxt = self.main_input(prod)
-            if self.is_norm(prod) or not self._chain_transparent(prod) or nxt is None:
-                break
-            serial = nxt
-        crossed = 1.0
-        if stream_entry is not None:
-            before, after = self.std(stream_entry), self.std(layer_input)
-            if before and after:
-                crossed = after / before
-        return parent, serial, crossed
-
-    def _chain_transparent(self, op: OpRecord) -> bool:
-        """Ops the main path runs through: one tensor in (bias adds and scalar scalings included),
-        except those that start a new signal: embeddings, recurrent cells, attention, softmax, means and
-        global average pooling (on a random batch they shrink the std by up to sqrt(H*W), which no init
-        causes or fixes)."""
-        k = op.kind
-        if k in opnames.WEIGHT_OPS or k in ("rnn", "attention", "opaque", "softmax", "log_softmax", "cat", "mean", "random"):
-            return False
-        if len(self.tensor_inputs(op)) != 1:
-            return False
-        if k == "pool":
-            return not self._is_global_average(op)
-        return True
-
-    @staticmethod
-    def _is_global_average(op: OpRecord) -> bool:
-        """Average pooling down to one position per channel (max pooling keeps the scale)."""
-        if "avg" not in op.func:
-            return False
-        out = op.out
-        if out is None or len(out.shape) < 3:
-            return True
-        spatial = 1
-        for d in out.shape[2:]:
-            spatial *= d
-        return spatial == 1

@@ -4,6 +4,7 @@ from nnlint.registry import Chart, Faulty, Healthy, Rule
 from nnlint.rulekit import describe_op, location_for, pct, reinit_fix
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
+from nnlint.trace.vocab import applies_weights
 
 
 DEAD_BIAS = 0.01   # the bias the fix gives the layer feeding dead units: each unit starts active on about half
@@ -29,8 +30,10 @@ class DeadRelu(Rule):
     Measured per call site: a ReLU module called several times (torchvision's ResNet calls one
     `self.relu` three times per block) is judged at each call.
 
-    Not reported when the layer feeding the activation is all-zero or constant (NN101/NN102): that is
-    the cause, and its fix clears this too.
+    Not reported when the layer feeding the activation is all-zero or constant (NN101/NN102), or when
+    the pre-activation is exactly constant (a zero-initialized norm scale before it, timm's
+    `zero_init_last`: the block starts as the identity by design): that is the cause, and its fix or
+    its intent decides.
 
     ## Options
     - `warning_fraction` (default 0.2): fraction of dead units for a warning.
@@ -73,12 +76,14 @@ class DeadRelu(Rule):
     def check(self, trace):
         graph = Graph.of(trace)
         for op in graph.ops:
-            if op.kind not in opnames.RELU_FAMILY:
+            if op.kind not in opnames.ALIVE_ABOVE:
                 continue
             active = op.stats.get("unit_active")
-            out = op.out
+            out, z = op.out, op.stats.get("in")
             if not active or out is None or out.nonfinite:
                 continue   # NaN compares false: a non-finite map is NN002's finding, not dead units
+            if z is not None and z.std == 0 and _zeroed_upstream(trace, graph, op):
+                continue   # a zero-initialized norm scale (or layer scale) before it sets it to 0 on purpose
             unit_dim = op.args.get("unit_dim", len(out.shape) - 1)
             positions = out.numel // max(out.shape[unit_dim], 1) if out.shape else 0
             if positions < self.opts["min_positions"]:
@@ -96,10 +101,12 @@ class DeadRelu(Rule):
             if feeding is not None and feeding.weight is not None:
                 fix = reinit_fix(trace, feeding.module, op.kind, graph.activation_slope(op),
                                  why="and a small positive bias, 0.01, so that every unit starts active", bias=DEAD_BIAS)
+            flat = opnames.ALIVE_ABOVE[op.kind]
+            never = "never activate" if flat == 0 else f"sit in the flat region (pre-activation < {flat:g}, derivative under 5% of its peak)"
             yield self.diagnostic(
                 op.module,
-                f"{pct(frac)} of {describe_op(trace, op)} {unit} ({dead}/{len(active)}) never activate on this batch "
-                f"(active on under {pct(self.opts['active_below'])} of {positions} positions): they pass no gradient"
+                f"{pct(frac)} of {describe_op(trace, op)} {unit} ({dead}/{len(active)}) {never} on this batch "
+                f"(out of it on under {pct(self.opts['active_below'])} of {positions} positions): they pass (almost) no gradient"
                 + (f"; re-init {feeding.module} with {fix.params.call(feeding.module)} and a small positive bias "
                    f"({DEAD_BIAS:g})" if fix is not None else ""),
                 severity=severity,
@@ -108,6 +115,16 @@ class DeadRelu(Rule):
                           "call_index": op.call_index, "feeding_layer": feeding.module if feeding else None},
                 fix=fix,
             )
+
+
+def _zeroed_upstream(trace, graph: Graph, op) -> bool:
+    """A multiplication by an all-zero parameter (a zero norm weight, a zero layer scale) between the
+    activation and the weight layer before it."""
+    def zeroing(o) -> bool:
+        names = (trace.param_serials.get(s) for s in o.inputs)
+        return any(n is not None and trace.params[n].all_zero and trace.params[n].attr != "bias" for n in names)
+
+    return graph.first(op, zeroing, up=True, through=lambda o: not applies_weights(o)) is not None
 
 
 def _degenerate(trace, param) -> bool:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from nnlint.registry import Chart, Faulty, Healthy, Rule
-from nnlint.rulekit import fmt, input_location, input_normalized_by_model, normalize_call, normalize_input_fix
+from nnlint.rulekit import fmt, input_location, judged_input, normalize_call, normalize_input_fix
 
 
 def _off_center(options: dict, mean: float, std: float) -> bool:
@@ -60,8 +60,8 @@ class UncenteredInput(Rule):
         for rec in trace.inputs:
             if not rec.is_float or not rec.channel_mean or rec.summary.nonfinite:
                 continue
-            if input_normalized_by_model(trace, rec):
-                continue   # the model normalizes it first (x - mean) / std: its first layer sees a normalized signal
+            if not judged_input(trace, rec):
+                continue   # normalized by the model first, read by no weight layer as a signal, or an InstanceNorm follows
             means, stds = rec.channel_mean, rec.channel_std
             off = [i for i, (m, s) in enumerate(zip(means, stds)) if abs(m) > self.opts["mean_to_std"] * s and abs(m) > 1e-6]
             if len(off) / len(means) <= self.opts["channel_fraction"]:

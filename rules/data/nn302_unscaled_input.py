@@ -3,7 +3,7 @@ from __future__ import annotations
 import statistics
 
 from nnlint.registry import Chart, Faulty, Healthy, Rule
-from nnlint.rulekit import fmt, input_location, input_normalized_by_model, normalize_call, normalize_input_fix
+from nnlint.rulekit import fmt, input_location, judged_input, normalize_call, normalize_input_fix
 
 
 def _off_scale(options: dict, mean: float, std: float) -> bool:
@@ -23,6 +23,9 @@ class UnscaledInput(Rule):
     60x too large (saturating tanh/sigmoid, exploding the signal), a tiny one makes them vanish. Features
     on very different scales give the loss surface a bad condition number: the learning rate that suits
     one feature is too large or too small for another.
+
+    An input that is constant on the batch (every std 0: an all-zero tensor from a failed decode) is an
+    error: the model sees no signal at all.
 
     Not reported for inputs the model normalizes itself before anything else reads them (`(x - mean) / std`
     first thing in forward, an input BatchNorm).
@@ -61,11 +64,16 @@ class UnscaledInput(Rule):
         for rec in trace.inputs:
             if not rec.is_float or not rec.channel_std or rec.summary.nonfinite:
                 continue
-            if input_normalized_by_model(trace, rec):
-                continue   # the model normalizes it first (x - mean) / std: its first layer sees a normalized signal
+            if not judged_input(trace, rec):
+                continue   # normalized by the model first, read by no weight layer as a signal, or an InstanceNorm follows
             stds = rec.channel_std
             live = [s for s in stds if s > 1e-12]
             if not live:
+                yield self.diagnostic(
+                    "", f"{rec.path} is constant on this batch (every value {fmt(rec.summary.mean)}, std 0): the model sees "
+                        "no signal; check the data pipeline (a failed decode, a wrong key, a mask passed as the input)",
+                    severity="error", location=input_location(trace),
+                    evidence={"input": rec.path, "median_std": 0.0, "std": stds, "constant": rec.summary.mean})
                 continue
             median = statistics.median(live)
             ratio = max(live) / min(live)

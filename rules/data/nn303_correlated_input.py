@@ -19,11 +19,7 @@ def feeds_dense_layer(graph: Graph, serial: int) -> bool:
     """True when a Linear (or a matmul with a weight) reads this input as features. A mask multiplied
     in, or a signal a conv reads, is not a feature vector, and whitening is not the advice for it."""
     dense = lambda o: o.kind in ("linear", "bilinear") or (o.kind == "matmul" and o.weight is not None)  # noqa: E731
-    through = lambda o: o.kind in TO_DENSE_LAYER  # noqa: E731
-    for consumer in graph.consumers.get(serial, ()):
-        if dense(consumer) or (through(consumer) and graph.first(consumer, dense, through=through)):
-            return True
-    return False
+    return graph.reaches(serial, dense, through=lambda o: o.kind in TO_DENSE_LAYER)
 
 
 class CorrelatedInput(Rule):

@@ -49,7 +49,7 @@ class SymmetricWeights(Rule):
             if not p.rows_identical or p.all_zero or not p.requires_grad or len(p.shape) < 2 or p.tied_to:
                 continue
             uses = ops_using(graph, name)
-            if not uses or all(graph.feeds_weight_layer(op) is None for op in uses):
+            if not uses or all(graph.reaches_weight_layer(op) is None for op in uses):
                 continue
             nonlin, slope = graph.nonlinearity_after(uses[0])
             detail = f"constant {fmt(p.mean)}" if p.std == 0 else "copied rows"

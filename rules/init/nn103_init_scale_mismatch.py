@@ -118,7 +118,7 @@ class InitScaleMismatch(Rule):
                     or len(p.shape) < 2 or "transpose" in op.func:
                 continue   # all-zero is NN101's; a transposed conv's fans are not its weight's shape
             downstream = _downstream(graph, op)
-            chains.link(op.index, [w.index for w in downstream.weights])
+            chains.link(op.index, [w.index for w in _direct_successors(graph, op)])
             final = not downstream.weights
             m = _measure(trace, graph, op, p.std, p.fan_in, p.fan_out, final)
             if m is None or m.ratio_outside <= self.opts["max_ratio"] or m.gain_drift <= self.opts["min_gain_drift"]:
@@ -280,7 +280,7 @@ def _downstream(graph: Graph, op: OpRecord) -> Downstream:
         if normalizes(nxt):
             norms += 1
         elif applies_weights(nxt):
-            if nxt.kind in ("linear", "conv") and _followed_by_norm(graph, nxt):
+            if nxt.kind in ("linear", "conv") and graph.followed_by_norm(nxt):
                 norms += 1
             else:
                 found.weights.append(nxt)
@@ -288,13 +288,15 @@ def _downstream(graph: Graph, op: OpRecord) -> Downstream:
     return found
 
 
-def _followed_by_norm(graph: Graph, op: OpRecord) -> bool:
-    nxt = graph.first(op, lambda o: not _transparent(o), through=_transparent)
-    return nxt is not None and normalizes(nxt)
+def _direct_successors(graph: Graph, op: OpRecord) -> list[OpRecord]:
+    """The weight layers this layer's output reaches through one-input ops (activations, views, dropout,
+    pooling, bias adds): the layers whose shrink compounds with its own. A gate or a residual add mixes
+    in another signal, whose scale the next layer sees as well (MaxViT's SE gates and shortcuts: a
+    product of drifts along them measures nothing)."""
+    def single(o: OpRecord) -> bool:
+        return len(graph.tensor_inputs(o)) == 1 and not normalizes(o) and not applies_weights(o)
 
-
-def _transparent(op: OpRecord) -> bool:
-    return is_passthrough(op) or op.kind in ("dropout", "pool")
+    return [o for o in graph.walk(op, through=single) if applies_weights(o)]
 
 
 class _Chains:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from nnlint.registry import Faulty, Healthy, Rule
 from nnlint.rulekit import describe_op, location_for
+from nnlint.trace.structure import Structure
 
 
 class NonFiniteOutput(Rule):
@@ -58,6 +59,22 @@ class NonFiniteOutput(Rule):
             Keep the argument in range (`torch.clamp`, `F.softplus` instead of `exp`, `log1p`, an epsilon in
             divisions), or compute in float32.
             """),
+        Healthy("""
+            class CausalAttention(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.qkv, self.out = nn.Linear(16, 48), nn.Linear(16, 16)
+
+                def forward(self, x):
+                    q, k, v = self.qkv(x).chunk(3, dim=-1)
+                    mask = torch.log(torch.ones(x.shape[1], x.shape[1]).tril())   # -inf above the diagonal: a mask
+                    scores = q @ k.transpose(-2, -1) / 4 + mask
+                    return self.out(scores.softmax(-1) @ v)
+
+
+            model = CausalAttention()
+            batch = torch.randn(4, 8, 16)
+            """),
     )
 
     def check(self, trace):
@@ -70,17 +87,17 @@ class NonFiniteOutput(Rule):
                 evidence={"input": bad_inputs[0].path},
             )
             return
-        for op in trace.ops_in("train"):
-            out = op.out
-            if out is not None and out.nonfinite:
-                yield self.diagnostic(
-                    op.module,
-                    f"{describe_op(trace, op)} produced NaN/Inf on the sample batch (first in execution order; "
-                    f"its input std was {_in_std(op)}): keep its argument in range (clamp, softplus, log1p, an epsilon)",
-                    location=location_for(trace, op.module, op),
-                    evidence={"op": op.func, "op_index": op.index, "input_std": _in_std(op)},
-                )
-                return
+        sources = Structure.of(trace).nonfinite_sources()
+        if sources:
+            op = sources[0]
+            yield self.diagnostic(
+                op.module,
+                f"{describe_op(trace, op)} produced NaN/Inf on the sample batch, and it reaches the model's output "
+                f"(the first such op in execution order; its input std was {_in_std(op)}): keep its argument in range "
+                "(clamp, softplus, log1p, an epsilon)",
+                location=location_for(trace, op.module, op),
+                evidence={"op": op.func, "op_index": op.index, "input_std": _in_std(op)},
+            )
 
 
 def _in_std(op) -> str:

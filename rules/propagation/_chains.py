@@ -11,7 +11,8 @@ from nnlint.diagnostics import Fix
 from nnlint.fix.specs import LayerInit
 from nnlint.initmath import correct_init, symmetric_std
 from nnlint.rulekit import fmt, reinit_fix
-from nnlint.trace.structure import ChainLink, Structure
+from nnlint.trace.mainpath import ChainLink
+from nnlint.trace.structure import Structure
 
 
 @dataclass

@@ -111,22 +111,10 @@ class ExplodingActivations(Rule):
         yield from self._non_finite(structure)
 
     def _non_finite(self, structure: Structure):
-        """The ops whose output went non-finite while every tensor input was finite: where it starts.
-
-        Only when the model's output is non-finite too: a mask filled with `finfo.min` is finite, but
-        its statistics overflow float32 and read as non-finite; an intermediate inf that a mask or a
-        softmax absorbs does not reach the loss."""
+        """The ops where non-finite values that reach the model's output start (Structure.nonfinite_sources)."""
         trace, graph = structure.trace, structure.graph
-        outputs = [structure.summary(s) for s in trace.output_serials]
-        if not any(o is not None and o.nonfinite for o in outputs):
-            return
-        for op in graph.ops:
-            out = op.out
-            if out is None or not out.nonfinite:
-                continue
+        for op in structure.nonfinite_sources():
             ins = [structure.summary(s) for s in structure.tensor_inputs(op)]
-            if not ins or any(s is None or s.nonfinite for s in ins):
-                continue
             first = ins[0]
             feeding = op if is_weight_layer(op) else graph.feeding_weight_op(op)
             fix = None

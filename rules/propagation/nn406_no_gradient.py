@@ -7,10 +7,13 @@ from nnlint.registry import Faulty, Healthy, Rule
 from nnlint.rulekit import is_all_off_relu
 from nnlint.rules.propagation._gradients import short_location
 from nnlint.trace import ops as opnames
+from nnlint.trace import vocab
 from nnlint.trace.graph import Graph
 from nnlint.trace.records import OpRecord, ParamRecord, Trace
+from nnlint.trace.structure import Structure
 
 MULTIPLYING = ("linear", "conv", "matmul", "mul", "bilinear") + tuple(opnames.NORM_OPS)
+MEAN_REMOVING = {"batch_norm", "layer_norm", "group_norm", "instance_norm"}   # not rms_norm: it keeps the mean
 
 
 class NoGradient(Rule):
@@ -23,16 +26,21 @@ class NoGradient(Rule):
     - **None**: the loss does not depend on the parameter. Either the module is never called in
       `forward` (warning), or it runs but its result is cut from the loss (error): by `.detach()` (the
       message gives the file:line of the `detach` call, as recorded by the tracer), `.data`, `.item()`,
-      a `torch.no_grad()` block, or an output the loss ignores.
+      a `torch.no_grad()` block, or an output the loss ignores. A parameter its module does not read on
+      this batch although the module runs (a mask token, read only when a mask is passed: DINOv2's
+      `embeddings.mask_token`) is an info.
     - **Exactly zero**: the gradient flows but is zero everywhere (warning): a dead path, e.g. every
-      unit of the ReLU after it is inactive (NN203), or a multiplication by zero.
+      unit of the ReLU after it is inactive (NN203).
 
-    Zero gradients are expected, and not reported, when a zero-initialized multiplicative parameter
-    sits downstream: the last layer of a residual branch or its last norm weight set to zero
-    (torchvision's `zero_init_residual`, Fixup, SkipInit, ReZero), a zero-init output layer. The layers
-    before it get an exactly-zero gradient at the first step and a real one from the second, once
-    that parameter has moved: healthy. Only None is unambiguous; an exactly-zero gradient is reported
-    only when no zero-initialized parameter downstream explains it.
+    Zero gradients are expected, and not reported, when an exactly-zero factor from elsewhere multiplies
+    what the parameter feeds: the last layer of a residual branch or its last norm weight set to zero
+    (torchvision's `zero_init_residual`, Fixup, SkipInit, ReZero), a zero-init output layer, a weight
+    computed from a zero gain (timm's NF-Nets: `ScaledStdConv2d` with `gain_init=0`), a random mask that
+    came out all zero on this batch (stochastic depth that dropped a branch for every sample of a small
+    batch). The layers before it get an exactly-zero gradient at the first step and a real one once
+    that factor moves or the mask draws again: healthy. Nor is a bias whose every path reaches a
+    mean-removing norm through affine ops only: its gradient is zero analytically (the bias is wasted,
+    which is the bias-before-norm finding).
 
     Frozen parameters (`requires_grad=False`) and tied duplicates are not checked.
 
@@ -94,16 +102,21 @@ class NoGradient(Rule):
         graph = Graph.of(trace)
         uses = _first_uses(graph)
         blockers = _zero_multipliers(trace, graph)
+        called = {c.module for c in trace.calls if c.phase == "train"}
         findings: dict[str, Finding] = {}
         for p in trace.params.values():
             if not p.requires_grad or p.tied_to or p.grad_nonfinite:
                 continue
+            use = uses.get(p.name)
             if p.grad_norm is None:
-                use = uses.get(p.name)
-                findings[p.name] = Finding(p, "unused" if use is None and not _opaque(trace, p) else "cut", use)
+                if use is not None or _opaque(trace, p):
+                    kind = "cut"
+                else:
+                    kind = "unread" if p.module in called else "unused"
+                findings[p.name] = Finding(p, kind, use)
             elif p.grad_all_zero:
-                use = uses.get(p.name)
-                if use is not None and _explained_by_zero_init(graph, use, blockers, p.name):
+                if use is not None and (_explained_by_zero_init(graph, use, blockers, p.name)
+                                        or _removed_by_a_norm(graph, use, p)):
                     continue
                 findings[p.name] = Finding(p, "zero", use)
         for module, group in _group_by_module(trace, findings):
@@ -133,6 +146,12 @@ class NoGradient(Rule):
             message = (f"{what} {get} no gradient: {_label(module)} is never used in forward; use it or delete it "
                        "(or requires_grad_(False) if it is kept on purpose)")
             severity = "warning"
+        elif kinds == {"unread"}:
+            message = (f"{what} {get} no gradient: {_label(module)} runs in forward but does not read "
+                       f"{'them' if plural else 'it'} on this batch; expected if {'they are' if plural else 'it is'} "
+                       "read only for some inputs (a mask token read when a mask is passed), else use or delete "
+                       f"{'them' if plural else 'it'}")
+            severity = "info"
         else:
             cause = _dead_cause(graph, [f.use for f in group if f.use is not None])
             message = (f"{what} {get} an exactly-zero gradient: {cause}; {'they' if plural else 'it'} will not train until that changes. "
@@ -163,37 +182,69 @@ def _opaque(trace: Trace, p: ParamRecord) -> bool:
     return any(p.module == r.module or p.module.startswith(r.module + ".") for r in trace.incomplete)
 
 
-def _zero_multipliers(trace: Trace, graph: Graph) -> list[OpRecord]:
-    """Ops that multiply by an all-zero parameter: a zero weight, a zero norm scale, a zero layer scale."""
+def _zero_multipliers(trace: Trace, graph: Graph) -> list[tuple[OpRecord, set[int]]]:
+    """Ops that multiply by an exactly-zero factor, with the serials of their zero inputs: a zero weight,
+    a zero norm scale or layer scale, a weight computed from a zero gain (NF-Nets' ScaledStdConv with
+    timm's gain_init=0), a random mask that came out all zero (stochastic depth that dropped a branch
+    for every sample of a small batch)."""
+    structure = Structure.of(trace)
     out = []
     for op in graph.ops:
         if op.kind not in MULTIPLYING:
             continue
+        zeros = set()
         for s in op.inputs:
             name = graph.param_serials.get(s)
             p = trace.params.get(name) if name else None
-            if p is not None and p.all_zero and p.attr != "bias":
-                out.append(op)
-                break
+            if p is not None:
+                if p.all_zero and p.attr != "bias":
+                    zeros.add(s)
+                continue
+            x = structure.summary(s)
+            if x is not None and not x.nonfinite and x.std == 0 and x.mean == 0 and x.numel > 0:
+                zeros.add(s)
+        if zeros:
+            out.append((op, zeros))
     return out
 
 
-def _explained_by_zero_init(graph: Graph, use: OpRecord, blockers: list[OpRecord], param: str) -> bool:
-    """True when a zero-initialized multiplier sits downstream of the parameter's use (or is its own op:
-    a zero weight's layer still passes a gradient to the weight, so only a later one counts)."""
+def _explained_by_zero_init(graph: Graph, use: OpRecord, blockers: list[tuple[OpRecord, set[int]]], param: str) -> bool:
+    """True when a zero factor downstream of the parameter's use multiplies what the parameter feeds:
+    the zero comes from elsewhere (a zero parameter, gain or random mask), not from the parameter's own
+    path being all zero (a dead ReLU's zeros are NN203's and stay reported). Its own op does not count:
+    a zero weight's layer still passes a gradient to the weight."""
     if not blockers:
         return False
     downstream = graph.descendant_serials(use)
-    for b in blockers:
-        if b.index > use.index and any(s in downstream for s in b.inputs if s not in graph.param_serials):
+    for b, zeros in blockers:
+        if b.index > use.index and any(s in downstream for s in b.inputs if s not in graph.param_serials) \
+                and any(z not in downstream for z in zeros):
             return True
     # Upstream too: a layer fed (through a ReLU that is then all off) by a zero layer sees an all-zero
     # input, so its weight's gradient is zero. NN101 reports that zero layer, whose fix clears this.
     inputs = {s for s in use.inputs if s not in graph.param_serials}
-    for b in blockers:
-        if b.index < use.index and b is not use and inputs & graph.descendant_serials(b):
+    for b, zeros in blockers:
+        if b.index < use.index and b is not use and any(z in graph.param_serials for z in zeros) \
+                and inputs & graph.descendant_serials(b):
             return True
     return False
+
+
+# Ops through which a per-channel constant stays a per-channel constant (up to scale): a bias added
+# before them reaches a mean-removing norm unchanged in kind, and the norm takes it out.
+_AFFINE = {"add", "sub", "mul", "div", "linear", "conv", "matmul", "pool", "mean"}
+
+
+def _removed_by_a_norm(graph: Graph, use: OpRecord, p: ParamRecord) -> bool:
+    """A bias (a 1-D shift) whose every path meets a mean-removing norm through affine ops only: its
+    gradient is zero analytically, and a float sum that comes out exactly 0.0 is that, not a cut path
+    (timm's HGNetV2 LearnableAffineBlock before a conv and BatchNorm). The bias is wasted, which the
+    bias-before-norm rule says."""
+    if len(p.shape) != 1:
+        return False
+    through = lambda o: o.kind in _AFFINE or vocab.is_passthrough(o)   # noqa: E731
+    ends = [o for o in graph.walk(use, through=through) if not through(o)]
+    return bool(ends) and all(o.kind in MEAN_REMOVING for o in ends)
 
 
 def _detach_after(graph: Graph, uses: list[OpRecord]) -> Optional[OpRecord]:
@@ -255,4 +306,4 @@ def _same_kind(findings: dict[str, Finding], params: list[ParamRecord]) -> bool:
 
 
 def _label(module: str) -> str:
-    return module if module else "the model's own parameters"
+    return module if module else "the model"
