@@ -47,11 +47,13 @@ def leaves(model: nn.Module, batch, call) -> list[Leaf]:
     """The leaf modules that ran, in order of their first call (training mode, no grad; the
     model's mode and RNG state are put back)."""
     order: dict[str, int] = {}
+    def seen(name: str) -> None:          # returns None: a hook's return value replaces the output
+        order.setdefault(name, len(order))
+
     handles = []
     for name, module in model.named_modules():
         if next(module.children(), None) is None and name:
-            handles.append(module.register_forward_hook(
-                lambda m, a, o, n=name: order.setdefault(n, len(order))))
+            handles.append(module.register_forward_hook(lambda m, a, o, n=name: seen(n)))
     modes = [(m, m.training) for m in model.modules()]
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():

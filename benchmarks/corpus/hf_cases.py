@@ -49,6 +49,7 @@ class Spec:
     kwargs: dict = field(default_factory=dict)
     batch: str = "text"
     note: str = ""
+    size: int = IMAGE    # image side for "image" batches
 
 
 SPECS = [
@@ -94,8 +95,10 @@ SPECS = [
          dict(vocab_size=VOCAB, dim=32, hidden_dim=64, n_layers=2, n_heads=4, max_position_embeddings=64)),
     Spec("albert", "encoder", "AlbertConfig", "AlbertForMaskedLM", dict(BERT_LIKE, embedding_size=16)),
     Spec("electra", "encoder", "ElectraConfig", "ElectraForPreTraining", dict(BERT_LIKE, embedding_size=16)),
-    Spec("deberta_v2", "encoder", "DebertaV2Config", "DebertaV2ForMaskedLM", dict(BERT_LIKE, relative_attention=True,
-                                                                                 position_buckets=16)),
+    # DeBERTa-v2's released configs all set pos_att_type; without it the relative embeddings are
+    # computed and never used (NN406 says so, rightly: TRIAGE.md).
+    Spec("deberta_v2", "encoder", "DebertaV2Config", "DebertaV2ForMaskedLM",
+         dict(BERT_LIKE, relative_attention=True, position_buckets=16, pos_att_type=["p2c", "c2p"])),
     Spec("mpnet", "encoder", "MPNetConfig", "MPNetForMaskedLM", BERT_LIKE),
     Spec("modernbert", "encoder", "ModernBertConfig", "ModernBertForMaskedLM",
          dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
@@ -156,8 +159,11 @@ SPECS = [
     Spec("segformer", "vision", "SegformerConfig", "SegformerForSemanticSegmentation",
          dict(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32], num_attention_heads=[1, 2],
               patch_sizes=[7, 3], strides=[4, 2], decoder_hidden_size=32), "image"),
+    # 128x128: at 32x32 the last two MobileViT stages see one 2x2 patch, so attention runs over a
+    # single token and query/key get exactly-zero gradients (a true NN406 on a degenerate input).
     Spec("mobilevit", "vision", "MobileViTConfig", "MobileViTForImageClassification",
-         dict(image_size=IMAGE, hidden_sizes=[16, 24, 32], neck_hidden_sizes=[8, 8, 16, 16, 24, 24, 48]), "image"),
+         dict(image_size=128, hidden_sizes=[16, 24, 32], neck_hidden_sizes=[8, 8, 16, 16, 24, 24, 48]), "image",
+         size=128),
     Spec("clip", "multimodal", "CLIPConfig", "CLIPModel",
          dict(text_config=dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                num_attention_heads=4, max_position_embeddings=64, bos_token_id=1, eos_token_id=2),
@@ -194,7 +200,7 @@ def make_batch(spec: Spec, config) -> dict:
             batch["pixel_values"] = inputs.images(2, IMAGE)
         return batch
     if kind == "image":
-        return {"pixel_values": inputs.images(2, IMAGE)}
+        return {"pixel_values": inputs.images(2, spec.size)}
     if kind == "waveform":
         return {"input_values": inputs.waveform(2, 4000)}
     if kind == "mel":
@@ -220,7 +226,7 @@ BATCH_NOTES = {
     "text": f"2x{TEXT_LEN} token ids, attention mask (last sample right-padded by 3)",
     "seq2seq": f"2x{TEXT_LEN} token ids + mask, 2x{DECODER_LEN} decoder ids",
     "clip": f"2x{TEXT_LEN} token ids + mask and 2x3x{IMAGE}x{IMAGE} standardized images",
-    "image": f"2x3x{IMAGE}x{IMAGE} standardized images",
+    "image": "2x3x{size}x{size} standardized images",
     "waveform": "2x4000 standardized raw audio",
     "mel": "2 standardized log-mel inputs (16 bins x 64 frames), 2x8 decoder ids",
     "s2t": "2x40x16 standardized filterbank features + mask (last sample padded by 4), 2x8 decoder ids",
@@ -230,7 +236,7 @@ BATCH_NOTES = {
 
 def cases() -> list[Case]:
     return [Case(f"hf/{s.name}", "transformers", s.family, partial(build, s),
-                 note=BATCH_NOTES[s.batch] + (f"; {s.note}" if s.note else ""),
+                 note=BATCH_NOTES[s.batch].format(size=s.size) + (f"; {s.note}" if s.note else ""),
                  compile=s.name in COMPILE, fast=s.name in FAST, tags=(s.family,))
             for s in SPECS]
 
