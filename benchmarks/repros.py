@@ -362,6 +362,169 @@ def gpt2_conv1d_zeroed():
     return model, torch.randn(2, 8, 32)
 
 
+# ----- NN406: exactly-zero gradients that are randomness, zero-init or a norm's invariance --------------
+
+class StochasticDepthNet(nn.Module):
+    """torchvision's ConvNeXt/Swin/EfficientNet: a residual branch scaled by a per-sample Bernoulli mask
+    (torchvision.ops.stochastic_depth, row mode); here p=0.5 and a seed where all 4 samples drop it."""
+
+    def __init__(self, d: int = 16, p: float = 0.5):
+        super().__init__()
+        self.p = p
+        self.fc1, self.fc2, self.head = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, 4)
+
+    def forward(self, x):
+        branch = self.fc2(F.gelu(self.fc1(x)))
+        if self.training:
+            noise = torch.empty(x.shape[0], 1).bernoulli_(1 - self.p).div_(1 - self.p)
+            branch = branch * noise
+        return self.head(x + branch)
+
+
+def _dropping_seed(model: "StochasticDepthNet", n: int) -> int:
+    """A seed under which the mask drops every sample (so the repro is deterministic)."""
+    for seed in range(1000):
+        g = torch.Generator().manual_seed(seed)
+        if not torch.empty(n, 1).bernoulli_(1 - model.p, generator=g).any():
+            return seed
+    raise RuntimeError("no dropping seed")
+
+
+def stochastic_depth_all_dropped():
+    model, batch = _seeded(lambda: (StochasticDepthNet(), torch.randn(4, 16)))()
+    # nnlint's training pass draws the mask from the global RNG: seed it where the mask drops all 4
+    # samples (this repro, unlike the others, leaves the global RNG seeded).
+    torch.manual_seed(_dropping_seed(model, 4))
+    return model, batch
+
+
+class ScaledStdConv2d(nn.Conv2d):
+    """timm's ScaledStdConv2d: the weight standardized per output channel, times a learnable gain."""
+
+    def __init__(self, *args, gain_init: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gain = nn.Parameter(torch.full((self.out_channels, 1, 1, 1), gain_init))
+        self.scale = self.weight[0].numel() ** -0.5
+
+    def forward(self, x):
+        w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None,
+                         weight=(self.gain * self.scale).view(-1), training=True, momentum=0.0, eps=1e-6)
+        return F.conv2d(x, w.reshape_as(self.weight), self.bias, self.stride, self.padding)
+
+
+class NormFreeBlock(nn.Module):
+    """timm's NF-ResNet block: the branch's last conv starts with gain 0 (SkipInit through the weight)."""
+
+    def __init__(self, c: int = 16):
+        super().__init__()
+        self.conv1 = ScaledStdConv2d(c, c, 3, padding=1)
+        self.conv2 = ScaledStdConv2d(c, c, 3, padding=1, gain_init=0.0)
+
+    def forward(self, x):
+        return x + 0.2 * self.conv2(F.gelu(self.conv1(F.gelu(x))))
+
+
+class NFNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.blocks, self.head = ScaledStdConv2d(3, 16, 3, padding=1), nn.Sequential(
+            NormFreeBlock(), NormFreeBlock()), nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+@_seeded
+def nfnet_zero_gain():
+    return NFNet(), torch.randn(4, 3, 16, 16)
+
+
+# ----- NN203: units that are not dead -----------------------------------------------------------------------
+
+class ZeroInitLastNormLeaky(nn.Module):
+    """timm CSPDarknet's DarkBlock: conv-BN-LeakyReLU twice, the last BN's weight zero-initialized
+    (zero_init_last) so the block starts as the identity; the LeakyReLU after it outputs exactly 0."""
+
+    def __init__(self, c: int = 16):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.LeakyReLU(0.01))
+        self.conv1 = nn.Sequential(nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c), nn.LeakyReLU(0.01))
+        self.conv2 = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.LeakyReLU(0.01))
+        self.head = nn.Linear(c, 10)
+        nn.init.zeros_(self.conv2[1].weight)
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.head((x + self.conv2(self.conv1(x))).mean((2, 3)))
+
+
+@_seeded
+def zero_init_last_norm_leaky():
+    return ZeroInitLastNormLeaky(), torch.randn(4, 3, 16, 16)
+
+
+class NegativeGelu(nn.Module):
+    """A GELU MLP whose inputs share a large common component (late CoAtNet stages: tokens nearly
+    alike), so some channels are negative everywhere; GELU still passes ~0.1x gradient there."""
+
+    def __init__(self, d: int = 32):
+        super().__init__()
+        self.fc1, self.fc2, self.head = nn.Linear(d, 4 * d), nn.Linear(4 * d, d), nn.Linear(d, 4)
+
+    def forward(self, x):
+        return self.head(x + self.fc2(F.gelu(self.fc1(x))))
+
+
+@_seeded
+def gelu_all_negative():
+    common = torch.randn(1, 1, 32)
+    return NegativeGelu(), common + 0.05 * torch.randn(4, 16, 32)
+
+
+# ----- NN401: a depthwise conv right before a pointwise conv and its norm -------------------------------------
+
+class SeparableConv(nn.Module):
+    """timm VoVNet-ESE's SeparableConvNormAct: depthwise 3x3, pointwise 1x1, then BatchNorm."""
+
+    def __init__(self, c: int = 16):
+        super().__init__()
+        self.stem, self.bn0 = nn.Conv2d(3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.dw = nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False)
+        self.pw, self.bn = nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c)
+        self.head = nn.Linear(c, 10)
+        nn.init.normal_(self.dw.weight, std=0.03)
+
+    def forward(self, x):
+        h = F.relu(self.bn0(self.stem(x)))
+        return self.head(F.relu(self.bn(self.pw(self.dw(h)))).mean((2, 3)))
+
+
+@_seeded
+def depthwise_then_pointwise():
+    return SeparableConv(), torch.randn(4, 3, 16, 16)
+
+
+# ----- NN002: a tensor's value before an in-place op overwrites it -------------------------------------------
+
+class OverwrittenBuffer(nn.Module):
+    """torchvision's stochastic_depth: noise = torch.empty(...).bernoulli_(p). `empty` returns
+    uninitialized memory, which may hold NaN/Inf bit patterns; bernoulli_ overwrites it before any use.
+    Written with a NaN-filled buffer so the repro is deterministic."""
+
+    def __init__(self, d: int = 16):
+        super().__init__()
+        self.fc, self.head = nn.Linear(d, d), nn.Linear(d, 4)
+
+    def forward(self, x):
+        noise = torch.full((x.shape[0], 1), float("nan")).bernoulli_(0.9).div_(0.9)
+        return self.head(x + self.fc(x) * noise)
+
+
+@_seeded
+def overwritten_uninitialized():
+    return OverwrittenBuffer(), torch.randn(4, 16)
+
+
 REPROS = [
     Repro("se-block", "NN402", "quiet", se_block, stands_for="torchvision/timm MobileNetV3, EfficientNet, RegNetZ SE"),
     Repro("t5-log-zero", "NN002", "quiet", t5_log_zero, stands_for="HF T5, Switch, MPNet, WavLM relative buckets"),
@@ -375,6 +538,14 @@ REPROS = [
     Repro("raw-waveform-NN301", "NN301", "quiet", raw_waveform, stands_for="HF Wav2Vec2, HuBERT, WavLM"),
     Repro("raw-waveform-NN302", "NN302", "quiet", raw_waveform, stands_for="HF Wav2Vec2, HuBERT, WavLM"),
     Repro("conditional-parameter", "NN406", "quiet", conditional_parameter, stands_for="HF DINOv2 mask_token"),
+    Repro("stochastic-depth", "NN406", "quiet", stochastic_depth_all_dropped,
+          stands_for="torchvision ConvNeXt/Swin/EfficientNet StochasticDepth"),
+    Repro("nfnet-zero-gain", "NN406", "quiet", nfnet_zero_gain, stands_for="timm NF-ResNet/NF-RegNet/ECA-NFNet"),
+    Repro("zero-init-last-norm", "NN203", "quiet", zero_init_last_norm_leaky, stands_for="timm CSPDarknet53"),
+    Repro("gelu-negative", "NN203", "quiet", gelu_all_negative, stands_for="timm CoAtNet/CoAtNeXt MLP GELU"),
+    Repro("depthwise-pointwise", "NN401", "quiet", depthwise_then_pointwise, stands_for="timm ESE-VoVNet"),
+    Repro("overwritten-empty", "NN002", "quiet", overwritten_uninitialized,
+          stands_for="torchvision stochastic_depth's torch.empty"),
     Repro("gpt2-conv1d-zero", "NN101", "found", gpt2_conv1d_zeroed, module="c_fc",
           stands_for="HF GPT-2 Conv1D zeroed (mutation benchmark)"),
 ]
