@@ -43,7 +43,7 @@ import torch.nn.functional as F                                  # noqa: E402
 from torch import nn                                             # noqa: E402
 
 import corpus                                                    # noqa: E402
-from corpus.anatomy import Leaf, leaves, next_kinds              # noqa: E402
+from corpus.anatomy import Leaf, gated, leaves, next_kinds       # noqa: E402
 from corpus.runner import Finding, call, run_check, tensors      # noqa: E402
 
 # A planted scale is a real fault when it moves the model's output std by more than this (either
@@ -93,9 +93,11 @@ def _module(model: nn.Module, name: str) -> nn.Module:
 
 def _hidden_weight_layer(anatomy: list[Leaf]) -> Leaf:
     """The first weight layer whose output meets an activation (directly or after a norm): a hidden
-    layer, not a residual branch's last layer, a final layer or a gate."""
+    layer, not a residual branch's last layer, a final layer or a gate. Gated units (SwiGLU) are
+    skipped: zeroing a gate projection is not a fault (its units get distinct gradients through the
+    parallel up projection), so there is nothing to find."""
     for i, leaf in enumerate(anatomy):
-        if leaf.kind != "weight":
+        if leaf.kind != "weight" or gated(anatomy, leaf):
             continue
         after = next_kinds(anatomy, i)
         if after[:1] == ["activation"] or after[:2] == ["norm", "activation"]:
@@ -203,15 +205,22 @@ class Exp(nn.Module):
 
 def _swap_activations(make: Callable[[], nn.Module], codes: set[str], label: str):
     def apply(model, batch, anatomy):
-        acts = [leaf for leaf in anatomy if leaf.kind == "activation"]
+        acts = [leaf for i, leaf in enumerate(anatomy) if leaf.kind == "activation" and not _gate_activation(anatomy, i)]
         if not acts:
-            raise NotApplicable("no activation modules (the activations are functional calls in forward)")
+            raise NotApplicable("no activation modules outside gated units (functional activations, or "
+                                "SwiGLU/GLU, where sigmoid or tanh makes another gated unit, not a fault)")
         for leaf in acts:
             parent, _, attr = leaf.name.rpartition(".")
             setattr(_module(model, parent) if parent else model, attr, make())
         return Mutant(model, batch, frozenset(codes), frozenset(l.name for l in acts),
                       f"replaced {len(acts)} activation modules by {label}")
     return apply
+
+
+def _gate_activation(anatomy: list[Leaf], index: int) -> bool:
+    """The activation right after a gated weight layer (SwiGLU's act_fn after gate_proj)."""
+    before = anatomy[index - 1] if index > 0 else None
+    return before is not None and gated(anatomy, before)
 
 
 def negative_bias(model, batch, anatomy):

@@ -19,6 +19,7 @@ import torch                                   # noqa: E402
 import torch.nn.functional as F                # noqa: E402
 
 import corpus                                  # noqa: E402
+from corpus.anatomy import observed_forward   # noqa: E402
 from corpus.runner import call, tensors        # noqa: E402
 
 
@@ -38,13 +39,7 @@ def capture(model, batch, names: list[str], inputs: bool = False) -> dict[str, t
 
     handles = [modules[n].register_forward_hook(
         (lambda m, a, o, n=n: keep(n, a)) if inputs else (lambda m, a, o, n=n: keep(n, o))) for n in names]
-    try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            model.train()
-            call(model, batch)
-    finally:
-        for h in handles:
-            h.remove()
+    observed_forward(model, batch, call, handles)
     return out
 
 

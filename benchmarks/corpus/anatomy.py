@@ -41,19 +41,42 @@ class Leaf:
     kind: str
     type: str
     order: int            # first call, in execution order
+    input_id: int = 0     # id() of its first input tensor: weight layers that share it run in parallel
+
+
+def gated(anatomy: list["Leaf"], leaf: "Leaf") -> bool:
+    """A weight layer in a gated unit (SwiGLU's gate_proj/up_proj, GLU): another weight layer reads the
+    very same input tensor. Its activation gates a product, so it is not a hidden nonlinearity."""
+    return leaf.kind == "weight" and any(o.kind == "weight" and o.name != leaf.name and o.input_id == leaf.input_id
+                                         for o in anatomy)
 
 
 def leaves(model: nn.Module, batch, call) -> list[Leaf]:
     """The leaf modules that ran, in order of their first call (training mode, no grad; the
     model's mode and RNG state are put back)."""
     order: dict[str, int] = {}
-    def seen(name: str) -> None:          # returns None: a hook's return value replaces the output
-        order.setdefault(name, len(order))
+    first_input: dict[str, int] = {}
+    alive: list[torch.Tensor] = []        # inputs kept alive for the pass, so no two share an id()
 
-    handles = []
-    for name, module in model.named_modules():
-        if next(module.children(), None) is None and name:
-            handles.append(module.register_forward_hook(lambda m, a, o, n=name: seen(n)))
+    def seen(name: str, args) -> None:    # returns None: a hook's return value replaces the output
+        order.setdefault(name, len(order))
+        if name not in first_input:
+            x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+            first_input[name] = 0 if x is None else id(x)
+            if x is not None:
+                alive.append(x)
+
+    handles = [module.register_forward_hook(lambda m, a, o, n=name: seen(n, a))
+               for name, module in model.named_modules() if next(module.children(), None) is None and name]
+    observed_forward(model, batch, call, handles)
+    modules = dict(model.named_modules())
+    return [Leaf(n, kind_of(modules[n]), type(modules[n]).__name__, i, first_input[n])
+            for n, i in sorted(order.items(), key=lambda kv: kv[1])]
+
+
+def observed_forward(model: nn.Module, batch, call, handles: list) -> None:
+    """One training-mode forward without grad for the given hooks to watch; then the hooks are removed
+    and the model's modes and the RNG are as they were."""
     modes = [(m, m.training) for m in model.modules()]
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
@@ -64,8 +87,6 @@ def leaves(model: nn.Module, batch, call) -> list[Leaf]:
             h.remove()
         for m, flag in modes:
             m.training = flag
-    modules = dict(model.named_modules())
-    return [Leaf(n, kind_of(modules[n]), type(modules[n]).__name__, i) for n, i in sorted(order.items(), key=lambda kv: kv[1])]
 
 
 def next_kinds(seq: list[Leaf], index: int, limit: int = 3) -> list[str]:
