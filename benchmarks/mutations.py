@@ -1,7 +1,7 @@
 """The mutation benchmark: plant one known fault in a real corpus model, check it, and see whether
 nnlint names it: the right code, on the right module.
 
-    python benchmarks/mutations.py                          # the default set of models, every operator
+    python benchmarks/mutations.py                          # the 30 default models, every operator
     python benchmarks/mutations.py --only 'timm/*' --operator zero-weight --operator sigmoid
     python benchmarks/mutations.py --all --json mutations.json   # the whole corpus (slow)
 
@@ -46,19 +46,18 @@ import corpus                                                    # noqa: E402
 from corpus.anatomy import Leaf, gated, leaves, next_kinds       # noqa: E402
 from corpus.runner import Finding, call, run_check, tensors      # noqa: E402
 
-# A planted scale is a real fault when it moves the model's output std by more than this (either
-# way): below it a normalization absorbed the change, and there is nothing for a rule to find.
+# A planted scale is a real fault when it moves the std of what the model's head reads by more than
+# this (either way): below it a normalization absorbed the change, and there is nothing to find.
 MEASURABLE = 10.0
 
-# The models the default run mutates: one or two per family and library, small enough that ~20
-# operators each fit a 2-core machine (about 15 minutes in all).
+# The models the default run mutates: one or two per family and library, small enough that the ~17
+# operators on each fit a 2-core machine (about 20 minutes in all); --all takes the whole corpus.
 DEFAULT_MODELS = [
-    "torchvision/resnet18", "torchvision/vgg11", "torchvision/alexnet", "torchvision/mobilenet_v3_small",
-    "torchvision/efficientnet_b0", "torchvision/densenet121", "torchvision/convnext_tiny", "torchvision/swin_t",
-    "torchvision/vit_b_32", "torchvision/squeezenet1_1", "torchvision/shufflenet_v2_x0_5", "torchvision/regnet_y_400mf",
-    "torchvision/r3d_18", "torchvision/lraspp_mobilenet_v3_large",
+    "torchvision/resnet18", "torchvision/alexnet", "torchvision/mobilenet_v3_small", "torchvision/efficientnet_b0",
+    "torchvision/densenet121", "torchvision/squeezenet1_1", "torchvision/shufflenet_v2_x0_5",
+    "torchvision/regnet_y_400mf", "torchvision/lraspp_mobilenet_v3_large",
     "timm/resnet18", "timm/efficientnet_b0", "timm/convnext_atto", "timm/vit_tiny_patch16_224", "timm/mixer_s16_224",
-    "timm/nf_regnet_b0", "timm/repvgg_a0", "timm/dla34", "timm/cspresnet50", "timm/poolformer_s12",
+    "timm/nf_regnet_b0", "timm/repvgg_a0", "timm/dla34", "timm/poolformer_s12",
     "hf/gpt2", "hf/llama", "hf/bert", "hf/t5", "hf/bart", "hf/mixtral", "hf/mamba", "hf/vit", "hf/wav2vec2",
     "hf/whisper", "hf/convnext", "hf/resnet",
 ]
@@ -119,9 +118,29 @@ def _first_float_output(model: nn.Module, batch) -> Optional[torch.Tensor]:
     return next((t for t in tensors(out) if t.is_floating_point() and t.numel() > 1), None)
 
 
-def _output_change(before: nn.Module, after: nn.Module, batch) -> float:
-    """How much the mutation moved the std of the model's first float output (> 1 either way)."""
-    a, b = _first_float_output(before, batch), _first_float_output(after, batch)
+def _input_of(model: nn.Module, batch, name: Optional[str], output: bool = False) -> Optional[torch.Tensor]:
+    """The input (or output) of one module on a training-mode forward; the model's output if None."""
+    if name is None:
+        return _first_float_output(model, batch)
+    seen: list[torch.Tensor] = []
+
+    def keep(value) -> None:
+        t = value[0] if isinstance(value, (tuple, list)) and value else value
+        if not seen and isinstance(t, torch.Tensor):
+            seen.append(t.detach())
+
+    module = model.get_submodule(name)
+    handle = (module.register_forward_hook(lambda m, a, o: keep(o)) if output
+              else module.register_forward_pre_hook(lambda m, a: keep(a)))
+    try:
+        _first_float_output(model, batch)
+    finally:
+        handle.remove()
+    return seen[0] if seen else None
+
+
+def _std_change(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> float:
+    """The ratio of two tensors' stds, >= 1 either way."""
     if a is None or b is None:
         return 1.0
     sa, sb = a.float().std().item(), b.float().std().item()
@@ -132,10 +151,20 @@ def _output_change(before: nn.Module, after: nn.Module, batch) -> float:
     return max(sa / sb, sb / sa)
 
 
-def _require_measurable(before: nn.Module, after: nn.Module, batch, what: str) -> None:
-    change = _output_change(before, after, batch)
-    if change < MEASURABLE:
-        raise NotApplicable(f"{what} moves the output std only {change:.3g}x (a normalization absorbs it)")
+def _require_measurable(before: nn.Module, after: nn.Module, batch, anatomy: list[Leaf], what: str,
+                        chain_end: Optional[str] = None) -> None:
+    """A real fault moves the signal where it was planted (the end of the scaled chain) by more than
+    MEASURABLE, and what the model's head reads at all (1.5x): scaled layers inside residual branches
+    or before a normalization change the first and not the second, which is healthy by RULES.md (a
+    branch scaled down is intentional). Measured at the head's input, not at the logits, whose std
+    the head's own bias can dominate."""
+    head = next((leaf.name for leaf in reversed(anatomy) if leaf.kind == "weight"), None)
+    at_head = _std_change(_input_of(before, batch, head), _input_of(after, batch, head))
+    at_end = _std_change(_input_of(before, batch, chain_end, output=True), _input_of(after, batch, chain_end, output=True)) \
+        if chain_end else at_head
+    if at_end <= MEASURABLE or at_head <= 1.5:
+        raise NotApplicable(f"{what} moves the signal {at_end:.3g}x where planted and {at_head:.3g}x at the head's "
+                            "input (absorbed by a normalization, or inside residual branches)")
 
 
 def _float_inputs(batch) -> list[torch.Tensor]:
@@ -178,17 +207,21 @@ def _scale_family(factor: float, codes: set[str]):
             for leaf in family:
                 _weight(_module(model, leaf.name)).mul_(factor)
         what = f"scaling the {len(family)} {family[0].type} layers not followed by a norm by {factor:g}"
-        _require_measurable(original, model, batch, what)
+        _require_measurable(original, model, batch, anatomy, what, chain_end=family[-1].name)
         return Mutant(model, batch, frozenset(codes), frozenset(l.name for l in family), what)
     return apply
 
 
 def _unnormalized_family(anatomy: list[Leaf]) -> list[Leaf]:
     """The weight layers of the most common type whose output reaches the next weight layer without a
-    norm: scaling them changes the signal (before a norm it would only change the gradient's scale)."""
+    norm: scaling them changes the signal (before a norm it would only change the gradient's scale).
+    The model's last weight layer is left out: small logits at init are good practice (RULES.md), so
+    scaling it down plants no fault, and scaling it up would be NN304's."""
+    weights = [i for i, leaf in enumerate(anatomy) if leaf.kind == "weight"]
+    last = weights[-1] if weights else -1
     by_type: dict[str, list[Leaf]] = defaultdict(list)
     for i, leaf in enumerate(anatomy):
-        if leaf.kind == "weight" and "norm" not in next_kinds(anatomy, i):
+        if leaf.kind == "weight" and i != last and "norm" not in next_kinds(anatomy, i):
             by_type[leaf.type].append(leaf)
     if not by_type:
         raise NotApplicable("every weight layer is followed by a normalization")
@@ -337,12 +370,12 @@ def remove_norms(model, batch, anatomy):
     norms = [leaf for leaf in anatomy if leaf.kind == "norm"]
     if not norms:
         raise NotApplicable("no normalization modules")
-    original = copy.deepcopy(model)
+    # Always a fault, measured or not: RULES.md's calibration (ResNet-50 with BatchNorm replaced by
+    # Identity grows the stream 30,000x) is the case NN403 exists for.
     for leaf in norms:
         parent, _, attr = leaf.name.rpartition(".")
         setattr(_module(model, parent) if parent else model, attr, nn.Identity())
     what = f"replacing the {len(norms)} norm modules by Identity"
-    _require_measurable(original, model, batch, what)
     return Mutant(model, batch, frozenset({"NN403", "NN401", "NN402", "NN103", "NN404", "NN405", "NN002"}),
                   frozenset(), what)
 

@@ -1,8 +1,9 @@
 """Short training runs behind TRIAGE.md's verdicts: each corpus model as built against the same model
 with nnlint's suggested change for one finding (`nnlint.fix(..., select=[code])`, applied in memory;
 the re-init its message names, by hand, where the fixer rolls its fix back), same init, same data,
-same order, with Adam (1e-3) and with SGD (0.01, momentum 0.9). A true finding shows as a worse loss as built; a false alarm as no
-difference (or a better one as built).
+same order, with Adam (1e-3) and with SGD (0.01, momentum 0.9). A third arm re-draws the layer the
+finding names at its own std (a control: any re-draw moves a short run). A true finding shows as
+nnlint's change beating both; a false alarm as no difference beyond the control's.
 
     python benchmarks/triage_training.py [--steps 150] [--only alexnet] [--optimizer adam|sgd]
 
@@ -32,6 +33,7 @@ RUNS = [
     ("torchvision/mobilenet_v3_small", "NN402", "SE pooled vector: false alarm?"),
     ("torchvision/alexnet", "NN401", "default init before ReLU: true (RULES.md calibration)?"),
     ("hf/albert", "NN401", "one small projection between two norms: false alarm?"),
+    ("torchvision/squeezenet1_1", "NN203", "20-50% of un-normalized ReLU channels inactive at init: true?"),
 ]
 
 
@@ -100,24 +102,41 @@ def apply_suggested(model, batch, code: str) -> list[str]:
     return applied
 
 
-def compare(name: str, code: str, steps: int, optimizer: str) -> str:
+def redrawn(model, changed: list[str]):
+    """The control: the changed layers' weights drawn again at their own std (a new random draw of
+    the library's scale), so 'any re-draw moves the curve' is told apart from 'the fix helps'."""
+    control = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(1234)
+    with torch.no_grad():
+        for name in changed:
+            w = control.get_submodule(name).weight
+            w.copy_(torch.randn(w.shape, generator=g) * w.std())
+    return control
+
+
+def compare(name: str, code: str, steps: int, optimizer: str, seeds: int) -> str:
     case = corpus.select(corpus.all_cases(), only=[name])[0]
     built, batch = case.build()
     fixed = copy.deepcopy(built)
     applied = apply_suggested(fixed, batch, code)
+    control = redrawn(built, [a.split()[1] for a in applied])
     text = isinstance(batch, dict)
-    curves = {}
-    for label, model in (("as built", built), ("nnlint's fix", fixed)):
-        torch.manual_seed(0)
-        task = text_task(batch, steps) if text else image_task(batch, steps)
-        curves[label] = train(model, task, text_loss if text else image_loss, optimizer)
+    curves: dict[str, list[list[float]]] = {}
+    for label, model in (("as built", built), ("re-drawn", control), ("nnlint's fix", fixed)):
+        for seed in range(seeds):
+            torch.manual_seed(seed)
+            task = text_task(batch, steps, seed) if text else image_task(batch, steps, seed)
+            curves.setdefault(label, []).append(
+                train(copy.deepcopy(model), task, text_loss if text else image_loss, optimizer))
     return (f"{name} [{code}, {optimizer}] changes: {applied or 'none'}\n"
             + "\n".join(f"    {label:13s} {_summary(c)}" for label, c in curves.items()))
 
 
-def _summary(curve: list[float]) -> str:
-    tail = curve[-20:]
-    return f"loss first {curve[0]:.3f}, mean of the last 20 steps {sum(tail) / len(tail):.3f}"
+def _summary(runs: list[list[float]]) -> str:
+    first = [r[0] for r in runs]
+    tails = [sum(r[-20:]) / len(r[-20:]) for r in runs]
+    return (f"loss first {sum(first) / len(first):.3f}, mean of the last 20 steps "
+            + ", ".join(f"{t:.3f}" for t in tails) + f" (seeds; mean {sum(tails) / len(tails):.3f})")
 
 
 def main(argv=None) -> int:
@@ -125,6 +144,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--only", action="append")
     p.add_argument("--optimizer", action="append", choices=["adam", "sgd"], help="default: both")
+    p.add_argument("--seeds", type=int, default=3, help="data seeds per arm")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
     for name, code, why in RUNS:
@@ -132,7 +152,7 @@ def main(argv=None) -> int:
             continue
         print(f"--- {why}")
         for optimizer in args.optimizer or ["adam", "sgd"]:
-            print(compare(name, code, args.steps, optimizer), flush=True)
+            print(compare(name, code, args.steps, optimizer, args.seeds), flush=True)
     return 0
 
 
