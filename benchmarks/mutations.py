@@ -44,7 +44,7 @@ from torch import nn                                             # noqa: E402
 
 import corpus                                                    # noqa: E402
 from corpus.anatomy import Leaf, gated, leaves, next_kinds       # noqa: E402
-from corpus.runner import Finding, call, run_check, tensors      # noqa: E402
+from corpus.runner import Finding, call, plain_step, run_check, tensors   # noqa: E402
 
 # A planted scale is a real fault when it moves the std of what the model's head reads by more than
 # this (either way): below it a normalization absorbed the change, and there is nothing to find.
@@ -468,6 +468,18 @@ def score(baseline: set[tuple[str, str]], findings: list[Finding], m: Mutant) ->
     return "missed", new
 
 
+def _fails_plainly(mutant: Mutant) -> Optional[str]:
+    """Why the mutant fails a plain training step (an operator that broke the model, e.g. a sigmoid
+    swapped in before an in-place dropout), or None when it runs: then a crash is nnlint's."""
+    try:
+        model = copy.deepcopy(mutant.model)
+        model.train()
+        plain_step(model, mutant.batch)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+    return None
+
+
 def run_model(case: corpus.Case, operators: list[Operator]) -> list[Outcome]:
     model, batch = case.build()
     baseline_result = run_check(model, batch, "train")
@@ -488,7 +500,10 @@ def run_model(case: corpus.Case, operators: list[Operator]) -> list[Outcome]:
             continue
         outcome.how, outcome.expected = mutant.how, "/".join(sorted(mutant.codes))
         result = run_check(mutant.model, mutant.batch, "mutant")
-        if result.crash:
+        broken = _fails_plainly(mutant) if result.crash else None
+        if broken:
+            outcome.status, outcome.how = "n/a", f"{mutant.how}: the mutant does not run without nnlint either ({broken})"
+        elif result.crash:
             outcome.status, outcome.new = "crash", [result.crash]
         else:
             outcome.status, new = score(baseline, result.findings, mutant)
