@@ -5,6 +5,9 @@ RELU_FAMILY = {"relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "si
 SATURATING = {"sigmoid", "tanh"}
 ACTIVATIONS = RELU_FAMILY | SATURATING | {"hardsigmoid", "hardtanh", "softmax", "log_softmax", "softsign", "logsigmoid"}
 WEIGHT_OPS = {"linear", "conv", "matmul", "embedding", "bilinear"}
+# The ops that hold a forward's FLOPs. In the eval-mode pass, which only asks whether anything still
+# consumes the RNG, they return zeros of their output's shape instead of computing (Recorder.skeleton).
+COMPUTE_OPS = {"linear", "conv", "matmul", "bilinear", "attention"}
 NORM_OPS = {"batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm"}
 RANDOM_OPS = {"dropout", "random"}
 

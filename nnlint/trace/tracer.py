@@ -27,7 +27,7 @@ from nnlint.trace.records import Trace
 from nnlint.trace.state import ModelState, rng_changed, rng_snapshot
 from nnlint.trace.step import check_step_arguments, keep_model_inputs, loss_of_step, model_calls, step_name, step_outputs
 
-EVAL_SLICE = 2   # samples in the eval-mode pass: it looks for modes and RNG use, not statistics
+EVAL_SLICE = 1   # samples in the eval-mode pass: it looks for RNG use, not statistics
 
 
 def run_trace(
@@ -128,13 +128,19 @@ def run_trace(
 
 
 def _eval_pass(model, batch, recorder: Recorder, trace: Trace, run: Callable) -> None:
-    """Eval-mode forward (or step) without grad on a small slice: does anything still consume the RNG?"""
+    """Eval-mode forward (or step) without grad on a small slice: does anything still consume the RNG?
+
+    Only that is asked of it, not the values, so it first runs as a skeleton: the compute ops
+    (matmuls, convs, attention) return zeros of their shape instead of computing, and the pass costs a
+    fraction of a forward. Where that breaks the forward (a value it branches on), it runs for real."""
     import torch
 
     model.eval()
     small = slice_batch(batch, EVAL_SLICE)
-    for candidate in ([small, batch] if small is not None and small is not batch else [batch]):
+    candidates = [small, batch] if small is not None and small is not batch else [batch]
+    for skeleton, candidate in [(True, candidates[0])] + [(False, c) for c in candidates]:
         rng_before = rng_snapshot()
+        recorder.skeleton = skeleton
         try:
             with torch.no_grad(), Instrumented(recorder, "eval"):
                 run(model, candidate)
@@ -143,6 +149,8 @@ def _eval_pass(model, batch, recorder: Recorder, trace: Trace, run: Callable) ->
             # fails in eval mode altogether has already run in training mode, so skip the pass.
             recorder.forget_phase("eval")
             continue
+        finally:
+            recorder.skeleton = False
         trace.eval_rng_consumed = rng_changed(rng_before, rng_snapshot())
         trace.eval_ran = True
         return
