@@ -43,6 +43,9 @@ SOURCE_CASES = {
     "raw_images": ({"NN301", "NN302"}, {"unsafe": True}),     # one normalization, first thing in forward
     "correlated_features": ({"NN303"}, {"unsafe": True}),     # ZCA whitening in a forward pre-hook
     "dropout_before_bn": ({"NN505"}, {"unsafe": True}),
+    "double_softmax": ({"NN601"}, {"unsafe": True}),         # nn.Softmax(dim=1) -> nn.Identity()
+    "sigmoid_output": ({"NN601"}, {"unsafe": True}),         # torch.sigmoid(x) -> x
+    "imbalanced_head": ({"NN606"}, {}),                       # the bias at the log-priors, before the return
 }
 
 

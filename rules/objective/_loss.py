@@ -24,6 +24,7 @@ LOSS_MODULES = {
 }
 SQUASHES = ("softmax", "sigmoid", "log_softmax", "logsigmoid")
 ROW_SUM_TOLERANCE = 1e-4      # a row of probabilities sums to 1 within float32 rounding
+TARGET_ROW_SUM_TOLERANCE = 1e-3   # soft targets, often rounded or smoothed in the data, sum to 1 within this
 
 
 def loss_calls(trace: Trace) -> list[LossCall]:
@@ -139,6 +140,17 @@ def fed_as_expected(call: LossCall) -> bool:
     if call.expects == "probabilities":
         return in_unit_interval(call)
     return True
+
+
+def target_fits(call: LossCall) -> bool:
+    """The target is what the loss takes (what NN604 judges): a call that ran, and soft targets that are
+    distributions. A loss of targets that do not fit means nothing to the rules about its value."""
+    if call.raised:
+        return False
+    t = call.target
+    if call.family != "class" or t is None or not t.is_float or t.row_sum is None:
+        return True
+    return all(abs(s - 1) <= TARGET_ROW_SUM_TOLERANCE for s in t.row_sum)
 
 
 def failure_evidence(call: LossCall) -> dict:

@@ -133,6 +133,8 @@ class ProbabilitiesIntoLogitLoss(Rule):
             return None
         rec = trace.modules.get(op.module)
         functional = is_functional(trace, op)
+        if not functional and sum(1 for c in trace.calls if c.module == op.module and c.phase == "train") > 1:
+            return None   # the same Softmax module also runs elsewhere (attention): removing it changes that too
         module_type = "" if functional or rec is None else rec.type
         return DropSquash.make(op.module, f"remove the final {squash} so that the model returns logits "
                                           "(apply it at inference)",

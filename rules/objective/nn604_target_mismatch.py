@@ -5,7 +5,8 @@ from typing import Optional
 
 from nnlint.registry import Faulty, Healthy, Rule
 from nnlint.rulekit import fmt
-from nnlint.rules.objective._loss import failure_evidence, head, loss_calls, loss_name, producer, where
+from nnlint.rules.objective._loss import (TARGET_ROW_SUM_TOLERANCE, failure_evidence, head, loss_calls, loss_name,
+                                          producer, where)
 from nnlint.trace.objective import shape_text
 from nnlint.trace.records import LossCall, Trace
 
@@ -47,7 +48,7 @@ class TargetMismatch(Rule):
     severity = "error"
     summary = "class targets that do not fit the head: out of range, one-hot or float where indices are meant"
     reads = frozenset({"loss", "forward"})
-    options = {"row_sum_tolerance": 1e-3}
+    options = {"row_sum_tolerance": TARGET_ROW_SUM_TOLERANCE}
     about = "model"
 
     examples = (

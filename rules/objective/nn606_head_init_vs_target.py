@@ -7,7 +7,7 @@ from nnlint.fix.kinds.bias_to_priors import BiasToPriors, BiasToPriorsParams
 from nnlint.pyexpr import module_expr
 from nnlint.registry import Faulty, Healthy, Rule
 from nnlint.rulekit import fmt, pct
-from nnlint.rules.objective._loss import fed_as_expected, head, loss_calls, loss_name, source_op, where
+from nnlint.rules.objective._loss import fed_as_expected, head, loss_calls, loss_name, source_op, target_fits, where
 from nnlint.trace.records import LossCall, Trace
 
 # The 99.9% quantile of a chi-square with k degrees of freedom, / 2N, is how far from uniform (in
@@ -97,7 +97,8 @@ class HeadInitVsTarget(Rule):
     def check(self, trace):
         reported: set[str] = set()
         for call in loss_calls(trace):
-            if call.target is None or call.value is None or not fed_as_expected(call) or call.options.get("weighted"):
+            if call.target is None or call.value is None or not fed_as_expected(call) or not target_fits(call) \
+                    or call.options.get("weighted"):
                 continue
             if call.family == "regression":
                 finding = self._regression(trace, call)
@@ -109,7 +110,7 @@ class HeadInitVsTarget(Rule):
 
     # -- classification --
     def _priors(self, trace: Trace, call: LossCall):
-        if call.options.get("label_smoothing") or call.raised:
+        if call.options.get("label_smoothing"):
             return None
         frequencies = self._frequencies(call)
         if frequencies is None:
