@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import nnlint
+import zoo   # tests/zoo: small faithful copies of library models at their own init
 
 CODES = ["NN304", "NN601", "NN602", "NN603", "NN604", "NN605", "NN606"]
 
@@ -383,15 +384,7 @@ def test_healthy_setups_with_real_losses_are_quiet(name):
     assert problems(check(model, batch, target=target, loss_fn=loss_fn)) == []
 
 
-def zoo_healthy():
-    try:
-        import zoo
-    except ImportError:
-        return [pytest.param(None, marks=pytest.mark.skip(reason="tests/zoo is not there"))]
-    return [pytest.param(make, id=make.__name__) for make in zoo.HEALTHY]
-
-
-@pytest.mark.parametrize("make", zoo_healthy())
+@pytest.mark.parametrize("make", zoo.HEALTHY, ids=[make.__name__ for make in zoo.HEALTHY])
 def test_zoo_healthy_models_are_quiet(make):
     case = make()
     assert problems(check(case.model, case.batch, loss_fn=case.loss_fn, target=case.target)) == []
