@@ -23,7 +23,7 @@ from nnlint.trace.records import LossCall, LossInput, LossTarget
 CLASS, BINARY, REGRESSION = "class", "binary", "regression"
 LOGITS, LOG_PROBABILITIES, PROBABILITIES, VALUES = "logits", "log_probabilities", "probabilities", "values"
 
-ROW_ELEMENTS = 1 << 22          # values the per-row statistics read at most
+ROW_ELEMENTS = 1 << 20          # values the per-row statistics read at most
 MAX_COUNTED_CLASSES = 1024      # class counts are kept for heads up to this size (priors of a vocabulary mean nothing)
 
 
@@ -207,9 +207,7 @@ def _describe_input(x, spec: LossSpec, class_dim: Optional[int], frequencies) ->
     import torch
 
     xf = x.float()
-    finite = torch.isfinite(xf)
-    values = [xf.amin(), xf.amax(), xf.mean(), xf.std() if xf.numel() > 1 else torch.zeros((), device=xf.device),
-              (~finite).any().float()]
+    values = _moments(xf)
     extra: dict[str, Any] = {}
     if spec.family == CLASS and class_dim is not None:
         rows, sample = _rows(x, class_dim)
@@ -225,16 +223,33 @@ def _describe_input(x, spec: LossSpec, class_dim: Optional[int], frequencies) ->
         if frequencies is not None and frequencies.numel() == (p.shape[-1] if p.dim() >= 2 else 1):
             values.append((p - frequencies.to(p.device)).abs().mean())
     got = torch.stack([v.reshape(()).float() for v in values]).tolist()
-    lo, hi, mean, std, nonfinite = got[:5]
+    lo, hi, mean, std, nonfinite = _summary(got[:4], x.numel())
     if spec.family == CLASS and class_dim is not None:
-        extra = {"row_sum": (got[5], got[6]), "row_logsumexp": got[7], "calibration": got[8]}
-        if len(got) > 9:
-            extra["prior_calibration"] = got[9]
+        extra = {"row_sum": (got[4], got[5]), "row_logsumexp": got[6], "calibration": got[7]}
+        if len(got) > 8:
+            extra["prior_calibration"] = got[8]
     elif spec.family == BINARY:
-        extra = {"calibration": got[5]}
-        if len(got) > 6:
-            extra["prior_calibration"] = got[6]
-    return LossInput(tuple(x.shape), str(x.dtype).replace("torch.", ""), lo, hi, mean, std, bool(nonfinite), **extra)
+        extra = {"calibration": got[4]}
+        if len(got) > 5:
+            extra["prior_calibration"] = got[5]
+    return LossInput(tuple(x.shape), str(x.dtype).replace("torch.", ""), lo, hi, mean, std, nonfinite, **extra)
+
+
+def _moments(xf) -> list:
+    """min, max, sum and L2 norm: the cheap reductions (a 512 x 50,257 logit tensor: 16, 16, 15 and 7 ms
+    on 2 CPU threads, where var_mean takes 230 ms and isfinite 160 ms). Mean, std and whether anything
+    is non-finite follow from them (_summary)."""
+    import torch
+
+    return [xf.amin(), xf.amax(), xf.sum(), torch.linalg.vector_norm(xf)]
+
+
+def _summary(got: list[float], n: int) -> tuple[float, float, float, float, bool]:
+    lo, hi, total, norm = got
+    nonfinite = not all(math.isfinite(v) for v in got)
+    mean = total / max(n, 1)
+    var = max(norm * norm / max(n, 1) - mean * mean, 0.0) * n / max(n - 1, 1)
+    return lo, hi, mean, math.sqrt(var) if math.isfinite(var) else float("nan"), nonfinite
 
 
 def _describe_target(t, x, family: str, class_dim: Optional[int], classes: Optional[int], options: dict) -> LossTarget:
@@ -242,9 +257,8 @@ def _describe_target(t, x, family: str, class_dim: Optional[int], classes: Optio
 
     tf = t.float()
     is_float = t.is_floating_point()
-    std = tf.std() if tf.numel() > 1 else torch.zeros((), device=tf.device)
-    values = [tf.amin(), tf.amax(), tf.mean(), std] if tf.numel() else [torch.zeros((), device=tf.device)] * 4
-    lo, hi, mean, sd = torch.stack([v.reshape(()).float() for v in values]).tolist()
+    values = _moments(tf) if tf.numel() else [torch.zeros((), device=tf.device)] * 4
+    lo, hi, mean, sd, _ = _summary(torch.stack([v.reshape(()).float() for v in values]).tolist(), tf.numel())
     out = LossTarget(tuple(t.shape), str(t.dtype).replace("torch.", ""), is_float, lo, hi, mean, sd)
     if is_float:
         out.integral = bool((tf == tf.round()).all()) if tf.numel() else False
