@@ -154,6 +154,10 @@ def test_nn603_quiet_on_matching_shapes_and_a_constant_target():
         assert check(mlp(3), X, target=torch.randn(64, 3), loss_fn=loss_fn) == []
     assert check(mlp(1), X, target=torch.zeros(1), loss_fn=F.mse_loss) == []   # broadcasts over the output
 
+    def against_several_targets(out, targets):          # one prediction for each of 4 targets, on purpose
+        return F.mse_loss(out.unsqueeze(1), targets)
+    assert check(mlp(3), X, target=torch.randn(64, 4, 3), loss_fn=against_several_targets) == []
+
 
 # ---------------------------------------------------------------------------------------------
 # NN604 target-mismatch

@@ -12,9 +12,11 @@ class TargetBroadcast(Rule):
     """## What it does
     For the element-wise losses (`mse_loss`, `l1_loss`, `smooth_l1_loss`, `huber_loss`, the binary
     cross-entropies and their `nn` modules), compares the shapes of the input and the target each call
-    received. It fires when they differ and broadcast to more elements than the input has (an output of
+    received. It fires when they differ and broadcast to more elements than either has (an output of
     shape (N, 1) against a target of shape (N,) gives an N x N loss), or do not broadcast at all, or
     differ where the loss demands equal shapes (`BCEWithLogitsLoss` raises: this finding explains it).
+    One side broadcast over the other (a (1, D) target for an (N, D) output, an (N, 1, D) prediction
+    against (N, T, D) targets) compares what it says and is left alone.
 
     ## Why is this bad?
     `mse_loss` of (16, 1) against (16,) compares every output with every target: 256 terms, whose
@@ -67,7 +69,7 @@ class TargetBroadcast(Rule):
         both = broadcast_shape(x, t)
         if both is None:
             what = "do not broadcast, so torch raises"
-        elif math.prod(both) > math.prod(x):
+        elif math.prod(both) > max(math.prod(x), math.prod(t)):
             what = (f"broadcast to {shape_text(both)}: {math.prod(both)} terms instead of {math.prod(x)}, each output "
                     "compared with every target, so the loss is minimized by predicting the batch mean and the model "
                     "learns a constant (torch only warns)")
