@@ -48,6 +48,7 @@ def check(
     from nnlint.probes.base import ProbeContext, ProbeOptions, all_probes, run_probes
     from nnlint.progress import Progress
     from nnlint.trace.batch import materialize_batch
+    from nnlint.trace.lossprobe import raise_unexplained
     from nnlint.trace.tracer import run_trace
 
     config = config or Config()
@@ -70,6 +71,9 @@ def check(
             trace.seconds += run_probes(probes, context)
         shown.phase = "rules"
         diagnostics = run_rules(trace, select=select or None, ignore=ignore, config=config)
+    # The loss or its backward raised: a finding that explains it is the report; without one the check
+    # could not run. A rule marks its explanation with the failure in its evidence ("loss_failure").
+    raise_unexplained(trace, any("loss_failure" in d.evidence for d in diagnostics))
     return Report(diagnostics=diagnostics, model_name=trace.model_type, batch_description=trace.batch_description,
                   seconds=trace.seconds, notes=list(trace.notes), trace=trace, phases=dict(shown.phases))
 

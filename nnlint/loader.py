@@ -363,11 +363,11 @@ def to_device(model, batch, target, device: str, torch):
 
 
 def _record_bindings(loaded: LoadedTarget, tree: ast.Module, batch_from: Optional[str]) -> None:
-    """Point the optimizer, the train transform and the batch at the line that builds them in the file,
+    """Point the optimizer, the train transform, the batch and the loss at the line that builds them in the file,
     so that findings about them are located too (modules are already, exactly)."""
     batch_name = batch_from.removesuffix("()") if batch_from else None
     for obj, name in ((loaded.optimizer, "optimizer"), (loaded.train_transform, "train_transform"),
-                      (loaded.batch, batch_name)):
+                      (loaded.batch, batch_name), (loaded.loss_fn, "loss_fn")):
         if obj is None or name is None or id(obj) in loaded.origins:
             continue
         line = binding_line(tree, name)

@@ -42,6 +42,8 @@ RUNTIME_CASES = {
     "NN503": "mode_batchnorm_no_running_stats.py",
     "NN504": "mode_dropout_on_conv_maps.py",
     "NN505": "mode_dropout_before_batchnorm.py",
+    "NN601": "objective_double_softmax.py",
+    "NN606": "objective_imbalanced_priors.py",
 }
 
 

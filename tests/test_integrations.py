@@ -154,7 +154,7 @@ def test_lightning_healthy_run_is_traced_with_its_real_loss_and_trains_unchanged
     assert report is not None and report.ok, report
     trace = report.trace
     assert not trace.loss_is_surrogate and trace.loss == pytest.approx(1.386, abs=0.2)   # cross-entropy of 4 classes
-    assert trace.target_info["loss_type"] == "Classifier.training_step"
+    assert trace.objective.name == "Classifier.training_step"
     measured = {op.module for op in trace.ops if op.kind == "linear"}
     assert measured == ({"encoder.0", "encoder.3", "head"} if style == "two_modules" else {"net.0", "net.3", "net.5"})
     assert [i.path for i in trace.inputs] == ["batch[0]"]   # the labels are the loss's, not a model input
@@ -296,7 +296,7 @@ def test_hf_healthy_run_is_checked_and_unchanged(hf_trainer, tmp_path):
         hf_train(hf_trainer, guarded, [callback], tmp_path, gradient_accumulation_steps=2)
     assert callback.report is not None and callback.report.ok, callback.report
     assert "features" in callback.report.batch_description   # checked on a real dataloader batch
-    assert callback.report.trace.target_info["loss_type"] == "Trainer.compute_loss"
+    assert callback.report.trace.objective.name == "Trainer.compute_loss"
     plain = HFClassifier()
     hf_train(hf_trainer, plain, [], tmp_path, gradient_accumulation_steps=2)
     assert_same(params_of(plain), params_of(guarded))
@@ -336,9 +336,9 @@ def test_hf_custom_compute_loss_is_the_checked_loss_and_training_is_unchanged(hf
         hf_train(hf_trainer, guarded, [callback], tmp_path, trainer_class=trainer_class)
     trace = callback.report.trace
     assert callback.report.ok, callback.report
-    assert not trace.loss_is_surrogate and trace.target_info["loss_type"] == "LabelSmoothingTrainer.compute_loss"
-    [term] = trace.target_info["classification_losses"]   # the loss-at-init rule read the subclass's loss
-    assert term["num_classes"] == 4
+    assert not trace.loss_is_surrogate and trace.objective.name == "LabelSmoothingTrainer.compute_loss"
+    [call] = trace.objective.calls   # the loss-at-init rule read the subclass's loss
+    assert call.num_classes == 4
     plain = LogitsOnly()
     hf_train(hf_trainer, plain, [], tmp_path, trainer_class=trainer_class)
     assert_same(params_of(plain), params_of(guarded))

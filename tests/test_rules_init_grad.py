@@ -192,7 +192,7 @@ def test_nn304_over_confident_head():
     assert d.evidence["ratio"] > 3 and d.evidence["logit_std"] > 4
     assert re.match(r"loss at init \d+\.?\d* is \d\.?\d*x log\(10\) = 2\.3", d.message)
     assert d.fix.kind == "scale_final_layer" and d.fix.target == "2"
-    assert "class log-priors" in d.fix.description
+    assert "zero 2.bias" in d.fix.description
     assert d.fix.params.factor == pytest.approx(0.5 / d.evidence["logit_std"], rel=0.05)
 
 

@@ -21,9 +21,9 @@ from nnlint.trace import ops as opnames
 from nnlint.trace.batch import call_model, describe_batch, iter_tensors, materialize_batch, slice_batch, validate_batch
 from nnlint.trace.failures import explain_forward_failure
 from nnlint.trace.gradients import grad_stats
-from nnlint.trace.lossprobe import classification_terms, loss_of_pass
+from nnlint.trace.lossprobe import LossWouldFail, backward_failure, loss_calls, loss_of_pass, predicted_failure
 from nnlint.trace.recorder import Instrumented, Recorder
-from nnlint.trace.records import Trace
+from nnlint.trace.records import Objective, Trace
 from nnlint.trace.state import ModelState, rng_changed, rng_snapshot
 from nnlint.trace.step import check_step_arguments, keep_model_inputs, loss_of_step, model_calls, step_name, step_outputs
 
@@ -82,26 +82,42 @@ def run_trace(
         state.detach_grads()
         with torch.enable_grad():
             rng_before = rng_snapshot()
-            # A step computes its loss inside the pass: the probe of its classification losses goes
-            # under the recorder, so the probe's own arithmetic is not recorded as the model's.
+            # The loss calls a step or a model's forward makes (a Hugging Face model given labels computes
+            # its own loss) are measured by a probe under the recorder, so that the probe's own arithmetic
+            # is not recorded as the model's.
             progress.phase = "train forward"
-            with (classification_terms() if step is not None else nullcontext()) as terms, Instrumented(recorder, "train"):
-                output = _forward(model, batch, recorder, step)
+            probe = loss_calls(recorder.serials.get) if step is not None or loss_fn is None else nullcontext([])
+            with probe as seen, Instrumented(recorder, "train"):
+                output, failed = _forward(model, batch, recorder, step)
             train_used_rng = rng_changed(rng_before, rng_snapshot())
-            if step is None:
+            if failed is not None:
+                # A loss call in the forward (or the step) would have raised, so the pass stopped there:
+                # no output, no backward, and no eval pass (it would make the same call unprobed).
+                stage = step_name(step) if step is not None else f"{type(model).__name__}.forward"
+                trace.objective = Objective("step" if step is not None else "outputs.loss", stage, calls=list(seen),
+                                            failure=predicted_failure(stage, failed.call))
+                trace.notes.append(f"{trace.objective.failure.error}; the check stopped there, so no backward or "
+                                   "eval pass ran")
+                loss, eval_pass = None, False
+            elif step is None:
                 out_tensors = [t for t in iter_tensors(output) if t.is_floating_point()]
                 trace.output_serials = [recorder.serial(t) for t in iter_tensors(output)]
-                loss = loss_of_pass(output, out_tensors, target, loss_fn, trace)
+                loss = loss_of_pass(output, out_tensors, target, loss_fn, trace, seen, recorder.serials.get)
+                if trace.objective is not None and loss_fn is not None:
+                    trace.objective.location = (source_origins or {}).get(id(loss_fn))
             else:
                 trace.output_serials = step_outputs(model_calls(model, recorder.calls), output, recorder.serial)
-                loss = loss_of_step(step, output, terms, trace)
+                loss = loss_of_step(step, output, seen, trace)
             if loss is not None and loss.requires_grad:
                 progress.phase = "backward"
                 try:
                     loss.backward()
                 except Exception as exc:  # the user's loss or a custom backward
-                    raise ModelRaised("the backward pass", exc) from exc
-                trace.backward_ran = True
+                    if trace.loss_is_surrogate or trace.objective is None:
+                        raise ModelRaised("the backward pass", exc) from exc
+                    trace.objective.failure = backward_failure(exc)   # the objective rules may explain it
+                else:
+                    trace.backward_ran = True
             if loss is not None:
                 stats.summarize(loss.reshape(1), pending, lambda s: setattr(trace, "loss", s.mean))
         grad_stats(model, params, pending)
@@ -185,8 +201,11 @@ def _setup(trace: Trace, model, batch, optimizer, train_transform, origins) -> N
 
 
 def _forward(model, batch, recorder: Recorder, step: Optional[Callable]):
+    """The model's output (or the step's result), and the loss call that would have raised, if one did."""
     try:
-        return call_model(model, batch) if step is None else step(model, batch)
+        return (call_model(model, batch) if step is None else step(model, batch)), None
+    except LossWouldFail as failed:
+        return None, failed
     except NNLintError:
         raise
     except Exception as exc:
@@ -194,5 +213,3 @@ def _forward(model, batch, recorder: Recorder, step: Optional[Callable]):
         if step is not None and isinstance(explained, ModelRaised):
             explained = ModelRaised(step_name(step), exc)   # the step raised, not a forward the user never called
         raise explained from exc
-
-
