@@ -6,6 +6,7 @@ from typing import Optional
 from nnlint.registry import Faulty, Healthy, Rule
 from nnlint.rulekit import is_all_off_relu
 from nnlint.rules.propagation._gradients import short_location
+from nnlint.rules.structure.nn705_unused_module import unused_modules
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
 from nnlint.trace.records import OpRecord, ParamRecord, Trace
@@ -21,7 +22,9 @@ class NoGradient(Rule):
     detached backbone) is reported once, not per layer.
 
     - **None**: the loss does not depend on the parameter. Either the module is never called in
-      `forward` (warning), or it runs but its result is cut from the loss (error): by `.detach()` (the
+      `forward` (then NN705 unused-module reports the module, and this rule says nothing more about
+      it; a parameter its module never reads is reported here, warning), or it runs but its result is
+      cut from the loss (error): by `.detach()` (the
       message gives the file:line of the `detach` call, as recorded by the tracer), `.data`, `.item()`,
       a `torch.no_grad()` block, or an output the loss ignores.
     - **Exactly zero**: the gradient flows but is zero everywhere (warning): a dead path, e.g. every
@@ -94,12 +97,15 @@ class NoGradient(Rule):
         graph = Graph.of(trace)
         uses = _first_uses(graph)
         blockers = _zero_multipliers(trace, graph)
+        uncalled = tuple(f"{m}." for m in unused_modules(trace))   # NN705's: the cause is said there
         findings: dict[str, Finding] = {}
         for p in trace.params.values():
             if not p.requires_grad or p.tied_to or p.grad_nonfinite:
                 continue
             if p.grad_norm is None:
                 use = uses.get(p.name)
+                if use is None and p.name.startswith(uncalled):
+                    continue
                 findings[p.name] = Finding(p, "unused" if use is None and not _opaque(trace, p) else "cut", use)
             elif p.grad_all_zero:
                 use = uses.get(p.name)
