@@ -28,6 +28,7 @@ RUNTIME_CASES = {
     "NN102": "init_constant_fill.py",
     "NN103": "init_scale_too_large.py",
     "NN201": "activation_sigmoid_hidden.py",
+    "NN204": "activation_exp_hidden.py",
     "NN202": "activation_saturated_tanh.py",
     "NN203": "activation_dead_relu_mlp.py",
     "NN301": "data_uncentered_images.py",
@@ -42,6 +43,8 @@ RUNTIME_CASES = {
     "NN503": "mode_batchnorm_no_running_stats.py",
     "NN504": "mode_dropout_on_conv_maps.py",
     "NN505": "mode_dropout_before_batchnorm.py",
+    "NN701": "dataflow_gru_sequence_first.py",
+    "NN707": "structure_bias_before_batchnorm.py",
 }
 
 

@@ -43,6 +43,9 @@ SOURCE_CASES = {
     "raw_images": ({"NN301", "NN302"}, {"unsafe": True}),     # one normalization, first thing in forward
     "correlated_features": ({"NN303"}, {"unsafe": True}),     # ZCA whitening in a forward pre-hook
     "dropout_before_bn": ({"NN505"}, {"unsafe": True}),
+    "improper_activations": ({"NN204"}, {"unsafe": True}),  # exp() and F.softmax(dim=) -> relu, nn.Softmax -> ReLU
+    "batch_first": ({"NN701"}, {"unsafe": True}),           # batch_first=True added to the construction call
+    "bias_before_norm": ({"NN707"}, {"unsafe": True}),      # bias=False added, or bias=True replaced
 }
 
 

@@ -22,14 +22,34 @@ class Change:
         return 0.0 if self.delta == 0 else float("inf")
 
 
-def _amax(t) -> float:
-    return float(t.abs().max()) if t.numel() else 0.0
+def largest(t) -> float:
+    """The largest finite magnitude (0.0 for none)."""
+    import torch
+
+    finite = t[torch.isfinite(t)] if t.is_floating_point() else t
+    return float(finite.abs().max()) if finite.numel() else 0.0
 
 
 def _as_double(t):
     import torch
 
     return t.double() if t.is_floating_point() else t.to(torch.float64)
+
+
+def delta(a, b, unknown: float = 0.0) -> float:
+    """The largest change from a to b (float64 tensors). Where a value turns non-finite or back, the
+    change is infinite; where both are non-finite (NaN and NaN, inf and inf) it cannot be measured:
+    `unknown` stands for it (0.0: no dependence can be claimed; inf: none can be ruled out)."""
+    import torch
+
+    fin_a, fin_b = torch.isfinite(a), torch.isfinite(b)
+    both = fin_a & fin_b
+    worst = float((a[both] - b[both]).abs().max()) if bool(both.any()) else 0.0
+    if bool((fin_a != fin_b).any()):
+        return float("inf")
+    if not bool(both.all()):
+        worst = max(worst, unknown)
+    return worst
 
 
 def batch_dims(shape: Sequence[int], k: int, full: Optional[Sequence[int]], size: int) -> list[int]:
@@ -56,19 +76,20 @@ def across_samples(clean: list, changed: list, k: int, full_shapes: list, size: 
         if not dims:
             continue
         others_a, others_b = (_as_double(t.narrow(dims[0], 1, k - 1)) for t in (a, b))
-        found = Change(_amax(others_a - others_b), _amax(others_a), i)
+        found = Change(delta(others_a, others_b), largest(others_a), i)
         if best is None or found.relative > best.relative:
             best = found
     return best, pairwise
 
 
 def anywhere(clean: list, changed: list) -> float:
-    """The largest absolute change of any output (0.0 exactly: the changed input had no influence)."""
+    """The largest absolute change of any output (0.0 exactly: the changed input had no influence;
+    a non-finite output cannot show one, so it counts as changed)."""
     worst = 0.0
     for a, b in zip(clean, changed):
         if a.shape != b.shape:
             return float("inf")
-        worst = max(worst, _amax(_as_double(a) - _as_double(b)))
+        worst = max(worst, delta(_as_double(a), _as_double(b), unknown=float("inf")))
     return worst
 
 
@@ -83,7 +104,7 @@ def before(clean: list, changed: list, seq_len: int, start: int, k: int) -> Opti
         if not dims:
             continue
         early_a, early_b = (_as_double(t[0].narrow(dims[0] - 1, 0, start)) for t in (a, b))
-        found = Change(_amax(early_a - early_b), _amax(early_a), i)
+        found = Change(delta(early_a, early_b), largest(early_a), i)
         if best is None or found.relative > best.relative:
             best = found
     return best

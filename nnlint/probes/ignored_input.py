@@ -11,8 +11,9 @@ every output bit-identical): a `.detach()`, `torch.no_grad()` or an `argmax` cut
 input the model does read.
 Integer and bool inputs (token ids, masks) have no gradient: sample 0's values are swapped for
 another sample's (so they stay valid) and an input whose change leaves every output bit-identical is
-ignored (a mask the forward never reads). Whatever the small probe batch finds is measured again at
-the batch's own size.
+ignored (a mask the forward never reads). Whatever the small probe batch finds is measured again on
+the whole batch at its own size: two samples may leave every unit of a dying ReLU layer off, and the
+input's influence with them.
 """
 from __future__ import annotations
 
@@ -53,8 +54,8 @@ class IgnoredInputProbe(Probe):
         if d is None:
             return IgnoredInputs(False, "the probes did not run (see the notes)")
         found = _ignored(d, ctx)
-        if found and d.small:
-            d = d.at_full_size()
+        if found:
+            d = d.whole_batch()
             found = _ignored(d, ctx)
         inputs = [i for i in d.layout.inputs if i.batched]
         untested = [i.path for i in inputs if not i.is_float and i.donor is None]

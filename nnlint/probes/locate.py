@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from nnlint.diagnostics import Location
+from nnlint.probes.compare import largest, delta
 from nnlint.trace import ops as opnames
 from nnlint.trace.batch import iter_tensors
 
@@ -170,12 +171,10 @@ def locate(model, run_clean: Callable[[], Any], run_changed: Callable[[], Any], 
 
 # -- what "differs" means for each probe --
 
-def _beyond(delta, scale) -> bool:
-    return float(delta) > TOLERANCE * float(scale)
+def _beyond(change: float, scale: float) -> bool:
+    return change > TOLERANCE * scale
 
 
-def _amax(t) -> float:
-    return float(t.abs().max()) if t.numel() else 0.0
 
 
 def differs_across_samples(k: int) -> Differs:
@@ -184,12 +183,11 @@ def differs_across_samples(k: int) -> Differs:
     that changed has reduced over the batch (`x.sum(0)`)."""
     def differs(a, b) -> bool:
         a, b = _comparable(a, b)
-        delta = (a - b).abs()
-        scale = _amax(a)
+        scale = largest(a)
         dims = [d for d in range(a.dim()) if a.shape[d] == k]
         if not dims:
-            return _beyond(_amax(delta), scale)
-        return all(_beyond(_amax(delta.narrow(d, 1, k - 1)), scale) for d in dims)
+            return _beyond(delta(a, b), scale)
+        return all(_beyond(delta(a.narrow(d, 1, k - 1), b.narrow(d, 1, k - 1)), scale) for d in dims)
 
     return differs
 
@@ -201,12 +199,11 @@ def differs_before(seq_len: int, start: int, k: int) -> Differs:
         a, b = _comparable(a, b)
         if a.dim() >= 1 and a.shape[0] == k:
             a, b = a[0], b[0]
-        delta = (a - b).abs()
-        scale = _amax(a)
+        scale = largest(a)
         dims = [d for d in range(a.dim()) if a.shape[d] == seq_len]
         if not dims:
-            return _beyond(_amax(delta), scale)
-        return all(_beyond(_amax(delta.narrow(d, 0, start)), scale) for d in dims)
+            return _beyond(delta(a, b), scale)
+        return all(_beyond(delta(a.narrow(d, 0, start), b.narrow(d, 0, start)), scale) for d in dims)
 
     return differs
 

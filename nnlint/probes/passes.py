@@ -19,11 +19,13 @@ torch at module level.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from nnlint.probes.causality import recognise
 from nnlint.trace.batch import call_model, iter_tensors, map_tensors, named_tensors
+from nnlint.trace.recorder import eager
 
 SAMPLES = 2          # rows of the probe batch: sample 0 is changed, sample 1 watched
 MAX_TOKENS = 32      # token sequences are cut to this many positions for the first look
@@ -82,9 +84,13 @@ class Pass:
 
 def layout(batch, causal: bool) -> Optional[Layout]:
     tensors = list(named_tensors(batch))
-    if not tensors or tensors[0][1].dim() == 0:
+    leading = [t.shape[0] for _, t in tensors if t.dim() > 0]
+    if not leading:
         return None
-    size = int(tensors[0][1].shape[0])
+    if _per_sample_list(batch):
+        raise ProbeSkipped("the batch holds a list of tensors, one per sample (detection-style images), "
+                           "which the probes do not slice")
+    size = int(leading[0])
     k = min(SAMPLES, size)
     seq_len = _sequence_length([t for _, t in tensors], size)
     rows = list(range(k))
@@ -97,6 +103,15 @@ def layout(batch, causal: bool) -> Optional[Layout]:
         inputs.append(Input(path, index, batched, t.is_floating_point(), donor,
                             timed=seq_len is not None and batched and t.dim() >= 2 and t.shape[1] == seq_len))
     return Layout(size, k, rows, inputs, seq_len, causal and seq_len is not None and seq_len >= 2)
+
+
+def _per_sample_list(batch) -> bool:
+    """A list of tensors of one shape inside an argument (torchvision detection's `model([img0, img1])`):
+    the samples are the list's elements, not the rows of a tensor."""
+    import torch
+
+    args = list(batch.values()) if isinstance(batch, Mapping) else list(batch) if isinstance(batch, (tuple, list)) else []
+    return any(isinstance(arg, list) and len(arg) >= 2 and all(isinstance(t, torch.Tensor) for t in arg) for arg in args)
 
 
 def _sequence_length(tensors: list, size: int) -> Optional[int]:
@@ -129,6 +144,7 @@ class Dependence:
         self.selection, self.shrunk = self._select(batch, lay, small)
         self._passes: dict[str, Pass] = {}
         self._full: Optional[Dependence] = None
+        self._whole: Optional[Dependence] = None
         self.output_paths: list[str] = []     # "output", "output['logits']": the outputs' names, in order
 
     @property
@@ -179,6 +195,15 @@ class Dependence:
         if self._full is None:
             self._full = Dependence(self.model, self.batch, self.trace, self.layout, small=False)
         return self._full
+
+    def whole_batch(self) -> "Dependence":
+        """The same passes on every sample of the batch: an input that has no influence on two samples
+        (a dead ReLU layer there) may still have one on the others."""
+        if self.layout.k == self.layout.size and not self.small:
+            return self
+        if self._whole is None:
+            self._whole = Dependence(self.model, self.batch, self.trace, _whole_batch(self.layout), small=False)
+        return self._whole
 
     # -- the probe batch --
     def _select(self, batch, lay: Layout, small: bool):
@@ -247,7 +272,8 @@ class Dependence:
         import torch
 
         self.model.eval()
-        with torch.random.fork_rng(devices=_cuda_devices()):
+        # compiled code runs eagerly, as in the traced step: no compile for a probe's new shapes
+        with torch.random.fork_rng(devices=_cuda_devices()), eager():
             torch.manual_seed(SEED)
             with torch.set_grad_enabled(grad):
                 named = list(named_tensors(call_model(self.model, batch), "output"))

@@ -24,9 +24,10 @@ class BatchMixing(Rule):
     (it reads the batch as the sequence); `softmax(dim=0)` or `F.normalize(dim=0)`; a sum or mean over
     dim 0.
 
-    Not reported: BatchNorm in eval mode (it uses running statistics, per sample), outputs with two
-    batch-sized dims (a pairwise-distance or similarity matrix, where every row is meant to see every
-    sample). The outputs are compared relative to their largest value; healthy models measure exactly
+    Not reported: BatchNorm in eval mode (it uses running statistics, per sample; one built with
+    `track_running_stats=False` normalizes with the batch's own and mixes it: NN503 reports that),
+    outputs with two batch-sized dims (a pairwise-distance or similarity matrix, where every row is
+    meant to see every sample). The outputs are compared relative to their largest value; healthy models measure exactly
     0 (rows of other samples are computed by the same kernels on the same values). A change between
     1e-6 and 1e-4 of the output is measured again on a float64 copy of the model, where the rounding
     of batched matrix products (TF32, blocked kernels) vanishes and a real dependence does not.
@@ -80,6 +81,8 @@ class BatchMixing(Rule):
         if change <= self.opts["relative_tolerance"] or result.delta <= self.opts["absolute_tolerance"]:
             return
         origin = result.origin
+        if origin is not None and _batch_statistics(trace, origin):
+            return   # a BatchNorm without running statistics: NN503 reports that cause
         module = origin.module if origin is not None else ""
         where = f"; the samples first mix at {describe_origin(trace, origin)}" if origin is not None else ""
         measured = f"{share(result.change)} of their largest value" + (
@@ -100,6 +103,12 @@ class BatchMixing(Rule):
                       "origin": origin.func if origin is not None else None, "pairwise": result.pairwise},
             fix=fix,
         )
+
+
+def _batch_statistics(trace: Trace, origin) -> bool:
+    """The mixing starts in a BatchNorm built with track_running_stats=False (NN503's finding)."""
+    rec = trace.modules.get(origin.module)
+    return origin.func == "batch_norm" and rec is not None and rec.attrs.get("track_running_stats") is False
 
 
 def _advice(trace: Trace, result) -> str:
@@ -124,6 +133,4 @@ def _advice(trace: Trace, result) -> str:
     if func in REDUCTIONS:
         return (f"{func}() reduces over the batch (dim {origin.dim if origin.dim is not None else 'all'}); reduce over "
                 "each sample's own dims (dim=1 ...), or make the batch statistic explicit outside the model")
-    if func == "batch_norm":
-        return "a BatchNorm normalizes with the batch's own statistics in eval mode (track_running_stats=False, see NN503)"
     return "each sample must be computed from its own inputs only: reduce, normalize and reshape within a sample"

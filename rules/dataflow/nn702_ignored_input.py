@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 from nnlint.registry import Faulty, Healthy, Rule
-from nnlint.rulekit import input_location
-from nnlint.trace.records import Trace
+from nnlint.rulekit import input_location, is_all_off_relu
+from nnlint.trace.graph import Graph
+from nnlint.trace.records import OpRecord, Trace
+
+# How many ops the walk from an input to the outputs visits at most (only when a finding is made).
+_WALK = 200000
 
 
 class IgnoredInput(Rule):
@@ -18,8 +22,10 @@ class IgnoredInput(Rule):
       sample's (so they stay valid); when every output stays bit-identical, the forward never reads it.
 
     Not reported: features that are zero in every sample of the batch (padding columns), inputs that
-    are the same in every sample (nothing to vary). When no input has any influence at all, the
-    model's output is constant: the no-gradient findings on its parameters (NN406) are a consequence.
+    are the same in every sample (nothing to vary), and an input cut off from every output by an
+    all-zero weight (NN101) or a ReLU layer with every unit off (NN203): those rules report the
+    cause. When no input has any influence at all, the model's output is constant: the no-gradient
+    findings on its parameters (NN406) are a consequence.
 
     ## Why is this bad?
     Information the model was meant to use is thrown away: an attention mask that is passed but never
@@ -76,6 +82,8 @@ class IgnoredInput(Rule):
         if result is None or not result.tested:
             return
         for found in result.ignored:
+            if found.whole and _cut_off(trace, found.path):
+                continue   # an all-zero layer or an all-off ReLU cuts every path: NN101/NN203 report it
             if found.whole:
                 how = ("swapping sample 0's values for another sample's leaves every output bit-identical"
                        if found.how == "swapped" else
@@ -102,3 +110,35 @@ class IgnoredInput(Rule):
 def _is_image(trace: Trace, path: str) -> bool:
     rec = next((r for r in trace.inputs if r.path == path), None)
     return rec is not None and len(rec.summary.shape) >= 4
+
+
+def _cut_off(trace: Trace, path: str) -> bool:
+    """Every path from the input to the outputs in the traced step crosses an op that multiplies by an
+    all-zero weight or a ReLU with every unit off."""
+    rec = next((r for r in trace.inputs if r.path == path), None)
+    if rec is None:
+        return False
+    graph = Graph.of(trace)
+    frontier, seen = [rec.serial], {rec.serial}
+    blocked = False
+    while frontier and len(seen) < _WALK:
+        serial = frontier.pop()
+        if serial in graph.output_serials:
+            return False
+        for op in graph.consumers.get(serial, ()):
+            if _blocks(trace, graph, op):
+                blocked = True
+                continue
+            for s in op.outputs:
+                if s not in seen:
+                    seen.add(s)
+                    frontier.append(s)
+    return blocked and not frontier
+
+
+def _blocks(trace: Trace, graph: Graph, op: OpRecord) -> bool:
+    if is_all_off_relu(op):
+        return True
+    params = [trace.params.get(graph.param_serials[s]) for s in op.inputs if s in graph.param_serials]
+    return op.kind in ("linear", "conv", "matmul", "mul", "bilinear") and \
+        any(p is not None and p.all_zero and p.attr != "bias" for p in params)

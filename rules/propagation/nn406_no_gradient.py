@@ -136,8 +136,10 @@ class NoGradient(Rule):
                        "call requires_grad_(False) on it if it is frozen on purpose")
             severity = "error"
         elif kinds == {"unused"}:
-            message = (f"{what} {get} no gradient: {_label(module)} is never used in forward; use it or delete it "
-                       "(or requires_grad_(False) if it is kept on purpose)")
+            # a module never called is NN705's; here the module runs but never reads these parameters
+            message = (f"{what} {get} no gradient: no op in forward reads {'them' if plural else 'it'}; use "
+                       f"{'them' if plural else 'it'} or delete {'them' if plural else 'it'} (or requires_grad_(False) "
+                       "if kept on purpose)")
             severity = "warning"
         else:
             cause = _dead_cause(graph, [f.use for f in group if f.use is not None])
