@@ -93,15 +93,18 @@ def main() -> None:
 @click.option("--config", "model_config", metavar="CONFIG.json",
               help="With --model MODULE:CALLABLE: build it from this Hugging Face config.json (from_config; "
                    "nothing is downloaded), e.g. --model transformers:AutoModelForCausalLM --config gpt2.json.")
+@click.option("--causal/--not-causal", default=None,
+              help="The model is autoregressive (or not): check that no output sees a later token (NN703). "
+                   "Default: the file's `causal = True`, else recognised (HF causal LMs, is_causal attention).")
 def check(file, model_spec, input_shape, device, select, ignore, output_format, html_path, verbose,
-          model_config) -> None:
+          model_config, causal) -> None:
     """Check the model and sample batch defined in FILE.
 
     \b
     FILE defines, in the order nnlint looks for them:
       build_model() and sample_batch()    functions that return the model and one batch
       model and batch                     module-level variables
-    and optionally loss_fn, target, optimizer(model) and train_transform.
+    and optionally loss_fn, target, optimizer(model), train_transform and causal = True.
 
     \b
     Or name a model instead of writing one, on a random batch of --input-shape:
@@ -127,8 +130,8 @@ def check(file, model_spec, input_shape, device, select, ignore, output_format, 
     # the report, which must stay valid JSON/SARIF when a model announces itself.
     with contextlib.redirect_stdout(sys.stderr):
         loaded = load(target)
-        report = run_check(loaded.model, loaded.batch, select=selected, ignore=ignored, config=config,
-                           **loaded.check_arguments())
+        arguments = {**loaded.check_arguments(), **({"causal": causal} if causal is not None else {})}
+        report = run_check(loaded.model, loaded.batch, select=selected, ignore=ignored, config=config, **arguments)
     report.source_file = target.file
     color = use_color(sys.stdout)
     fix_hint = f"nnlint fix {target.file}" if target.file else None

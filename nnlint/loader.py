@@ -13,8 +13,9 @@ on a random batch of `--input-shape` (token ids below the config's vocabulary si
 input is `input_ids`). See nnlint.named.
 
 Beside them the file may define `loss_fn` (called as `loss_fn(output, target)`), `target`,
-`optimizer` (a function `optimizer(model)`, or an optimizer built at module level) and
-`train_transform`. When `loss_fn` is defined without a `target`, a batch that is a pair is read as
+`optimizer` (a function `optimizer(model)`, or an optimizer built at module level),
+`train_transform` and `causal = True` (the model is autoregressive: nnlint checks that no output
+sees a later token). When `loss_fn` is defined without a `target`, a batch that is a pair is read as
 `(inputs, target)`. `--input-shape` replaces the file's batch when both are there.
 
 The file is imported under a unique module name with its folder on sys.path (so `from mynet import
@@ -64,14 +65,16 @@ class LoadedTarget:
     loss_fn: Optional[Callable] = None
     optimizer: Any = None
     train_transform: Any = None
+    causal: Optional[bool] = None               # `causal = True`: the model is autoregressive
     # id(object) -> the line that built it: every nn.Module (exact, recorded while building), the
     # optimizer, the train transform and the batch (the line that binds or returns them).
     origins: dict[int, Location] = field(default_factory=dict, repr=False)
 
     def check_arguments(self) -> dict[str, Any]:
         """The keyword arguments of nnlint.api.check (and the fixer) besides model and batch."""
+        given = {"causal": self.causal} if self.causal is not None else {}
         return {"target": self.target, "loss_fn": self.loss_fn, "optimizer": self.optimizer,
-                "train_transform": self.train_transform, "source_origins": self.origins}
+                "train_transform": self.train_transform, "source_origins": self.origins, **given}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,9 +161,16 @@ def load_target(path: str, *, factory: Optional[str] = None, input_shape: Option
             model, batch, target = to_device(model, batch, target, device, torch)
         optimizer = _optimizer(names.get("optimizer"), model, torch)
     loaded = LoadedTarget(path=file, model=model, batch=batch, target=target, loss_fn=loss_fn,
-                          optimizer=optimizer, train_transform=names.get("train_transform"), origins=dict(origins))
+                          optimizer=optimizer, train_transform=names.get("train_transform"), origins=dict(origins),
+                          causal=_causal(names.get("causal"), path))
     _record_bindings(loaded, tree, batch_from)
     return loaded
+
+
+def _causal(value, shown: str) -> Optional[bool]:
+    if value is None or isinstance(value, bool):
+        return value
+    raise LoadError(f"{shown}: `causal` must be True or False (the model is autoregressive or not), not {value!r}")
 
 
 def _parse(file: Path, shown: str) -> ast.Module:

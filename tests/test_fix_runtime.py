@@ -28,6 +28,7 @@ RUNTIME_CASES = {
     "NN102": "init_constant_fill.py",
     "NN103": "init_scale_too_large.py",
     "NN201": "activation_sigmoid_hidden.py",
+    "NN204": "activation_exp_hidden.py",
     "NN202": "activation_saturated_tanh.py",
     "NN203": "activation_dead_relu_mlp.py",
     "NN301": "data_uncentered_images.py",
@@ -44,6 +45,8 @@ RUNTIME_CASES = {
     "NN505": "mode_dropout_before_batchnorm.py",
     "NN601": "objective_double_softmax.py",
     "NN606": "objective_imbalanced_priors.py",
+    "NN701": "dataflow_gru_sequence_first.py",
+    "NN707": "structure_bias_before_batchnorm.py",
 }
 
 

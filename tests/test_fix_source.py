@@ -52,6 +52,9 @@ SOURCE_CASES = {
     "double_softmax": ({"NN601"}, {"unsafe": True}),         # nn.Softmax(dim=1) -> nn.Identity()
     "sigmoid_output": ({"NN601"}, {"unsafe": True}),         # torch.sigmoid(x) -> x
     "imbalanced_head": ({"NN606"}, {}),                       # the bias at the log-priors, before the return
+    "improper_activations": ({"NN204"}, {"unsafe": True}),  # exp() and F.softmax(dim=) -> relu, nn.Softmax -> ReLU
+    "batch_first": ({"NN701"}, {"unsafe": True}),           # batch_first=True added to the construction call
+    "bias_before_norm": ({"NN707"}, {"unsafe": True}),      # bias=False added, or bias=True replaced
 }
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 

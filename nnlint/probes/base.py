@@ -46,6 +46,9 @@ class ProbeContext:
     loss_fn: Optional[Callable] = None
     optimizer: Any = None
     step: Optional[Callable] = None
+    # What one probe measured that another reuses (the dependence probes share their passes), for
+    # this check only.
+    shared: dict[str, Any] = field(default_factory=dict)
 
 
 class Probe:

@@ -265,6 +265,7 @@ class Trace:
     input_serials: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     probes: dict[str, Any] = field(default_factory=dict)        # probe name -> what it measured (nnlint.probes)
+    updated_buffers: list[str] = field(default_factory=list)    # buffers the pass wrote to (running statistics)
 
     # ----- convenience views (derived, never stored twice) -----
     def ops_in(self, phase: str = "train") -> list[OpRecord]:

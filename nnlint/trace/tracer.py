@@ -130,6 +130,7 @@ def run_trace(
             trace.eval_ran = True
     finally:
         mutated = state.mutated_parameters()
+        trace.updated_buffers = state.changed_buffers(model)
         state.restore()
     progress.phase = "reading the statistics back"
     pending.resolve()
