@@ -23,8 +23,9 @@ from __future__ import annotations
 import math
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 # Frames of these packages are the machinery around the user's `optimizer.step()`, not the user's loop.
 MACHINERY = ("torch", "nnlint", "lightning", "pytorch_lightning", "lightning_fabric", "transformers", "accelerate")
@@ -55,6 +56,9 @@ class StepRecord:
     function: Optional[str] = None
     model_name: Optional[str] = None            # the model's name in that frame ("model", "net")
     optimizer_name: Optional[str] = None
+    logits_rows: int = 0                        # rows of logits-shaped outputs the loss's gradient reached
+    one_positive: int = 0                       # ... whose gradient has one positive entry (a maximized CE)
+    one_negative: int = 0                       # ... one negative entry (cross-entropy's own shape)
 
 
 @dataclass
@@ -75,11 +79,11 @@ class LoopWatcher:
     `step(closure)`, whose gradients do not exist yet."""
 
     def __init__(self, model, optimizer, *, steps: int = 2, on_step: Optional[Callable[[LoopObservation, int], None]] = None,
-                 pre_hook: bool = True, source: str = "guard"):
+                 pre_hook: bool = True, source: str = "guard", on_retire: Optional[Callable[[], None]] = None):
         from nnlint.trace.inventory import unwrap_optimizer
 
         self.model, self.optimizer = model, unwrap_optimizer(optimizer)
-        self.steps, self.on_step, self.pre_hook = steps, on_step, pre_hook
+        self.steps, self.on_step, self.pre_hook, self.on_retire = steps, on_step, pre_hook, on_retire
         self.observation = LoopObservation(source=source)
         self._handles: list[Any] = []
         self._reached: set[int] = set()
@@ -89,6 +93,9 @@ class LoopWatcher:
         self._last: dict[int, tuple[int, int]] = {}      # id(param) -> (id(grad), grad._version) after the last step
         self._fp16_autocast = False
         self._pending: Optional[StepRecord] = None
+        self._paused = 0
+        self._retired = False
+        self._output_grads: list[Any] = []
 
     # -- hooks --
     def install(self) -> "LoopWatcher":
@@ -97,15 +104,30 @@ class LoopWatcher:
             self._handles.append(p.register_post_accumulate_grad_hook(self._accumulated))
             self._handles.append(p.register_hook(self._incoming(p)))
         self._handles.append(self.model.register_forward_pre_hook(self._forward))
+        self._handles.append(self.model.register_forward_hook(self._output))
         if self.pre_hook:
             self._handles.append(self.optimizer.register_step_pre_hook(self._pre_step))
         self._handles.append(self.optimizer.register_step_post_hook(self._post_step))
         return self
 
     def remove(self) -> None:
+        self._retired = True
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """nnlint's own check runs the model forward and backward: not a step of the user's loop."""
+        self._paused += 1
+        try:
+            yield
+        finally:
+            self._paused -= 1
+
+    @property
+    def installed(self) -> bool:
+        return bool(self._handles)
 
     @property
     def done(self) -> bool:
@@ -114,13 +136,15 @@ class LoopWatcher:
     def _accumulated(self, p) -> None:
         import torch
 
+        if self._paused or self._retired:
+            return
         self._reached.add(id(p))
         if p.grad is not None and p.grad.is_floating_point():
             self._norms[id(p)] = torch.linalg.vector_norm(p.grad.detach(), dtype=torch.float32)
 
     def _incoming(self, p):
         def hook(grad):
-            if id(p) in self._checked:
+            if self._paused or id(p) in self._checked:
                 return None
             self._checked.add(id(p))
             last = self._last.get(id(p))
@@ -132,7 +156,12 @@ class LoopWatcher:
     def _forward(self, module, args) -> None:
         import torch
 
-        if torch.is_grad_enabled():
+        if self._retired:
+            self.remove()   # safe here: a module iterates a copy of its hook table, an optimizer does not
+            if self.on_retire is not None:
+                self.on_retire()
+            return None
+        if torch.is_grad_enabled() and not self._paused:
             device = next((p.device.type for p in self._params), "cpu")
             try:
                 self._fp16_autocast = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16
@@ -140,31 +169,77 @@ class LoopWatcher:
                 self._fp16_autocast = False
         return None
 
+    def _output(self, module, args, output) -> None:
+        """The gradient the loss sends into each logits-shaped output (float, last dim >= 2), kept as the
+        count of rows whose gradient sums to 0 with exactly one positive or exactly one negative entry:
+        cross-entropy's is `softmax - onehot` (one negative entry, the target); a maximized
+        cross-entropy's is the opposite (one positive)."""
+        import torch
+
+        if self._retired or self._paused or not torch.is_grad_enabled() or len(self._output_grads) >= 4:
+            return None
+        from nnlint.trace.batch import iter_tensors
+
+        for t in iter_tensors(output):
+            if t.requires_grad and t.is_floating_point() and t.dim() >= 2 and t.shape[-1] >= 2:
+                t.register_hook(self._logits_gradient)
+        return None
+
+    def _logits_gradient(self, grad) -> None:
+        import torch
+
+        if self._paused:
+            return None
+        with torch.no_grad():
+            g = grad.detach().reshape(-1, grad.shape[-1]).float()
+            balanced = g.sum(1).abs() <= 1e-3 * g.abs().sum(1).clamp_min(1e-30)
+            rows = (g.abs().sum(1) > 0)
+            self._output_grads.append(torch.stack([rows.sum(), ((g > 0).sum(1) == 1).logical_and(balanced).sum(),
+                                                   ((g < 0).sum(1) == 1).logical_and(balanced).sum()]))
+        return None
+
     def _pre_step(self, optimizer, args, kwargs) -> None:
-        closure = len(args) > 1 or kwargs.get("closure") is not None   # args[0] is the optimizer itself
+        if self._retired:
+            return None
+        # args[0] is the optimizer itself; accelerate passes closure=None positionally
+        closure = (len(args) > 1 and args[1] is not None) or kwargs.get("closure") is not None
         if closure:
-            return None   # its backward runs inside the step: the framework's hook, or nothing, judges it
+            return None   # its backward runs inside the step: judged after it (below), or by the framework
         self.before_step()
         return None
 
     def _post_step(self, optimizer, args, kwargs) -> None:
+        if self._retired:
+            return None
+        closure = (len(args) > 1 and args[1] is not None) or kwargs.get("closure") is not None
+        if closure and self.pre_hook and self._pending is None:
+            # step(closure) (LBFGS): its gradients existed only inside the step; judged now, after the update
+            self.before_step(closure=True)
         self.after_step()
         return None
 
     # -- the steps --
-    def before_step(self, *, scaler: Optional[bool] = None, clip_threshold: Optional[float] = None) -> None:
+    def before_step(self, *, scaler: Optional[bool] = None, clip_threshold: Optional[float] = None,
+                    closure: bool = False) -> None:
         """The update is about to be made with the gradients the parameters hold now."""
+        import torch
+
+        if self._paused:
+            return
         if len(self.observation.steps) >= self.steps or self._pending is not None:
             return
         rec = StepRecord(index=len(self.observation.steps) + 1, reached=len(self._reached),
                          trainable=len(self._params), carried=self._carried, carried_of=len(self._last),
-                         fp16_autocast=self._fp16_autocast, clip_threshold=clip_threshold)
+                         fp16_autocast=self._fp16_autocast, clip_threshold=clip_threshold, closure=closure)
         self._modes(rec)
         self._norms_of(rec)
         found = self._scaler_in_frames()
         rec.scaler = scaler if scaler is not None else found is not None
         rec.scale = _scale_of(found)
         self._caller(rec)
+        if self._output_grads:
+            rows, one_positive, one_negative = (int(v) for v in torch.stack(self._output_grads).sum(0).tolist())
+            rec.logits_rows, rec.one_positive, rec.one_negative = rows, one_positive, one_negative
         self._pending = rec
         self.observation.steps.append(rec)
         if self.on_step is not None:
@@ -172,16 +247,19 @@ class LoopWatcher:
 
     def after_step(self) -> None:
         """The update was made: what the next step's backward should find zeroed."""
-        if self._pending is None:
+        if self._pending is None or self._paused:
             return
         self._pending = None
         self._last = {id(p): (id(p.grad), p.grad._version) for p in self._params if p.grad is not None}
         self._reached.clear()
         self._checked.clear()
         self._norms.clear()
+        self._output_grads.clear()
         self._carried = 0
         if len(self.observation.steps) >= self.steps:
-            self.remove()
+            # Inside the optimizer's post-hooks, which torch iterates lazily: the hooks go at the model's
+            # next forward (or remove()); until then they return at once.
+            self._retired = True
 
     def _modes(self, rec: StepRecord) -> None:
         import torch

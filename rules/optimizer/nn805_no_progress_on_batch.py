@@ -19,6 +19,10 @@ class NoProgressOnBatch(Rule):
       output's shape) rises by more than `rise` (a flipped sign, `-F.cross_entropy(...)`);
     - no progress: after N steps the loss is not below `fall` of its start (0.99: it did not fall by 1%),
       or it rose.
+    In a watched training loop (nnlint.guard, the training callbacks, a model file's `train`), without
+    the probe: the loss's gradient on logits-shaped outputs. Cross-entropy's is `softmax - onehot`, one
+    negative entry per row; when 90% of at least 4 rows have exactly one positive entry instead (each
+    row summing to 0), the loss is a maximized cross-entropy (error, an inverted objective).
     With nnlint's surrogate loss (no `loss_fn`), only non-finite steps are judged: the surrogate is a
     random projection of the outputs, which falls whenever anything trains. The report says what the
     probe cost (seconds per step, next to the traced step's).
@@ -51,7 +55,7 @@ class NoProgressOnBatch(Rule):
     severity = "error"
     summary = "opt-in probe: N steps on the batch and the loss does not fall, rises, or goes non-finite"
     options = {"fall": 0.99, "rise": 0.1}
-    reads = frozenset({"train_steps"})
+    reads = frozenset({"train_steps", "loop"})
     about = "model"
     cause = ("finding",)
 
@@ -84,6 +88,7 @@ class NoProgressOnBatch(Rule):
     )
 
     def check(self, trace):
+        yield from self._maximized_in_loop(trace)
         data = trace.probes.get("train_steps")
         if not data or not data.get("losses"):
             return
@@ -123,6 +128,25 @@ class NoProgressOnBatch(Rule):
                     "check the learning rate (NN804), the parameters that do not change (NN806) and that the loss "
                     f"reads the outputs and targets it should{cost}",
                 location=location, evidence={**evidence, "finding": "no_progress"})
+
+    def _maximized_in_loop(self, trace):
+        """In a watched loop (nnlint.guard, the callbacks): the gradient the loss sends into the logits.
+        Cross-entropy's is softmax - onehot, one negative entry per row (the target); when nearly every
+        row has one positive entry instead, summing to 0, the loss is a maximized cross-entropy."""
+        from nnlint.rules.optimizer._loop import step_location, watched_steps, where
+
+        for step in watched_steps(trace):
+            rows, inverted = step.get("logits_rows", 0), step.get("one_positive", 0)
+            if rows >= 4 and inverted >= 0.9 * rows:
+                yield self.diagnostic(
+                    "", f"the objective is inverted: at optimizer step {step['index']} ({where(step)}) the loss's "
+                        f"gradient on the logits has exactly one positive entry in {inverted} of {rows} rows, each row "
+                        "summing to 0: descent pushes one class per row (the target) down and all the others up, the "
+                        "opposite of cross-entropy's softmax - onehot; the loss is a maximized cross-entropy (a "
+                        "flipped sign, -F.cross_entropy): minimize the cross-entropy itself",
+                    location=step_location(step),
+                    evidence={"step": step["index"], "rows": rows, "one_positive": inverted, "finding": "inverted"})
+                return
 
     def _nonfinite(self, bad, data, opt, cost, location):
         param = bad.get("param")
