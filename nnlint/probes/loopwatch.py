@@ -10,7 +10,9 @@ steps compute exactly what they would without them):
   (same object, same version): no `zero_grad()` ran in between, and the new gradient is added to the
   old one;
 - a forward pre-hook on the model keeps whether the last grad-enabled forward ran under float16
-  autocast;
+  autocast, and a forward hook puts a tensor hook on its logits-shaped outputs that counts the rows
+  whose loss gradient has exactly one positive entry and sums to 0 (a maximized cross-entropy) or one
+  negative entry (cross-entropy's `softmax - onehot`);
 - at each step, before the update (the optimizer's step pre-hook, or the framework's own hook): the
   model's and its modules' modes, whether the step runs inside a `GradScaler.step` (a GradScaler as
   `self` in a calling frame), the gradient norm it steps on next to the one backward produced, and the
