@@ -137,7 +137,7 @@ def test_a_guarded_healthy_run_is_bit_identical_to_an_unguarded_one():
 # Lightning and the HF Trainer
 
 
-def lightning_classifier(L, *, zero_grad=True, sign=1.0, eval_mode=False):
+def lightning_classifier(L, *, zero_grad=True, sign=1.0, eval_mode=False, submodule=False):
     class Classifier(L.LightningModule):
         def __init__(self):
             super().__init__()
@@ -154,7 +154,7 @@ def lightning_classifier(L, *, zero_grad=True, sign=1.0, eval_mode=False):
 
         def training_step(self, batch, batch_idx):
             x, y = batch
-            loss = sign * F.cross_entropy(self(x), y)
+            loss = sign * F.cross_entropy(self.net(x) if submodule else self(x), y)
             if not self.automatic_optimization:
                 optimizer = self.optimizers()
                 self.manual_backward(loss)   # no optimizer.zero_grad()
@@ -172,7 +172,8 @@ def lightning_classifier(L, *, zero_grad=True, sign=1.0, eval_mode=False):
 
 
 @pytest.mark.parametrize("bug, code", [({"zero_grad": False}, "NN807"), ({"eval_mode": True}, "NN808"),
-                                       ({"sign": -1.0}, "NN805"), ({}, None)])
+                                       ({"sign": -1.0}, "NN805"), ({"sign": -1.0, "submodule": True}, "NN805"),
+                                       ({}, None)])
 def test_lightning_two_step_run(lightning, bug, code):
     from nnlint.integrations.lightning import NNLintCallback
 

@@ -97,6 +97,7 @@ class LoopWatcher:
         self._pending: Optional[StepRecord] = None
         self._paused = 0
         self._retired = False
+        self._depth = 0
         self._output_grads: list[Any] = []
 
     # -- hooks --
@@ -105,8 +106,11 @@ class LoopWatcher:
         for p in self._params:
             self._handles.append(p.register_post_accumulate_grad_hook(self._accumulated))
             self._handles.append(p.register_hook(self._incoming(p)))
-        self._handles.append(self.model.register_forward_pre_hook(self._forward))
-        self._handles.append(self.model.register_forward_hook(self._output))
+        # The model and its direct children: a Lightning training_step may call self.net(x), never self(x).
+        # Only the outermost call's outputs are the model's (a child called inside the model is not).
+        for module in (self.model, *self.model.children()):
+            self._handles.append(module.register_forward_pre_hook(self._forward))
+            self._handles.append(module.register_forward_hook(self._output))
         if self.pre_hook:
             self._handles.append(self.optimizer.register_step_pre_hook(self._pre_step))
         self._handles.append(self.optimizer.register_step_post_hook(self._post_step))
@@ -163,7 +167,8 @@ class LoopWatcher:
             if self.on_retire is not None:
                 self.on_retire()
             return None
-        if torch.is_grad_enabled() and not self._paused:
+        self._depth += 1
+        if self._depth == 1 and torch.is_grad_enabled() and not self._paused:
             device = next((p.device.type for p in self._params), "cpu")
             try:
                 self._fp16_autocast = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16
@@ -178,7 +183,8 @@ class LoopWatcher:
         cross-entropy's is the opposite (one positive)."""
         import torch
 
-        if self._retired or self._paused or not torch.is_grad_enabled() or len(self._output_grads) >= 4:
+        self._depth = max(self._depth - 1, 0)
+        if self._depth or self._retired or self._paused or not torch.is_grad_enabled() or len(self._output_grads) >= 4:
             return None
         from nnlint.trace.batch import iter_tensors
 
@@ -239,8 +245,12 @@ class LoopWatcher:
         rec.scaler = scaler if scaler is not None else found is not None
         rec.scale = _scale_of(found)
         self._caller(rec)
+        self._depth = 0   # a forward that raised never left
         if self._output_grads:
-            rows, one_positive, one_negative = (int(v) for v in torch.stack(self._output_grads).sum(0).tolist())
+            # per output tensor; the one most like a maximized cross-entropy speaks (hidden states that
+            # reach the loss too, an encoder's, have no such structure)
+            counts = [tuple(int(v) for v in c) for c in torch.stack(self._output_grads).tolist()]
+            rows, one_positive, one_negative = max(counts, key=lambda c: (c[1] / c[0] if c[0] else 0.0, c[0]))
             rec.logits_rows, rec.one_positive, rec.one_negative = rows, one_positive, one_negative
         self._pending = rec
         self.observation.steps.append(rec)
