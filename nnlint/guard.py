@@ -252,7 +252,9 @@ class Guard:
             return None
         from nnlint.api import run_rules
 
-        found = run_rules(with_real_gradients(trace, unwrap(self.model)), select=codes, config=self.config)
+        real = with_real_gradients(trace, unwrap(self.model))
+        self._gradient_probes(real)
+        found = run_rules(real, select=codes, config=self.config)
         seen = {(d.code, d.module) for d in self.report.diagnostics}
         new = [d for d in found if (d.code, d.module) not in seen]
         self.report = dataclasses.replace(self.report, diagnostics=self.report.diagnostics + new)
@@ -261,12 +263,32 @@ class Guard:
         self._deliver(gradients)
         return gradients
 
+    def _gradient_probes(self, trace) -> None:
+        """The probes that read gradients (the first update, NN804), again on the real ones: the batch
+        check had only its own (a surrogate loss's, where the loop's loss is not known)."""
+        from nnlint.probes.base import ProbeContext, all_probes
+
+        model = unwrap(self.model)
+        gradients = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        for name, probe in all_probes().items():
+            if not probe.needs_gradients or self.optimizer is None:
+                continue
+            try:
+                trace.probes[name] = probe.run(ProbeContext(model, None, trace, optimizer=self.optimizer,
+                                                            gradients=gradients))
+            except Exception as exc:   # the check goes on without it, as nnlint.check's runner does
+                trace.probes.pop(name, None)
+                self._could_not_check(f"the {name.replace('_', ' ')} probe raised {type(exc).__name__}: {exc}")
+
     def _gradient_codes(self) -> list[str]:
+        from nnlint.probes.base import all_probes
         from nnlint.registry import matches, rules_reading
 
         select = self.select if self.select is not None else self.config.select   # as nnlint.check reads them
         ignore = self.ignore + self.config.ignore
-        return [c for c in rules_reading("gradients") if (not select or matches(c, select)) and not matches(c, ignore)]
+        parts = ["gradients"] + [n for n, p in all_probes().items() if p.needs_gradients]
+        codes = dict.fromkeys(c for part in parts for c in rules_reading(part))
+        return [c for c in codes if (not select or matches(c, select)) and not matches(c, ignore)]
 
     def _could_not_check(self, why: str, instead: str = "") -> None:
         if is_reporting_rank():
@@ -366,7 +388,8 @@ def with_real_gradients(trace, model):
     grad_stats(model, params, pending)
     pending.resolve()
     # The loss value the check recorded was its own surrogate's; the real one is not known here.
-    return dataclasses.replace(trace, params=params, backward_ran=True, loss_is_surrogate=False, loss=None)
+    return dataclasses.replace(trace, params=params, backward_ran=True, loss_is_surrogate=False, loss=None,
+                               probes=dict(trace.probes))
 
 
 def batch_from_call(args: tuple, kwargs: dict):

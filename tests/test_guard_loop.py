@@ -231,3 +231,17 @@ def test_hf_trainer_two_step_run(hf_trainer, tmp_path, bug, code):
         hf_trainer.Trainer(model=model, args=args, train_dataset=Rows(), callbacks=[callback]).train()
     codes = {d.code for d in callback.report.diagnostics if d.code >= "NN805"}
     assert codes == ({code} if code else set()), [(d.code, d.message) for d in callback.report.diagnostics]
+
+
+def test_the_first_update_is_measured_again_on_the_real_gradients():
+    # the guard's batch check has no loss (a surrogate): SGD's update is judged at the first real step
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-7)
+    g = nnlint.guard(model, optimizer, on_error="warn", config=Config())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NNLintWarning)
+        loop(model, optimizer, batches())
+    nn804 = [d for d in g.report.diagnostics if d.code == "NN804"]
+    assert {d.module for d in nn804} == {"0", "2"} and all(d.evidence["ratio"] < 1e-5 for d in nn804)
+    assert not nn804[0].evidence["loss_is_surrogate"]
