@@ -19,7 +19,9 @@ class UpdateRatio(Rule):
     healthy training, Karpathy's "about 1e-3" rule of thumb).
 
     The update is the optimizer's own: momentum, Adam's per-parameter normalization and bias
-    correction, coupled or decoupled weight decay, any custom update rule. With nnlint's surrogate loss
+    correction, coupled or decoupled weight decay, any custom update rule. At most 16 weights are
+    measured, spread through the model and holding at most 10% of its values (the rest of the step is
+    skipped), so the probe stays a small fraction of a training step on large models. With nnlint's surrogate loss
     (no `loss_fn`), the gradient's scale is not the user's: the probe also steps on 4x the gradient, and
     only an update that does not follow the gradient's scale (Adam, Adafactor, Lion: normalized) is
     judged; SGD's needs the real loss. Weights that received no gradient (NN406), are all zero (a
@@ -31,10 +33,11 @@ class UpdateRatio(Rule):
     ratio of the update to the weight says it at the first step, per layer, whatever the optimizer.
 
     ## Options
-    - `low` (1e-5): below it a layer does not move. Measured first-step ratios of healthy setups
-      (issue 14, benchmarks/PEERS.md and tests/test_rules_optimizer.py): SGD lr 0.1 1.2e-2 to 4e-2,
-      SGD+momentum 0.05 6e-3 to 2e-2, Adam/AdamW 1e-3 8e-3 to 3e-2, Lion 1e-4 4e-4 to 2e-3 (the lowest
-      healthy layer, 25x above `low`); the faulty SGD lr 1e-5 gives 1.2e-6 to 4e-6, lr 1e-7 8e-9 to 4e-8.
+    - `low` (1e-5): below it a layer does not move. Measured first-step ratios of healthy setups (the
+      gallery of benchmarks/PEERS.md, the zoo of tests/test_rules_optimizer.py): SGD lr 0.1 1.2e-2 to
+      4e-2, SGD+momentum 0.05 6e-3 to 2e-2, Adam/AdamW 1e-3 3.9e-3 (ResNet-18's downsample) to 0.17,
+      Adafactor 1e-2 (relative step) 9e-3 to 1.1e-2, Lion 1e-4 3.9e-4 to 1.7e-2 (the lowest healthy
+      layer, 39x above `low`); the faulty SGD lr 1e-5 gives 1.2e-6 to 4e-6, lr 1e-7 8e-9 to 4e-8.
     - `high` (1.0): above it a step rewrites the layer. The catalog's 1e-1 false-alarms on healthy
       setups: Adam's first step is `lr * sign(g)` per element (bias correction), so its ratio is
       `lr / rms(W)` whatever the gradient: 0.17 on GPT-2's scaled `c_proj` at lr 1e-3, 0.49 on
