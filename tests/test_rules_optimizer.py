@@ -216,3 +216,22 @@ def test_nn806_frozen_that_trains_and_parameters_that_never_change():
 def test_steps_must_be_a_positive_number():
     with pytest.raises(nnlint.NNLintError, match="positive"):
         nnlint.check(nn.Linear(2, 2), torch.randn(3, 2), steps=0)
+
+
+# ----- the source fixes -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fixture, code, edit", [
+    # NN506's decay groups (AdamW decays the biases) are built from model.parameters() too: both clear
+    ("optimizer_params_forgotten.py", "NN801", "return torch.optim.AdamW([{\"params\": [p for p in model.parameters()"),
+    ("mode_sgd_decays_norms.py", "NN506", '"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": 0.0001'),
+    ("loop_missing_zero_grad.py", "NN807", "    for x, y in batches:\n        optimizer.zero_grad(set_to_none=True)\n"),
+    ("loop_eval_mode.py", "NN808", "    model.train()\n    for x, y in batches:\n"),
+])
+def test_source_fixes_are_placed_and_verified(fixture, code, edit):
+    from nnlint.fix.filefix import fix_file
+
+    run = fix_file(Path(__file__).resolve().parent.parent / "fixtures" / fixture)
+    assert edit in run.fixed
+    assert code in {o.diagnostic.code for o in run.result.applied}   # the re-check of the edited file cleared it
+    assert code not in {d.code for d in run.result.report.diagnostics}
