@@ -14,8 +14,10 @@ input is `input_ids`). See nnlint.named.
 
 Beside them the file may define `loss_fn` (called as `loss_fn(output, target)`), `target`,
 `optimizer` (a function `optimizer(model)`, or an optimizer built at module level),
-`train_transform` and `causal = True` (the model is autoregressive: nnlint checks that no output
-sees a later token). When `loss_fn` is defined without a `target`, a batch that is a pair is read as
+`train_transform`, `causal = True` (the model is autoregressive: nnlint checks that no output
+sees a later token), `frozen` (parameter names or module prefixes meant to be frozen, e.g.
+`frozen = ["backbone"]`) and `train(model, optimizer, batches)` (the training loop, which nnlint runs
+for two steps on copies, on two batches of `(batch, target)` or `batch`, to watch the loop itself). When `loss_fn` is defined without a `target`, a batch that is a pair is read as
 `(inputs, target)`. `--input-shape` replaces the file's batch when both are there.
 
 The file is imported under a unique module name with its folder on sys.path (so `from mynet import
@@ -66,6 +68,8 @@ class LoadedTarget:
     optimizer: Any = None
     train_transform: Any = None
     causal: Optional[bool] = None               # `causal = True`: the model is autoregressive
+    frozen: tuple[str, ...] = ()
+    loop: Optional[Callable] = None             # train(model, optimizer, batches)
     # id(object) -> the line that built it: every nn.Module (exact, recorded while building), the
     # optimizer, the train transform and the batch (the line that binds or returns them).
     origins: dict[int, Location] = field(default_factory=dict, repr=False)
@@ -74,7 +78,8 @@ class LoadedTarget:
         """The keyword arguments of nnlint.api.check (and the fixer) besides model and batch."""
         given = {"causal": self.causal} if self.causal is not None else {}
         return {"target": self.target, "loss_fn": self.loss_fn, "optimizer": self.optimizer,
-                "train_transform": self.train_transform, "source_origins": self.origins, **given}
+                "train_transform": self.train_transform, "source_origins": self.origins,
+                "frozen": self.frozen, "loop": self.loop, **given}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,7 +167,8 @@ def load_target(path: str, *, factory: Optional[str] = None, input_shape: Option
         optimizer = _optimizer(names.get("optimizer"), model, torch)
     loaded = LoadedTarget(path=file, model=model, batch=batch, target=target, loss_fn=loss_fn,
                           optimizer=optimizer, train_transform=names.get("train_transform"), origins=dict(origins),
-                          causal=_causal(names.get("causal"), path))
+                          causal=_causal(names.get("causal"), path),
+                          frozen=_frozen(names.get("frozen")), loop=_loop(names.get("train")))
     _record_bindings(loaded, tree, batch_from)
     return loaded
 
@@ -330,6 +336,30 @@ def _loss_fn(obj: Any) -> Optional[Callable]:
         raise LoadError(f"loss_fn is the class {obj.__name__}; give an instance: loss_fn = {obj.__name__}()")
     if not callable(obj):
         raise LoadError(f"loss_fn is a {type(obj).__name__}; give a function or module called as loss_fn(output, target)")
+    return obj
+
+
+def _frozen(obj: Any) -> tuple[str, ...]:
+    if obj is None:
+        return ()
+    if isinstance(obj, str):
+        obj = [obj]
+    if not isinstance(obj, (list, tuple, set)) or not all(isinstance(p, str) for p in obj):
+        raise LoadError("frozen must list the parameter names or module prefixes meant to be frozen, "
+                        'e.g. frozen = ["backbone"]')
+    return tuple(obj)
+
+
+def _loop(obj: Any) -> Optional[Callable]:
+    if obj is None:
+        return None
+    if isinstance(obj, type) or not callable(obj):
+        raise LoadError("train must be your training loop, a function train(model, optimizer, batches), e.g.\n\n"
+                        "    def train(model, optimizer, batches):\n"
+                        "        for x, y in batches:\n"
+                        "            optimizer.zero_grad()\n"
+                        "            loss_fn(model(x), y).backward()\n"
+                        "            optimizer.step()")
     return obj
 
 

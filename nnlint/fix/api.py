@@ -34,9 +34,11 @@ def fix(
     source_origins: Optional[dict] = None,
     max_rounds: int = 6,
     causal: Optional[bool] = None,
+    frozen: Optional[Iterable[str]] = None,
+    loop: Optional[Callable] = None,
 ) -> FixResult:
     """Fix the model in place where it can; returns what was applied, what failed and the re-check.
-    `causal` is nnlint.check's (the model is autoregressive)."""
+    `causal`, `frozen` and `loop` are nnlint.check's (what the probes need to know), passed to every check."""
     from nnlint.api import check
     from nnlint.fix.kind import all_kinds
     from nnlint.fix.runtime import RuntimeContext
@@ -47,7 +49,7 @@ def fix(
     def run_check():
         return check(model, batch, target=target, loss_fn=loss_fn, optimizer=optimizer, select=select,
                      ignore=ignore, config=config, train_transform=train_transform, source_origins=source_origins,
-                     causal=causal)
+                     causal=causal, frozen=frozen, loop=loop)
 
     ledger = Ledger()
     report = run_check()

@@ -140,8 +140,20 @@ class OpaqueRegion:
 
 @dataclass
 class OptimizerRecord:
+    """The optimizer as given. Each group: "lr", "weight_decay", "momentum", "betas", "eps" (None where
+    the optimizer has no such hyperparameter), "params" (names of the model's parameters it holds),
+    "foreign" (shapes of the tensors it holds that are no parameter of the model), "dtypes"."""
+
     type: str                      # "SGD", "Adam", "AdamW"
-    groups: list[dict[str, Any]]   # each: {"weight_decay": float, "lr": float, "params": [names]}
+    groups: list[dict[str, Any]]
+
+    def groups_of(self) -> dict[str, list[int]]:
+        """Each parameter name the optimizer holds -> the indexes of the groups that hold it."""
+        found: dict[str, list[int]] = {}
+        for i, g in enumerate(self.groups):
+            for name in g.get("params", ()):
+                found.setdefault(name, []).append(i)
+        return found
 
 
 @dataclass

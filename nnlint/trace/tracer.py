@@ -42,11 +42,14 @@ def run_trace(
     eval_pass: bool = True,
     step: Optional[Callable] = None,
     progress: Optional[Progress] = None,
+    keep_gradients: Optional[dict] = None,
 ) -> Trace:
     """Run the model once in training mode (forward + backward) and once in eval mode; return the Trace.
 
     `step(model, batch)`, when given, runs instead of `model(batch)` and returns the loss (nnlint.trace.step).
-    `progress` (nnlint.progress) is told which pass runs."""
+    `progress` (nnlint.progress) is told which pass runs. `keep_gradients`, a dict, receives the
+    gradients of the backward (parameter name -> tensor) for the probes that read them, before the
+    model's own grads are put back."""
     progress = progress or Progress("", 0, enabled=False)
     from nnlint._torch import import_torch
 
@@ -76,7 +79,7 @@ def run_trace(
         input_serials=[i.serial for i in inputs],
         device=str(next((t.device for t in iter_tensors(batch)), "cpu")),
     )
-    _setup(trace, model, batch, optimizer, train_transform, source_origins)
+    _setup(trace, model, batch, optimizer, train_transform, source_origins, loss_fn)
     try:
         model.train()
         state.detach_grads()
@@ -121,6 +124,8 @@ def run_trace(
             if loss is not None:
                 stats.summarize(loss.reshape(1), pending, lambda s: setattr(trace, "loss", s.mean))
         grad_stats(model, params, pending)
+        if keep_gradients is not None:
+            keep_gradients.update((n, p.grad) for n, p in model.named_parameters() if p.grad is not None)
         if eval_pass and (train_used_rng or any(o.kind in opnames.RANDOM_OPS for o in recorder.ops)):
             progress.phase = "eval forward"
             _eval_pass(model, batch, recorder, trace, step or call_model)
@@ -193,12 +198,12 @@ def _static_trace(model, batch, origins, optimizer, train_transform, pending, st
     return trace
 
 
-def _setup(trace: Trace, model, batch, optimizer, train_transform, origins) -> None:
+def _setup(trace: Trace, model, batch, optimizer, train_transform, origins, loss_fn=None) -> None:
     """What the trace records of the training setup around the model: optimizer, transform, and where
     the loader saw them built."""
     trace.optimizer = inventory.optimizer_record(optimizer, model)
     trace.train_transform = inventory.describe_transform(train_transform)
-    inventory.setup_locations(trace, batch, optimizer, train_transform, origins)
+    inventory.setup_locations(trace, batch, optimizer, train_transform, origins, loss_fn)
 
 
 def _forward(model, batch, recorder: Recorder, step: Optional[Callable]):
