@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from nnlint.probes.copies import copy_setup, step_of
+from nnlint.trace.state import seed_all
 
 SEED = 0
 # A fixed model "trains better" when its final loss is this much below the original's (relative), and
@@ -147,7 +148,7 @@ def verify(original: Setup, fixed: Setup, steps: int, *, lr_advice: Callable[[Se
     with torch.random.fork_rng(devices=devices):
         curves, optimizer_text = [], ""
         for setup, new_names in ((original, set()), (fixed, _added_parameters(original.model, fixed.model))):
-            torch.manual_seed(SEED)
+            seed_all(SEED)
             model, optimizer, optimizer_text = _copy(setup, new_names)
             curves.append(_train(model, optimizer, setup.batch, objective, steps))
     result = Verification(steps, objective_text, optimizer_text, curves[0], curves[1])
