@@ -42,7 +42,7 @@ class ZeroWeights(Rule):
     code = "NN101"
     name = "zero-weights"
     severity = "error"
-    summary = "a hidden layer's trainable weight is entirely zero: its units start identical, and dead before a ReLU"
+    summary = "a hidden layer's trainable weight is entirely zero (its units start identical, dead before a ReLU), or some of its units are"
     options = {"min_rows": 2, "min_fraction": 0.1}
     reads = frozenset({"forward"})
     cause = ("followed_by",)
