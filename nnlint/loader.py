@@ -20,7 +20,8 @@ sees a later token), `frozen` (parameter names or module prefixes meant to be fr
 for two steps on copies, on two batches of `(batch, target)` or `batch`, to watch the loop itself). When `loss_fn` is defined without a `target`, a batch that is a pair is read as
 `(inputs, target)`. `--input-shape` replaces the file's batch when both are there.
 
-The file is imported under a unique module name with its folder on sys.path (so `from mynet import
+The file is imported (with torch seeded 0 first, so that a file without its own seed builds the same
+model and batch on every run) under a unique module name with its folder on sys.path (so `from mynet import
 Net` next to it works), and everything that builds modules runs inside `track_module_origins()`, so
 every diagnostic points at the exact line that built its layer. Whatever goes wrong raises one
 NNLintError whose message says what to change; the user's own exceptions come back as ModelRaised
@@ -242,6 +243,12 @@ def _import(file: Path, shown: str):
     spec = importlib.util.spec_from_file_location(name, file)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
+    import torch
+
+    # A file that draws its model or batch without a seed gets the same ones on every run: `nnlint
+    # check` twice gives the same numbers, and `nnlint fix` re-checks the edited file on the batch it
+    # measured (a file's own torch.manual_seed still decides).
+    torch.manual_seed(0)
     try:
         with user_code(f"importing {shown}"):
             spec.loader.exec_module(module)

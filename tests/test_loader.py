@@ -89,7 +89,7 @@ def optimizer(model):
     assert loaded.origins[id(loaded.optimizer)].line == line_of(path, "return torch.optim.SGD")
     assert loaded.origins[id(loaded.train_transform)].line == line_of(path, "train_transform = object()")
     args = loaded.check_arguments()
-    assert set(args) == {"target", "loss_fn", "optimizer", "train_transform", "source_origins"}
+    assert set(args) == {"target", "loss_fn", "optimizer", "train_transform", "source_origins", "frozen", "loop"}
 
 
 def test_a_pair_batch_is_inputs_and_target_only_when_a_loss_is_given(tmp_path):

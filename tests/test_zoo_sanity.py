@@ -219,7 +219,8 @@ def _markers(path: Path) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {}
     for i, line in enumerate(path.read_text().splitlines(), 1):
         for m in MARKER.finditer(line):
-            out.setdefault(i, []).extend(t for t in re.split(r"[,\s]+", m.group(1).strip()) if t)
+            # a marker on a docstring's last line ends with its closing quotes
+            out.setdefault(i, []).extend(t for t in re.split(r"[,\s]+", m.group(1).strip().rstrip('"').strip()) if t)
     return out
 
 

@@ -83,11 +83,16 @@ def probe(cls: type) -> type:
     return cls
 
 
+_IMPORTED: list[bool] = []   # the probe modules are imported once (a directory scan costs ~1 ms a check)
+
+
 def all_probes() -> dict[str, Probe]:
-    package = importlib.import_module("nnlint.probes")
-    for info in pkgutil.iter_modules(package.__path__, prefix="nnlint.probes."):
-        if info.name != __name__:
-            importlib.import_module(info.name)
+    if not _IMPORTED:
+        package = importlib.import_module("nnlint.probes")
+        for info in pkgutil.iter_modules(package.__path__, prefix="nnlint.probes."):
+            if info.name != __name__:
+                importlib.import_module(info.name)
+        _IMPORTED.append(True)
     return PROBES
 
 

@@ -113,8 +113,21 @@ class LoopWatcher:
             self._handles.append(module.register_forward_hook(self._output))
         if self.pre_hook:
             self._handles.append(self.optimizer.register_step_pre_hook(self._pre_step))
-        self._handles.append(self.optimizer.register_step_post_hook(self._post_step))
+        self._post_handle = self.optimizer.register_step_post_hook(self._post_step)
+        self._handles.append(self._post_handle)
         return self
+
+    def _retire(self) -> None:
+        """The last watched step is done (we are inside its post-hooks): every hook goes but this one,
+        which torch is iterating (removing it raises "OrderedDict mutated during iteration"); it stays
+        inert until remove()."""
+        self._retired = True
+        for handle in self._handles:
+            if handle is not self._post_handle:
+                handle.remove()
+        self._handles = [self._post_handle]
+        if self.on_retire is not None:   # the guard's own step pre-hook: not the table torch is iterating
+            self.on_retire()
 
     def remove(self) -> None:
         self._retired = True
@@ -133,7 +146,8 @@ class LoopWatcher:
 
     @property
     def installed(self) -> bool:
-        return bool(self._handles)
+        """Watching: hooks on and not retired (a retired watch's one inert hook does not count)."""
+        return bool(self._handles) and not self._retired
 
     @property
     def done(self) -> bool:
@@ -269,9 +283,7 @@ class LoopWatcher:
         self._output_grads.clear()
         self._carried = 0
         if len(self.observation.steps) >= self.steps:
-            # Inside the optimizer's post-hooks, which torch iterates lazily: the hooks go at the model's
-            # next forward (or remove()); until then they return at once.
-            self._retired = True
+            self._retire()
 
     def _modes(self, rec: StepRecord) -> None:
         import torch

@@ -26,6 +26,7 @@ from typing import Any, Optional
 from nnlint.probes.causality import recognise
 from nnlint.trace.batch import call_model, iter_tensors, map_tensors, named_tensors
 from nnlint.trace.recorder import eager
+from nnlint.trace.state import seed_all
 
 SAMPLES = 2          # rows of the probe batch: sample 0 is changed, sample 1 watched
 MAX_TOKENS = 32      # token sequences are cut to this many positions for the first look
@@ -274,7 +275,7 @@ class Dependence:
         self.model.eval()
         # compiled code runs eagerly, as in the traced step: no compile for a probe's new shapes
         with torch.random.fork_rng(devices=_cuda_devices()), eager():
-            torch.manual_seed(SEED)
+            seed_all(SEED)
             with torch.set_grad_enabled(grad):
                 named = list(named_tensors(call_model(self.model, batch), "output"))
         self.output_paths = [path for path, _ in named]

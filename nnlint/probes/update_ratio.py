@@ -16,6 +16,8 @@ update grew (1: normalized, 4: proportional to the gradient), and rules judge on
 """
 from __future__ import annotations
 
+import math
+
 from typing import Any, Optional
 
 from nnlint.probes.base import Probe, ProbeContext, probe
@@ -62,8 +64,12 @@ class UpdateRatio(Probe):
             values = torch.stack([torch.stack([u[0].double(), u[1].double(), u[2].double()]) for u in updates.values()]).tolist()   # one sync
         for (name, (_, _, _, total)), (update, weight, rows) in zip(updates.items(), values):
             p = params[name]
+            record = ctx.trace.params.get(name)
+            if record is not None and (record.grad_all_zero or record.grad_nonfinite):
+                continue   # no gradient reached it, or a non-finite one: NN406's and NN405's findings, not the lr's
             out["params"].append({"name": name, "module": name.rpartition(".")[0], "update": update, "weight": weight,
-                                  "ratio": update / weight if weight > 0 else None, "rows": int(rows), "of_rows": total,
+                                  # a non-finite gradient makes no update to judge (NN405's finding)
+                                  "ratio": update / weight if weight > 0 and math.isfinite(update) else None, "rows": int(rows), "of_rows": total,
                                   "group": group_of.get(id(p)), "lr": out["lrs"][group_of[id(p)]] if id(p) in group_of else None})
         return out
 

@@ -178,9 +178,10 @@ _serial = itertools.count()
 
 
 def load_fixture(path: Path) -> Fixture:
-    """Import a fixture file the way nnlint's loader does (its folder on sys.path, a unique module
-    name) and build its model and batch by the file's convention."""
+    """Import a fixture file the way nnlint's loader does (torch seeded 0, its folder on sys.path, a
+    unique module name) and build its model and batch by the file's convention."""
     path = Path(path)
+    torch.manual_seed(0)
     spec = importlib.util.spec_from_file_location(f"_zoo_fixture_{path.stem}_{next(_serial)}", path)
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(path.parent))
