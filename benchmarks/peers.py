@@ -171,6 +171,12 @@ def totals(cases: list[Case], table, outcomes, tools: list[str]) -> dict:
     out["by_category"] = {cat: {"bugs": sum(1 for c in bugs if c.category == cat),
                                 **{t: sum(1 for c in bugs if c.category == cat and table[c.name][t].found) for t in tools}}
                           for cat in dict.fromkeys(c.category for c in bugs)}
+    # healthy setups a tool stays quiet on ("ok": a crash is not quiet), and those it cannot take (n/a)
+    out["quiet_by_category"] = {cat: {"healthy": sum(1 for c in healthy if c.category == cat),
+                                      **{t: {"quiet": sum(1 for c in healthy if c.category == cat and table[c.name][t].cell == "ok"),
+                                             "n/a": sum(1 for c in healthy if c.category == cat and table[c.name][t].cell == "n/a")}
+                                         for t in tools}}
+                                for cat in dict.fromkeys(c.category for c in healthy)}
     if "nnlint" in tools:
         out["tools"]["nnlint"]["right_module"] = sum(1 for c in bugs if table[c.name]["nnlint"].module_ok)
         out["nnlint_missed_peer_found"] = [
@@ -210,6 +216,11 @@ def print_totals(summary: dict) -> None:
     print("  bugs found per category: " + "; ".join(
         f"{cat} ({row['bugs']}): " + " / ".join(str(v) for k, v in row.items() if k != "bugs")
         for cat, row in summary["by_category"].items()) + f"  [{' / '.join(summary['tools'])}]")
+    if summary.get("quiet_by_category"):
+        print("  healthy setups quiet per category: " + "; ".join(
+            f"{cat} ({row['healthy']}): " + " / ".join(f"{v['quiet']}" + (" (n/a)" if v["n/a"] == row["healthy"] else "")
+                                                         for k, v in row.items() if k != "healthy")
+            for cat, row in summary["quiet_by_category"].items()) + f"  [{' / '.join(summary['tools'])}]")
     if summary.get("nnlint_missed_peer_found"):
         print(f"  found by a peer, missed by nnlint: {', '.join(summary['nnlint_missed_peer_found'])}")
 

@@ -454,3 +454,37 @@ def test_hugging_face_models_at_their_own_init_are_quiet(name, transformers):
     }
     ids = torch.randint(0, 1000, (2, 32), generator=torch.Generator().manual_seed(5))
     assert problems(check(seeded(configs[name]), {"input_ids": ids})) == []
+
+
+def test_nn101_counts_zeroed_filters_of_a_partly_zero_layer():
+    """torch-audit demo_cv's pruned conv (TA405): 13 of 16 filters zero; NN101 names the layer and the count."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks.gallery import case_by_name
+
+    setup = case_by_name("dead_conv_filters").build()
+    [d] = check(setup.model, setup.batch, ["NN101"])
+    assert (d.module, d.severity, d.evidence["zero_rows"]) == ("0", "warning", 13)
+    assert "13/16 filters of model[0].weight are all zeros" in d.message and d.fix is None
+    healthy = case_by_name("small_convnet").build()
+    assert check(healthy.model, healthy.batch, ["NN101"]) == []
+
+
+def test_nn101_leaves_one_zero_row_and_an_embeddings_zero_rows_alone():
+    model = seeded(lambda: mlp([16, 32, 32, 4], init=kaiming))
+    with torch.no_grad():
+        model[2].weight[5] = 0.0                      # one row: a coincidence, under min_rows
+    assert check(model, torch.randn(64, 16), ["NN101"]) == []
+
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(10, 8, padding_idx=0)
+            self.head = nn.Linear(8, 3)
+            with torch.no_grad():
+                self.emb.weight[1] = 0.0              # an unused token, zeroed as padding is
+
+        def forward(self, ids):
+            return self.head(torch.relu(self.emb(ids)).mean(1))
+
+    assert check(seeded(Tokens), torch.randint(0, 10, (4, 6)), ["NN101"]) == []

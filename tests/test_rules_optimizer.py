@@ -201,6 +201,17 @@ def test_nn805_no_progress_and_quiet_on_a_model_that_learns():
     [flat] = found(gallery("sgd_lr_1e-7", steps=50), "NN805")
     assert flat.evidence["finding"] == "no_progress"
     assert found(gallery("classifier", steps=50), "NN805") == []
+    [slow] = found(gallery("sgd_lr_1e-5", steps=50), "NN805")
+    assert slow.evidence["finding"] == "no_progress"   # 0.019% in 50 steps
+
+
+def test_nn805_quiet_on_a_healthy_model_that_learns_slowly():
+    """torch-audit demo_cv's conv net on noise images under SGD lr 1e-2: its global-pooled features
+    barely differ between images, yet the loss falls steadily, 0.67% in 50 steps (30x the lr-1e-5 bug)."""
+    report = gallery("small_convnet", steps=50)
+    assert found(report, "NN805") == []
+    losses = report.trace.probes["train_steps"]["losses"]
+    assert 0.003 < 1 - losses[-1] / losses[0] < 0.01
 
 
 def test_nn806_frozen_that_trains_and_parameters_that_never_change():

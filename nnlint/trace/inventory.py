@@ -78,6 +78,9 @@ def param_records(model, pending: stats.PendingStats) -> dict[str, ParamRecord]:
                 flat = p.detach().reshape(p.shape[0], -1)
                 hi, lo = flat.amax(dim=0), flat.amin(dim=0)
                 pending.defer([(hi == lo).all()], lambda v, rec=rec: setattr(rec, "rows_identical", bool(v[0])))
+                # Output units zeroed one by one (pruned filters): row-sized reductions, no copy either.
+                zero = ((flat.amax(dim=1) == 0) & (flat.amin(dim=1) == 0)).sum()
+                pending.defer([zero], lambda v, rec=rec: setattr(rec, "zero_rows", int(v[0])))
                 extremes = (hi.max(), lo.min())
             stats.summarize(p, pending, store, extremes=extremes)
     return records

@@ -49,6 +49,7 @@ class ParamRecord:
     grad_all_zero: bool = False
     grad_nonfinite: bool = False
     tied_to: Optional[str] = None       # the first name of a parameter shared by several modules
+    zero_rows: int = 0                  # output units (rows of dim 0) whose weights are all zero
 
     @property
     def numel(self) -> int:
