@@ -16,10 +16,11 @@ Two one-shot hooks:
 Error-severity findings raise `UnhealthyModelError` (its text is the report) before any update is made;
 warnings are issued as `NNLintWarning`. With `on_error="warn"`, errors are warnings too.
 
-Distributed training: every rank runs the same hooks at the same step, and the ranks' findings are
-gathered and merged (with torch tensors only: no NumPy needed), so that all ranks decide on the same
-report and raise or continue together; a rank stuck in a collective while the others have stopped
-would hang the job. Only rank 0 prints.
+Distributed training (torchrun with DDP, FSDP2, tensor parallelism): every rank runs the same hooks at
+the same step; each checks its own shard of the batch, and nnlint.distributed reduces the ranks'
+statistics into those of the whole batch, so that every rank decides on the same report and all raise
+or continue together (a rank stuck in a collective while the others have stopped would hang the job).
+Only rank 0 prints.
 """
 from __future__ import annotations
 
@@ -29,9 +30,12 @@ import types
 import warnings
 from typing import Any, Iterable, Optional
 
+from nnlint import distributed
 from nnlint.config import Config, load_config
+from nnlint.distributed import is_reporting_rank
 from nnlint.errors import NNLintError
 from nnlint.report import Report
+from nnlint.trace.wrappers import user_model
 
 ON_ERROR = ("raise", "warn")
 
@@ -80,6 +84,7 @@ class Guard:
     config: Config = dataclasses.field(default_factory=Config)
     report: Optional[Report] = None      # everything found so far (the batch, then the gradients)
     _handles: dict[str, Any] = dataclasses.field(default_factory=dict, init=False, repr=False)
+    _batch_failed: bool = dataclasses.field(default=False, init=False, repr=False)
 
     # -- hooks --
     def install(self, *, step: bool = True) -> None:
@@ -118,11 +123,9 @@ class Guard:
             return None   # an evaluation call: wait for the first training batch
         self._drop("forward")
         batch = batch_from_call(args, kwargs)
-        if batch is None:
-            self._could_not_check("the model was called with both positional and keyword arguments")
-            deliver(None, self.on_error)   # still take part in the ranks' agreement
-        else:
-            self.check_batch(batch)
+        # A call nnlint cannot replay is not checked, but still takes part in the ranks' agreement.
+        self.check_batch(batch, why_not=None if batch is not None else
+                         "the model was called with both positional and keyword arguments")
         return None
 
     def _on_step(self, optimizer, args, kwargs) -> None:
@@ -133,21 +136,34 @@ class Guard:
         self.check_gradients()
 
     # -- the checks; the integrations call these directly --
-    def check_batch(self, batch, *, step=None, instead: str = "") -> Optional[Report]:
+    def check_batch(self, batch, *, step=None, instead: str = "", why_not: Optional[str] = None) -> Optional[Report]:
         """Check the model on one batch and deliver the findings (raise or warn). `step` is nnlint.check's:
-        a function step(model, batch) that computes the loss. Where the check cannot run, a warning says
-        why (and `instead`, what the caller does instead), and None is returned."""
+        a function step(model, batch) that computes the loss. Where the check cannot run (`why_not`: it
+        cannot here), a warning says why (and `instead`, what the caller does instead), and None is
+        returned. Under torch.distributed, every rank calls this at the same step, with its own shard."""
         from nnlint.api import check
 
-        try:
-            report = check(unwrap(self.model), batch, optimizer=self.optimizer, select=self.select,
-                           ignore=self.ignore, config=self.config, step=step)
-        except NNLintError as exc:
-            self._could_not_check(str(exc), instead)
-            report = None
-        except Exception as exc:   # an nnlint bug must not stop a training run
-            self._could_not_check(f"{type(exc).__name__}: {exc}", instead)
-            report = None
+        model = user_model(self.model)
+
+        def run(batch):
+            return check(model, batch, optimizer=self.optimizer, select=self.select, ignore=self.ignore,
+                         config=self.config, step=step)
+
+        ranks = distributed.current()
+        report = None
+        if ranks is not None:
+            report, why_not = distributed.check_whole_batch(ranks, model, batch, run, select=self.select,
+                                                            ignore=self.ignore, config=self.config, why_not=why_not)
+        elif why_not is None:
+            try:
+                report = run(batch)
+            except NNLintError as exc:
+                why_not = str(exc)
+            except Exception as exc:   # an nnlint bug must not stop a training run
+                why_not = f"{type(exc).__name__}: {exc}"
+        if why_not is not None:
+            self._could_not_check(why_not, instead)
+        self._batch_failed = report is None
         if report is not None:
             self.report = report
         deliver(report, self.on_error)
@@ -161,20 +177,26 @@ class Guard:
         if not codes:
             return None
         why_not = None
-        if trace is None:
+        if trace is None and self._batch_failed:
+            why_not = ""   # the batch check has said why it could not run; its gradients are not checked either
+        elif trace is None:
             why_not = ("no training forward of the model was seen before the first optimizer step, so its "
                        "gradients could not be placed in the model; call the guarded module itself in the "
                        "training loop")
-        elif not any(p.grad is not None for p in unwrap(self.model).parameters()):
+        elif not any(p.grad is not None for p in user_model(self.model).parameters()):
             why_not = ("no parameter holds a gradient at the optimizer step (a sharded optimizer such as ZeRO "
                        "or FSDP keeps them elsewhere), so the gradient rules were not run")
+        ranks = distributed.current()
+        if ranks is not None:   # every rank skips, or none: measuring a sharded gradient is a collective
+            why_not = ranks.agree(why_not)
         if why_not is not None:
-            self._could_not_check(why_not)
+            if why_not:
+                self._could_not_check(why_not)
             deliver(None, self.on_error)   # still take part in the ranks' agreement
             return None
         from nnlint.api import run_rules
 
-        found = run_rules(with_real_gradients(trace, unwrap(self.model)), select=codes, config=self.config)
+        found = run_rules(with_real_gradients(trace, user_model(self.model)), select=codes, config=self.config)
         seen = {(d.code, d.module) for d in self.report.diagnostics}
         new = [d for d in found if (d.code, d.module) not in seen]
         self.report = dataclasses.replace(self.report, diagnostics=self.report.diagnostics + new)
@@ -208,7 +230,7 @@ def deliver(report: Optional[Report], on_error: str) -> None:
     decides on the same merged report and rank 0 prints it once."""
     from nnlint.testing import failures, report_text
 
-    report = merged_across_ranks(report)
+    report = distributed.agreed_report(report)
     if report is not None and failures(report, "error") and on_error == "raise":
         if is_reporting_rank():
             raise UnhealthyModelError(f"nnlint stopped training before the first update:\n\n{report_text(report)}",
@@ -218,62 +240,6 @@ def deliver(report: Optional[Report], on_error: str) -> None:
     if report is not None and failures(report, "warning") and is_reporting_rank():
         warnings.warn(f"nnlint found problems in the training setup:\n\n{report_text(report)}", NNLintWarning,
                       stacklevel=2)
-
-
-def merged_across_ranks(report: Optional[Report]) -> Optional[Report]:
-    """Each rank measured its own shard of the batch; the union of their findings (the most severe
-    where ranks disagree, with the ranks that saw each in its evidence) is the same on every rank.
-    Outside torch.distributed, the report itself."""
-    dist = _distributed()
-    if dist is None:
-        return report
-    from nnlint.diagnostics import SEVERITY_RANK
-
-    gathered = gather_objects(dist, None if report is None else report.diagnostics)
-    if all(found is None for found in gathered):
-        return None
-    merged: dict = {}
-    for rank, found in enumerate(gathered):
-        for d in found or ():
-            key = (d.code, d.module, d.location)
-            kept = merged.get(key)
-            if kept is None or SEVERITY_RANK[d.severity] < SEVERITY_RANK[kept.severity]:
-                ranks = kept.evidence.get("ranks", []) if kept is not None else []
-                kept = merged[key] = dataclasses.replace(d, evidence={**d.evidence, "ranks": ranks})
-            kept.evidence["ranks"] = sorted(set(kept.evidence["ranks"]) | {rank})
-    base = report if report is not None else Report(diagnostics=[])
-    seen_by = "; ".join(f"{d.code} on {d.module or 'the input'}: rank {', '.join(map(str, d.evidence['ranks']))}"
-                        for d in merged.values() if len(d.evidence["ranks"]) < len(gathered))
-    note = f"merged the findings of {len(gathered)} ranks, each measured on its own shard" + (
-        f" (seen only on some: {seen_by})" if seen_by else "")
-    return dataclasses.replace(base, diagnostics=list(merged.values()), notes=list(base.notes) + [note])
-
-
-def gather_objects(dist, obj) -> list:
-    """`obj` of every rank, in rank order, on every rank: dist.all_gather_object without NumPy.
-
-    torch's all_gather_object turns its byte tensors back into objects through NumPy, which torch does
-    not require: a DDP run without NumPy would crash in nnlint. Here the pickled bytes travel as uint8
-    tensors: one all_gather of their sizes, one of the payloads padded to the longest."""
-    import pickle
-
-    import torch
-
-    # NCCL gathers CUDA tensors only; gloo (and the CPU side of a mixed backend) takes CPU tensors.
-    on_cuda = str(dist.get_backend()) == "nccl"
-    device = torch.device("cuda", torch.cuda.current_device()) if on_cuda else torch.device("cpu")
-    world = dist.get_world_size()
-    payload = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8).to(device)
-    size = torch.tensor([payload.numel()], dtype=torch.long, device=device)
-    sizes = [torch.empty_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    longest = max(int(s) for s in sizes)
-    padded = torch.zeros(longest, dtype=torch.uint8, device=device)
-    padded[:payload.numel()] = payload
-    payloads = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(payloads, padded)
-    # Findings are a few kB: a list of ints is a cheap way back to bytes without NumPy.
-    return [pickle.loads(bytes(p[:int(n)].tolist())) for p, n in zip(payloads, sizes)]
 
 
 def with_real_gradients(trace, model):
@@ -303,26 +269,6 @@ def batch_from_call(args: tuple, kwargs: dict):
     if len(args) == 1 and isinstance(args[0], torch.Tensor):
         return args[0]
     return tuple(args)
-
-
-def unwrap(model):
-    """The module inside a DistributedDataParallel / DataParallel wrapper: the names users know."""
-    while type(model).__name__ in ("DistributedDataParallel", "DataParallel") and hasattr(model, "module"):
-        model = model.module
-    return model
-
-
-def _distributed():
-    try:
-        import torch.distributed as dist
-    except ImportError:   # pragma: no cover - torch built without distributed
-        return None
-    return dist if dist.is_available() and dist.is_initialized() else None
-
-
-def is_reporting_rank() -> bool:
-    dist = _distributed()
-    return dist is None or dist.get_rank() == 0
 
 
 class _CallableModule(types.ModuleType):
