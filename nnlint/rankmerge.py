@@ -12,6 +12,11 @@ tensors the batch flows through. Those combine as if one process had run the who
   loss, an input's mean feature correlation) is the mean of the ranks' values weighted by their share
   of the batch: exact for fractions and means over positions that split with the batch, an
   approximation for a correlation; a value every rank agrees on (a dropout's p) stays exactly that;
+- what a loss call saw of its input and target (LossInput, LossTarget: the objective rules' evidence)
+  reduces by its meaning (BOUNDED): mean and std pooled as above, minima and maxima as such, counts
+  (labels per class, ignored, out of range) summed, "every value is ..." flags and-ed; the entropy of
+  the label frequencies is recomputed from the summed class counts (the batch's, exact); a
+  calibration against those frequencies stays the ranks' weighted mean (an approximation);
 - everything else (names, kinds, shapes, lineage, integers, flags) must be the same on every rank: it
   is the trace's fingerprint. Ranks whose fingerprints differ (data-dependent control flow, shards of
   unequal size) cannot be merged this way; the caller falls back to merging their findings.
@@ -31,7 +36,7 @@ import dataclasses
 import hashlib
 from typing import Any, Optional
 
-from nnlint.trace.records import InputRecord, ParamRecord, TensorSummary, Trace
+from nnlint.trace.records import InputRecord, LossInput, LossTarget, ParamRecord, TensorSummary, Trace
 
 # Fields each rank keeps as its own: not compared, not reduced here.
 LOCAL = {
@@ -40,6 +45,18 @@ LOCAL = {
 }
 # ... except whether a gradient reached the parameter: that must be the same on every rank.
 PRESENCE = {(ParamRecord, "grad_norm")}
+# Records whose (shape, mean, std) pool like a TensorSummary's, the batch along dim 0.
+POOLED = (LossInput, LossTarget)
+# Fields reduced by their meaning: how (see _Collect.bounded).
+BOUNDED = {
+    (LossInput, "shape"): "batch", (LossTarget, "shape"): "batch",
+    (LossInput, "min"): "min", (LossTarget, "min"): "min", (LossInput, "max"): "max", (LossTarget, "max"): "max",
+    (LossInput, "nonfinite"): "any", (LossTarget, "one_hot"): "all", (LossTarget, "integral"): "all",
+    (LossInput, "row_sum"): "range", (LossTarget, "row_sum"): "range",
+    (LossTarget, "ignored"): "sum", (LossTarget, "out_of_range"): "sum", (LossTarget, "class_counts"): "sum",
+    (LossTarget, "first_out_of_range"): "first",
+}
+_NONE = float("-inf")   # an absent value, to a maximum
 
 
 @dataclasses.dataclass
@@ -51,6 +68,7 @@ class _Moments:
     std: float
     nonfinite: bool
     batch_size: int = 0        # a batch input's leading size: summed across ranks
+    sample: bool = False       # std is the sample std (n - 1), as a loss call's summaries have it
 
 
 class FlatTrace:
@@ -61,7 +79,7 @@ class FlatTrace:
         self.weight = float(weight)     # this rank's share of the batch (its input elements)
         found = _Collect()
         _walk(trace, found)
-        self.floats, self.moments = found.floats, found.moments
+        self.floats, self.moments, self.bounded = found.floats, found.moments, found.bounded
         self.fingerprint = hashlib.sha256("\x1f".join(found.tokens).encode()).hexdigest()
         # The same on two ranks only when they were given the same batch (tensor parallelism; or a data
         # parallel loader without a DistributedSampler): then there are no shards to pool.
@@ -76,6 +94,8 @@ class FlatTrace:
         for m in self.moments:
             sums += [m.n, m.n * m.mean, float(m.batch_size)]
         maxes = [v for f in self.floats for v in (f, -f)] + [float(m.nonfinite) for m in self.moments]
+        for kind, value in self.bounded:
+            (sums if kind in ("sum", "batch") else maxes).extend(_encode(kind, value))
         return sums, maxes
 
     def second(self, sums: list[float]) -> list[float]:
@@ -104,9 +124,63 @@ class FlatTrace:
             elif not n_all:
                 pooled.append((m.mean, m.std, False, int(batch_size)))
             else:
-                var = second[i] / n_all
+                var = second[i] / n_all * (n_all / (n_all - 1) if m.sample and n_all > 1 else 1.0)
                 pooled.append((total / n_all, max(var, 0.0) ** 0.5 if var == var else var, False, int(batch_size)))
-        return _walk(self.trace, _Replace(floats, pooled))
+        at_sum, at_max = base + 3 * len(self.moments), flags + len(self.moments)
+        bounded = []
+        for kind, value in self.bounded:
+            width = len(_encode(kind, value))
+            if kind in ("sum", "batch"):
+                bounded.append(_decode(kind, value, sums[at_sum:at_sum + width]))
+                at_sum += width
+            else:
+                bounded.append(_decode(kind, value, maxes[at_max:at_max + width]))
+                at_max += width
+        return _recount(_walk(self.trace, _Replace(floats, pooled, bounded)))
+
+
+def _encode(kind: str, value) -> list[float]:
+    """A bounded value as floats to sum ("sum", "batch") or to take the maximum of (the rest)."""
+    if kind == "sum":
+        return [float(v) for v in value] if isinstance(value, list) else [float(value)]
+    if kind == "batch":
+        return [float(value[0])] if value else []
+    if kind in ("min", "max"):
+        return [-value if kind == "min" else value]
+    if kind in ("all", "any"):
+        return [float(not value) if kind == "all" else float(value)]
+    if kind == "first":   # the smallest rank's label stands for "the first"
+        return [_NONE if value is None else -float(value)]
+    return [_NONE, _NONE] if value is None else [-value[0], value[1]]   # range: (min, max)
+
+
+def _decode(kind: str, local, got: list[float]):
+    if kind == "sum":
+        return [int(v) for v in got] if isinstance(local, list) else int(got[0])
+    if kind == "batch":
+        return (int(got[0]),) + tuple(local[1:]) if local else local
+    if kind in ("min", "max"):
+        return -got[0] if kind == "min" else got[0]
+    if kind in ("all", "any"):
+        return got[0] == 0 if kind == "all" else got[0] > 0
+    if kind == "first":
+        return None if got[0] == _NONE else int(-got[0])
+    return None if got[0] == _NONE else (-got[0], got[1])
+
+
+def _recount(trace: Trace) -> Trace:
+    """The entropy of the whole batch's label frequencies, from its summed class counts."""
+    from nnlint.trace.objective import label_entropy
+
+    if trace.objective is None:
+        return trace
+    calls = []
+    for call in trace.objective.calls:
+        counts = call.target.class_counts if call.target is not None else None
+        if counts and sum(counts) and call.prior_entropy is not None:
+            call = dataclasses.replace(call, prior_entropy=label_entropy(counts, call.family, call.options))
+        calls.append(call)
+    return dataclasses.replace(trace, objective=dataclasses.replace(trace.objective, calls=calls))
 
 
 class _Collect:
@@ -116,6 +190,7 @@ class _Collect:
         self.floats: list[float] = []
         self.moments: list[_Moments] = []
         self.tokens: list[str] = []
+        self.bounded: list[tuple[str, Any]] = []
 
     def token(self, value: Any) -> None:
         self.tokens.append(repr(value))
@@ -138,13 +213,31 @@ class _Collect:
             self.moments.append(_Moments(n, m, s, False))
         return rec.channel_mean, rec.channel_std
 
+    def pooled(self, rec) -> tuple[float, float]:
+        n = 1.0
+        for d in rec.shape:
+            n *= d
+        std = rec.std * ((n - 1) / n) ** 0.5 if n > 1 else rec.std   # the population std, to pool
+        self.moments.append(_Moments(n, rec.mean, std, False, sample=True))
+        return rec.mean, rec.std
+
+    def bound(self, kind: str, value):
+        """A value reduced by its meaning: the fingerprint keeps what must agree (the length of a list of
+        counts, a shape past the batch, whether a range was measured)."""
+        self.bounded.append((kind, value))
+        self.tokens.append(repr((kind, len(value) if kind == "sum" and isinstance(value, list) else
+                                 tuple(value[1:]) if kind == "batch" and value else
+                                 value is None if kind == "range" else None)))
+        return value
+
 
 class _Replace:
     """The second walk: the same order, each reduced value put in its place."""
 
-    def __init__(self, floats: list[float], pooled: list[tuple]):
+    def __init__(self, floats: list[float], pooled: list[tuple], bounded: list):
         self._floats = iter(floats)
         self._pooled = iter(pooled)
+        self._bounded = iter(bounded)
 
     def token(self, value: Any) -> None:
         pass
@@ -160,6 +253,13 @@ class _Replace:
     def channels(self, rec: InputRecord) -> tuple[list[float], list[float]]:
         pooled = [next(self._pooled) for _ in rec.channel_mean]
         return [p[0] for p in pooled], [p[1] for p in pooled]
+
+    def pooled(self, rec) -> tuple[float, float]:
+        mean, std, _, _ = next(self._pooled)
+        return mean, std
+
+    def bound(self, kind: str, value):
+        return next(self._bounded)
 
 
 def _walk(obj: Any, leaf) -> Any:
@@ -208,6 +308,12 @@ def _walk_record(obj: Any, leaf) -> Any:
             new, changes["channel_std"] = leaf.channels(obj)
         elif cls is InputRecord and f.name == "channel_std":
             continue   # with channel_mean
+        elif key in BOUNDED:
+            new = leaf.bound(BOUNDED[key], value)
+        elif cls in POOLED and f.name == "mean":
+            new, changes["std"] = leaf.pooled(obj)
+        elif cls in POOLED and f.name == "std":
+            continue   # with mean
         else:
             new = _walk(value, leaf)
         if new is not value:
