@@ -30,7 +30,33 @@ import torch.multiprocessing as mp
 import torch.nn as nn
 import torch.nn.functional as F
 
-pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch built without distributed")
+
+def _has_fully_shard() -> bool:
+    try:
+        from torch.distributed.fsdp import fully_shard  # noqa: F401  (FSDP2: torch 2.6 and later)
+    except ImportError:
+        return False
+    return True
+
+
+def _has_tensor_parallel() -> bool:
+    try:
+        from torch.distributed.tensor.parallel import parallelize_module  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+pytestmark = [
+    pytest.mark.skipif(not dist.is_available(), reason="torch built without torch.distributed"),
+    pytest.mark.skipif(dist.is_available() and not dist.is_gloo_available(),
+                       reason="torch built without the gloo backend (the CPU collectives these tests run on)"),
+]
+HAS_FSDP2 = dist.is_available() and _has_fully_shard()
+HAS_TP = dist.is_available() and _has_tensor_parallel()
+needs_fsdp2 = pytest.mark.skipif(not HAS_FSDP2, reason="torch.distributed.fsdp.fully_shard (FSDP2) is not in this torch")
+needs_tp = pytest.mark.skipif(not HAS_TP, reason="torch.distributed.tensor.parallel is not in this torch")
+WRAPS = ["ddp", pytest.param("fsdp", marks=needs_fsdp2)]
 
 WORLD = 2
 ROWS = 32            # samples per rank
@@ -63,9 +89,15 @@ class Net(nn.Module):
         return self.fc3(self.drop(self.act2(self.fc2(self.act1(self.fc1(x))))))
 
 
-def build(faulty: bool = True, dropout: float = 0.0) -> Net:
+def build(faulty: bool = True, dropout: float = 0.0, zero: bool = False) -> Net:
+    """`zero`: a healthy net with fc2's weight all zero (NN101) and a 5-way head, whose 5 rows FSDP2
+    splits unevenly (3 and 2): each rank's shard has its own shape, std and fans; the whole has one."""
     torch.manual_seed(0)
-    return Net(faulty, dropout)
+    model = Net(faulty and not zero, dropout)
+    if zero:
+        nn.init.zeros_(model.fc2.weight)
+        model.fc3 = nn.Linear(32, 5)
+    return model
 
 
 def whole_batch(nan: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,13 +157,13 @@ def fsdp(model):
 WRAP = {"ddp": lambda m: nn.parallel.DistributedDataParallel(m), "fsdp": fsdp}
 
 
-def guarded_step(rank, wrap, *, faulty=True, nan=False):
+def guarded_step(rank, wrap, *, faulty=True, nan=False, zero=False):
     """A training loop's first step with nnlint.guard on: what it raised or warned, and the report."""
     import nnlint
     from nnlint.config import Config
     from nnlint.guard import UnhealthyModelError
 
-    model = WRAP[wrap](build(faulty))
+    model = WRAP[wrap](build(faulty, zero=zero))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     guard = nnlint.guard(model, optimizer, config=Config())
     x, y = shard(rank, nan)
@@ -148,7 +180,8 @@ def guarded_step(rank, wrap, *, faulty=True, nan=False):
     out["warnings"] = [str(w.message) for w in caught if "nnlint" in str(w.message)]
     out["findings"] = findings(guard.report) if guard.report is not None else None
     if guard.report is not None and guard.report.trace is not None:
-        out["params"] = {n: [r.std, r.grad_norm] for n, r in guard.report.trace.params.items()}
+        out["params"] = {n: [r.std, r.grad_norm, r.fan_in, r.fan_out, list(r.shape), r.all_zero]
+                         for n, r in guard.report.trace.params.items()}
         out["inputs"] = [[i.summary.shape, i.summary.mean, i.summary.std] for i in guard.report.trace.inputs]
     return out
 
@@ -267,6 +300,7 @@ def module_names(rank, wrap):
 SCENARIOS = [
     ("ddp_faulty", guarded_step, "ddp", {}),
     ("fsdp_faulty", guarded_step, "fsdp", {}),
+    ("fsdp_zero", guarded_step, "fsdp", {"zero": True}),
     ("ddp_callback", callback_check, "ddp", {}),
     ("fsdp_callback", callback_check, "fsdp", {}),
     ("ddp_untouched", untouched, "ddp", {}),
@@ -293,6 +327,8 @@ def worker(rank: int, store: str, out_dir: str) -> None:
     progress = os.path.join(out_dir, f"rank{rank}.progress")
     try:
         for name, scenario, wrap, kwargs in SCENARIOS:
+            if (wrap == "fsdp" and not HAS_FSDP2) or (scenario is tensor_parallel and not HAS_TP):
+                continue
             with open(progress, "a") as f:
                 f.write(f"{name} {time.perf_counter():.2f}\n")
             try:
@@ -352,12 +388,12 @@ def result(ranks, name: str) -> list[dict]:
 # The single-process references: the same model on the whole batch
 
 
-def reference_guard(*, faulty=True, nan=False) -> dict:
+def reference_guard(*, faulty=True, nan=False, zero=False) -> dict:
     import nnlint
     from nnlint.config import Config
     from nnlint.guard import UnhealthyModelError
 
-    model = build(faulty)
+    model = build(faulty, zero=zero)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     guard = nnlint.guard(model, optimizer, config=Config())
     x, y = whole_batch(nan)
@@ -383,7 +419,7 @@ def same_findings(got: list[dict], want: list[dict], *, rel: float = 1e-4, skip:
             assert g["numbers"][key] == pytest.approx(value, rel=rel, abs=1e-6), (g["code"], g["module"], key)
 
 
-@pytest.mark.parametrize("wrap", ["ddp", "fsdp"])
+@pytest.mark.parametrize("wrap", WRAPS)
 def test_the_findings_are_those_of_one_process_on_the_whole_batch(ranks, wrap):
     got = result(ranks, f"{wrap}_faulty")
     want = reference_guard()
@@ -402,7 +438,26 @@ def test_the_findings_are_those_of_one_process_on_the_whole_batch(ranks, wrap):
     assert got[0]["params"]["fc1.weight"][0] == pytest.approx(want["report"].trace.params["fc1.weight"].std, rel=1e-6)
 
 
-@pytest.mark.parametrize("wrap", ["ddp", "fsdp"])
+@needs_fsdp2
+def test_a_zero_layer_is_found_whole_and_no_shard_is_judged_by_its_own_fans(ranks):
+    """FSDP2 shards every weight along dim 0 (fc3's 5 rows: 3 on rank 0, 2 on rank 1). The zero fc2 is
+    NN101 on the whole weight, and the healthy layers, measured per shard, would have other stds and
+    fans (a 3x32 shard's fan_out is 3, not 5): the findings, the shapes, stds and fans are the ones of
+    the unsharded model, on every rank."""
+    got = result(ranks, "fsdp_zero")
+    want = reference_guard(faulty=False, zero=True)
+    codes = {f["code"] for f in want["findings"]}
+    assert ("NN101", "fc2") in {(f["code"], f["module"]) for f in want["findings"]} and "NN103" not in codes
+    for rank in got:
+        same_findings(rank["findings"], want["findings"], skip=("grad_norm", "ratio", "relative"))
+        for name, rec in want["report"].trace.params.items():
+            std, _, fan_in, fan_out, shape, all_zero = rank["params"][name]
+            assert (shape, fan_in, fan_out, all_zero) == (list(rec.shape), rec.fan_in, rec.fan_out, rec.all_zero), name
+            assert std == pytest.approx(rec.std, rel=1e-6, abs=1e-9), name
+    assert got[0]["params"]["fc3.weight"][4] == [5, 32]
+
+
+@pytest.mark.parametrize("wrap", WRAPS)
 def test_one_report_on_rank_0_and_every_rank_stops(ranks, wrap):
     got = result(ranks, f"{wrap}_faulty")
     assert [r["outcome"] for r in got] == ["raised", "raised"]
@@ -412,7 +467,7 @@ def test_one_report_on_rank_0_and_every_rank_stops(ranks, wrap):
     assert not got[1]["warnings"]
 
 
-@pytest.mark.parametrize("wrap", ["ddp", "fsdp"])
+@pytest.mark.parametrize("wrap", WRAPS)
 def test_the_callbacks_check_measures_the_gradients_of_the_whole_batch(ranks, wrap):
     from nnlint.config import Config
     from nnlint.integrations import TrainingCheck
@@ -433,7 +488,7 @@ def test_the_callbacks_check_measures_the_gradients_of_the_whole_batch(ranks, wr
     assert got[0]["warnings"] and not got[1]["warnings"]                    # rank 0 warns, once
 
 
-@pytest.mark.parametrize("wrap", ["ddp", "fsdp"])
+@pytest.mark.parametrize("wrap", WRAPS)
 def test_the_first_step_is_bit_identical_to_one_without_the_guard(ranks, wrap):
     got = result(ranks, f"{wrap}_untouched")
     for rank in got:
@@ -442,7 +497,7 @@ def test_the_first_step_is_bit_identical_to_one_without_the_guard(ranks, wrap):
     assert [len(r["warnings"]) for r in got] == [1, 0] and "NN201" in got[0]["warnings"][0]
 
 
-@pytest.mark.parametrize("wrap", ["ddp", "fsdp"])
+@pytest.mark.parametrize("wrap", WRAPS)
 def test_a_nan_in_one_ranks_shard_stops_every_rank_as_one_process_would(ranks, wrap):
     got = result(ranks, f"{wrap}_nan")
     want = reference_guard(faulty=False, nan=True)
@@ -452,7 +507,7 @@ def test_a_nan_in_one_ranks_shard_stops_every_rank_as_one_process_would(ranks, w
         same_findings(rank["findings"], want["findings"], skip=("grad_norm", "ratio", "relative"))
 
 
-@pytest.mark.parametrize("wrap", ["ddp", "fsdp"])
+@pytest.mark.parametrize("wrap", WRAPS)
 def test_a_check_that_fails_on_one_rank_lets_every_rank_go_on(ranks, wrap):
     got = result(ranks, f"{wrap}_fails")
     assert [r["outcome"] for r in got] == ["trained", "trained"]
@@ -460,6 +515,7 @@ def test_a_check_that_fails_on_one_rank_lets_every_rank_go_on(ranks, wrap):
     assert not got[1]["warnings"]
 
 
+@needs_fsdp2
 def test_a_batch_one_rank_cannot_check_stops_no_rank_in_a_collective(ranks):
     got = result(ranks, "fsdp_unusable")
     assert [r["skipped"] for r in got] == [True, True]
@@ -467,6 +523,7 @@ def test_a_batch_one_rank_cannot_check_stops_no_rank_in_a_collective(ranks):
     assert got[0]["findings"] == got[1]["findings"] and "NN202" in {f["code"] for f in got[0]["findings"]}
 
 
+@needs_tp
 def test_tensor_parallel_parameters_are_judged_on_their_full_shape(ranks):
     import nnlint
     from nnlint.config import Config
@@ -485,7 +542,7 @@ def test_tensor_parallel_parameters_are_judged_on_their_full_shape(ranks):
                       skip=("measured_gain", "gain", "output_std", "input_std"))
 
 
-@pytest.mark.parametrize("wrap", ["ddp", "fsdp"])
+@pytest.mark.parametrize("wrap", WRAPS)
 def test_findings_name_the_users_modules(ranks, wrap):
     for rank in result(ranks, f"{wrap}_names"):
         assert rank["modules"] == ["fc1"] and "fc1" in rank["trace"]
