@@ -319,6 +319,8 @@ SCENARIOS = [
 def worker(rank: int, store: str, out_dir: str) -> None:
     from datetime import timedelta
 
+    # One thread per rank: two ranks of two threads each on a 2-core CI runner thrash (gloo's waits spin).
+    torch.set_num_threads(1)
     with open(os.path.join(out_dir, f"rank{rank}.progress"), "a") as f:
         f.write(f"started {time.perf_counter():.2f}\n")
     dist.init_process_group("gloo", init_method=store, rank=rank, world_size=WORLD,

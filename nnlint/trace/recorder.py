@@ -73,6 +73,8 @@ class Recorder:
         for name, p in model.named_parameters(remove_duplicate=True):
             self.param_serials[self.serial(p)] = name
         self.param_names = set(self.param_serials.values())
+        # FSDP2 swaps parameters in and out around each forward (below); nothing else is looked for
+        self.swaps_parameters = any(user_class(m) is not type(m) for m in model.modules())
 
     # -- lineage --
     def serial(self, t) -> int:
@@ -195,7 +197,7 @@ class Recorder:
             # The weight is the first parameter input of 2+ dims: torch.addmm(bias, x, weight) (Hugging
             # Face's Conv1D in GPT-2) passes the bias first.
             params = [(s, t) for s, t in zip(in_serials, in_tensors) if s in self.param_serials]
-            if not params and self.stack:
+            if not params and self.swaps_parameters and self.stack:
                 params = self._held_parameters(self.stack[-1], in_serials, in_tensors)
             pick = next((s for s, t in params if t.dim() >= 2), params[0][0] if params else None)
             if pick is not None:
@@ -209,8 +211,7 @@ class Recorder:
     def _held_parameters(self, frame: Frame, in_serials: list, in_tensors: list) -> list:
         """The inputs that the running module holds as its parameters now, though they are not the
         tensors registered when the pass began: FSDP2 swaps each sharded parameter for an unsharded
-        one during forward (and functional_call for the tensors it is given). They are named where the
-        module holds them, and remembered under that name."""
+        one during forward. They are named where the module holds them, and remembered under that name."""
         held = {id(t): attr for attr, t in getattr(frame.module, "_parameters", {}).items() if t is not None}
         found = []
         for s, t in zip(in_serials, in_tensors):
