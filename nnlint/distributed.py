@@ -182,7 +182,7 @@ def check_whole_batch(ranks: Ranks, model, batch, run: Callable[[Any], Report], 
         return dataclasses.replace(report, diagnostics=merge_findings(found), seconds=seconds, notes=notes + [
             f"{unlike}, so each rank's findings on its own batch are merged"]), None
     merged = _merged_trace(ranks, flat, model, batch, kept.grads)
-    return _merged_report(ranks, report, merged, select, ignore, config or Config(), seconds, notes), None
+    return _merged_report(ranks, report, merged, select, ignore, config or Config(), seconds, notes)
 
 
 def _flatten(report: Report):
@@ -250,8 +250,10 @@ def _reduce_gradients(ranks: Ranks, trace, model, grads: dict[str, Any]) -> None
     pending.resolve()
 
 
-def _merged_report(ranks: Ranks, local: Report, trace, select, ignore, config: Config, seconds, notes) -> Report:
-    """The rules on the merged trace; those that read probes, each rank's findings merged."""
+def _merged_report(ranks: Ranks, local: Report, trace, select, ignore, config: Config, seconds, notes
+                   ) -> tuple[Optional[Report], Optional[str]]:
+    """The rules on the merged trace; those that read probes, each rank's findings merged. A rule that
+    raises (an nnlint bug) is (None, why) on every rank: the ranks still make the same collectives."""
     from nnlint.api import run_rules
     from nnlint.probes.base import all_probes
     from nnlint.registry import select_rules
@@ -262,11 +264,19 @@ def _merged_report(ranks: Ranks, local: Report, trace, select, ignore, config: C
     chosen = select_rules(select or None, ignore)
     per_rank = {cls.code for cls in chosen if cls.reads & probes}
     whole = [cls.code for cls in chosen if cls.code not in per_rank]
-    found = run_rules(trace, select=whole, config=config) if whole else []
+    found, why_not = [], None
+    try:
+        found = run_rules(trace, select=whole, config=config) if whole else []
+    except Exception as exc:
+        why_not = f"{type(exc).__name__}: {exc}"
     shards = ranks.gather([d for d in local.diagnostics if d.code in per_rank])
+    why_not = ranks.agree(why_not)
+    if why_not is not None:
+        return None, why_not
     note = f"statistics of the {ranks.world} ranks' shards reduced into those of the whole batch"
     return Report(diagnostics=found + merge_findings(shards), model_name=local.model_name,
-                  batch_description=trace.batch_description, seconds=seconds, notes=notes + [note], trace=trace)
+                  batch_description=trace.batch_description, seconds=seconds, notes=notes + [note],
+                  trace=trace), None
 
 
 def merge_findings(found: list) -> list:
