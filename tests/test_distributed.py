@@ -549,3 +549,41 @@ def test_findings_name_the_users_modules(ranks, wrap):
     for rank in result(ranks, f"{wrap}_names"):
         assert rank["modules"] == ["fc1"] and "fc1" in rank["trace"]
         assert not any(m.startswith("module") for m in rank["trace"]) and rank["type"] == "Net"
+
+
+def test_two_shards_traces_reduce_into_the_whole_batchs_in_one_process():
+    """nnlint.rankmerge without processes: the all-reduces are plain sums and maxima over the two shards'
+    traces. With the loss of a training step, what the loss call saw (its targets' class counts, minima,
+    maxima, the sample std, the entropy of the label frequencies) is the whole batch's too."""
+    import nnlint
+    from nnlint.config import Config
+    from nnlint.rankmerge import FlatTrace
+
+    def trace(batch):
+        model = build(faulty=True)
+        return nnlint.check(model, batch, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), config=Config(),
+                            step=loss_step).trace
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        flats = [FlatTrace(t, sum(float(i.summary.numel) for i in t.inputs)) for t in map(trace, map(shard, range(WORLD)))]
+        want = trace(whole_batch())
+    assert flats[0].fingerprint == flats[1].fingerprint
+    firsts = [f.first() for f in flats]
+    sums = [sum(v) for v in zip(*(s for s, _ in firsts))]
+    maxes = [max(v) for v in zip(*(m for _, m in firsts))]
+    got = flats[0].rebuild(sums, maxes, [sum(v) for v in zip(*(f.second(sums) for f in flats))])
+
+    (rec,), (ref,) = got.inputs, want.inputs
+    assert rec.summary.shape == ref.summary.shape == (WORLD * ROWS, 16)
+    assert (rec.summary.mean, rec.summary.std) == pytest.approx((ref.summary.mean, ref.summary.std), rel=1e-5, abs=1e-6)
+    assert rec.channel_mean == pytest.approx(ref.channel_mean, abs=1e-5)
+    (call,), (ref_call,) = got.objective.calls, want.objective.calls
+    assert call.target.class_counts == ref_call.target.class_counts and sum(call.target.class_counts) == WORLD * ROWS
+    assert call.target.shape == ref_call.target.shape and call.input.shape == ref_call.input.shape
+    for side in ("input", "target"):
+        a, b = getattr(call, side), getattr(ref_call, side)
+        assert (a.min, a.max, a.mean, a.std) == pytest.approx((b.min, b.max, b.mean, b.std), rel=1e-5, abs=1e-6), side
+    assert call.input.row_sum == pytest.approx(ref_call.input.row_sum, rel=1e-6)
+    assert call.prior_entropy == pytest.approx(ref_call.prior_entropy, rel=1e-6)
+    assert got.loss == pytest.approx(want.loss, rel=1e-6)
