@@ -75,7 +75,8 @@ def check(
                           keep_gradients=gradients)
         if probes and trace.ops:   # a model on the meta device has no values to probe
             shown.phase = "probes"
-            context = ProbeContext(model, batch, trace, options, target, loss_fn, optimizer, step, gradients or {})
+            context = ProbeContext(model, batch, trace, options, target, loss_fn, optimizer, step,
+                                   gradients=gradients or {})
             trace.seconds += run_probes(probes, context)
         shown.phase = "rules"
         diagnostics = run_rules(trace, select=select or None, ignore=ignore, config=config)

@@ -36,9 +36,12 @@ def fix(
     causal: Optional[bool] = None,
     frozen: Optional[Iterable[str]] = None,
     loop: Optional[Callable] = None,
+    verify_steps: Optional[int] = None,
 ) -> FixResult:
     """Fix the model in place where it can; returns what was applied, what failed and the re-check.
-    `causal`, `frozen` and `loop` are nnlint.check's (what the probes need to know), passed to every check."""
+    `causal`, `frozen` and `loop` are nnlint.check's (what the probes need to know), passed to every check.
+    `verify_steps=N` trains a copy of the original and of the fixed setup N steps on the batch and puts
+    both loss curves in `result.verification` (nnlint.fix.verify); the model is left as fixed."""
     from nnlint.api import check
     from nnlint.fix.kind import all_kinds
     from nnlint.fix.runtime import RuntimeContext
@@ -48,11 +51,14 @@ def fix(
     select = list(select) if select is not None else None
     ignore = list(ignore) if ignore is not None else None
 
-    def run_check():
-        return check(model, batch, target=target, loss_fn=loss_fn, optimizer=optimizer, select=select,
-                     ignore=ignore, config=config, train_transform=train_transform, source_origins=source_origins,
-                     causal=causal, frozen=frozen, loop=loop)
+    present = {id(p) for p in model.parameters()}
 
+    def run_check():
+        return check(model, batch, target=target, loss_fn=loss_fn, optimizer=_with_added(optimizer, model, present),
+                     select=select, ignore=ignore, config=config, train_transform=train_transform,
+                     source_origins=source_origins, causal=causal, frozen=frozen, loop=loop)
+
+    original = _original_setup(model, batch, target, loss_fn, optimizer, verify_steps)
     ledger = Ledger()
     report = run_check()
     ctx = RuntimeContext(model, batch)
@@ -63,7 +69,51 @@ def fix(
             break
         rounds += 1
         report = _fix_round(todo, ctx, ledger, run_check, report)
-    return ledger.result(report, rounds)
+    result = ledger.result(report, rounds)
+    result.added_parameters = [n for n, p in model.named_parameters() if id(p) not in present and p.requires_grad]
+    result.optimizer_given = optimizer is not None
+    if original is not None and result.changed:   # nothing fixed: the two copies are one model
+        from nnlint.fix.verify import Setup, first_update_advice, verify
+
+        fixed = Setup(model, batch, target, loss_fn, optimizer)
+        result.verification = verify(original, fixed, verify_steps,
+                                     lr_advice=lambda setup: first_update_advice(setup, report))
+    return result
+
+
+def _with_added(optimizer, model, present: set[int]):
+    """The optimizer the re-checks see: the user's, plus, in a group of its own, the parameters the fixes
+    added (an inserted norm), which the user's optimizer cannot hold yet; a copy that shares the
+    parameters and leaves the user's optimizer as it is. The result tells the user to add them."""
+    if optimizer is None:
+        return None
+    from nnlint.probes.copies import shadow_optimizer
+    from nnlint.trace.inventory import unwrap_optimizer
+
+    added = [p for p in model.parameters() if id(p) not in present and p.requires_grad]
+    if not added:
+        return optimizer
+    inner = unwrap_optimizer(optimizer)
+    shadow = shadow_optimizer(inner, {id(p): p for p in model.parameters()})
+    shadow.add_param_group({"params": added})
+    return shadow
+
+
+def _original_setup(model, batch, target, loss_fn, optimizer, verify_steps):
+    """A copy of the setup as given, before any fix, for verify_steps (None without it)."""
+    if verify_steps is None:
+        return None
+    if isinstance(verify_steps, bool) or not isinstance(verify_steps, int) or verify_steps < 1:
+        from nnlint.errors import NNLintError
+
+        raise NNLintError(f"verify_steps must be a whole number of training steps, 1 or more (got {verify_steps!r}); "
+                          "e.g. verify_steps=50")
+    from nnlint.fix.verify import Setup
+    from nnlint.probes.copies import copy_setup
+    from nnlint.trace.inventory import unwrap_optimizer
+
+    copied, copied_optimizer = copy_setup(model, unwrap_optimizer(optimizer) if optimizer is not None else None)
+    return Setup(copied, batch, target, loss_fn, copied_optimizer)
 
 
 def _fix_round(todo, ctx, ledger: Ledger, run_check, before):

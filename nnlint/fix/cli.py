@@ -32,7 +32,10 @@ from nnlint.errors import NNLintError
               help="Also apply the fixes that change the architecture (activation swaps, input normalization, Dropout2d).")
 @click.option("--select", multiple=True, metavar="CODES", help="Only fix these rules: codes or prefixes (NN203, NN2).")
 @click.option("--ignore", multiple=True, metavar="CODES", help="Skip these rules: codes or prefixes.")
-def fix_command(file, model_spec, input_shape, device, mode, unsafe_fixes, select, ignore) -> None:
+@click.option("--verify-steps", type=click.IntRange(min=1), metavar="N",
+              help="Prove the fixes by training: a copy of the original and of the fixed model train N steps on the "
+                   "batch (your loss and optimizer, else a surrogate and Adam), loss curves side by side (e.g. 50).")
+def fix_command(file, model_spec, input_shape, device, mode, unsafe_fixes, select, ignore, verify_steps) -> None:
     """Fix the findings of `nnlint check FILE` in FILE itself, as plain torch code.
 
     \b
@@ -50,7 +53,7 @@ def fix_command(file, model_spec, input_shape, device, mode, unsafe_fixes, selec
     config = load_config(target.file)
     with contextlib.redirect_stdout(sys.stderr):
         run = fix_file(target.file, factory=target.factory, input_shape=target.input_shape, device=target.device,
-                       unsafe=unsafe_fixes, select=selected, ignore=ignored, config=config)
+                       unsafe=unsafe_fixes, select=selected, ignore=ignored, config=config, verify_steps=verify_steps)
     shown = os.path.relpath(run.path) if not os.path.isabs(target.file) else str(run.path)
     result = run.result
     if mode == "diff":
@@ -94,6 +97,8 @@ def _summary(shown: str, run, mode: str, again: str) -> str:
     if result.not_fixable:
         lines.append("not fixable automatically:")
         lines += [f"  {o.line()}" for o in result.not_fixable]
+    if result.verification is not None:
+        lines += result.verification.lines()
     if not lines:
         lines.append(f"{shown}: nothing to fix")
     elif mode == "write" and run.changed:

@@ -142,8 +142,11 @@ def read_source(path: Path) -> SourceFile:
 
 
 def fix_file(path, *, factory: Optional[str] = None, input_shape=None, device=None, unsafe: bool = False,
-             select=None, ignore=None, config=None, max_rounds: int = 6) -> SourceFixRun:
-    """Plan and verify the source fixes of the model file; writes nothing (see write_atomically)."""
+             select=None, ignore=None, config=None, max_rounds: int = 6,
+             verify_steps: Optional[int] = None) -> SourceFixRun:
+    """Plan and verify the source fixes of the model file; writes nothing (see write_atomically).
+    `verify_steps=N`: the original file's setup and the edited one's are trained N steps on the batch
+    (nnlint.fix.verify) and compared in `run.result.verification`."""
     path = Path(path).resolve()
     source = read_source(path)
     original = source.text
@@ -163,7 +166,20 @@ def fix_file(path, *, factory: Optional[str] = None, input_shape=None, device=No
         accepted = _verified_round(source, path, current, root, todo, checker, ledger, original)
         if accepted is not None:
             source, current = accepted
-    return SourceFixRun(path, original, source.text, ledger.result(current.report, rounds, key_of=current.key))
+    result = ledger.result(current.report, rounds, key_of=current.key)
+    if verify_steps and source.text != original:
+        from nnlint.fix.verify import first_update_advice, verify
+
+        before = checker.check_file(path).loaded   # the file as it is, built afresh
+        result.verification = verify(_setup(before), _setup(current.loaded), verify_steps,
+                                     lr_advice=lambda setup: first_update_advice(setup, current.report))
+    return SourceFixRun(path, original, source.text, result)
+
+
+def _setup(loaded):
+    from nnlint.fix.verify import Setup
+
+    return Setup(loaded.model, loaded.batch, loaded.target, loaded.loss_fn, loaded.optimizer)
 
 
 def _verified_round(source: SourceFile, path: Path, current: Checked, root: RootScope, todo: list[Diagnostic],

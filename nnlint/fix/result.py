@@ -90,6 +90,9 @@ class FixResult:
     not_fixable: list[FixOutcome] = field(default_factory=list)
     report: Any = None            # nnlint.report.Report after the fixes
     rounds: int = 0
+    verification: Any = None      # nnlint.fix.verify.Verification, with verify_steps
+    added_parameters: list[str] = field(default_factory=list)   # new parameters (an inserted norm's)
+    optimizer_given: bool = False
 
     @property
     def ok(self) -> bool:
@@ -111,6 +114,15 @@ class FixResult:
                 lines += [f"  {o.line()}" for o in outcomes]
         if not lines:
             lines.append("nothing to fix")
+        if self.added_parameters and self.optimizer_given:
+            shown = ", ".join(self.added_parameters[:4]) + (f" and {len(self.added_parameters) - 4} more"
+                                                            if len(self.added_parameters) > 4 else "")
+            lines.append(f"the fixes added {len(self.added_parameters)} parameter(s) your optimizer does not hold "
+                         f"({shown}): build the optimizer after nnlint.fix, or add them with "
+                         "optimizer.add_param_group({'params': [model.get_parameter(n) for n in "
+                         "result.added_parameters]})")
+        if self.verification is not None:
+            lines += self.verification.lines()
         return "\n".join(lines)
 
 
