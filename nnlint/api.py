@@ -52,7 +52,9 @@ def check(
     from nnlint.trace.batch import materialize_batch
     from nnlint.trace.lossprobe import raise_unexplained
     from nnlint.trace.tracer import run_trace
+    from nnlint.trace.wrappers import user_model
 
+    model = user_model(model)   # the module inside a DDP wrapper: findings name `fc1`, not `module.fc1`
     config = config or Config()
     select = list(select) if select is not None else list(config.select or [])
     ignore = list(ignore or []) + list(config.ignore or [])

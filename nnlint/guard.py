@@ -21,10 +21,11 @@ Two one-shot hooks, and a watch of the loop:
 Error-severity findings raise `UnhealthyModelError` (its text is the report) before any update is made;
 warnings are issued as `NNLintWarning`. With `on_error="warn"`, errors are warnings too.
 
-Distributed training: every rank runs the same hooks at the same step, and the ranks' findings are
-gathered and merged (with torch tensors only: no NumPy needed), so that all ranks decide on the same
-report and raise or continue together; a rank stuck in a collective while the others have stopped
-would hang the job. Only rank 0 prints.
+Distributed training (torchrun with DDP, FSDP2, tensor parallelism): every rank runs the same hooks at
+the same step; each checks its own shard of the batch, and nnlint.distributed reduces the ranks'
+statistics into those of the whole batch, so that every rank decides on the same report and all raise
+or continue together (a rank stuck in a collective while the others have stopped would hang the job).
+Only rank 0 prints.
 """
 from __future__ import annotations
 
@@ -34,9 +35,12 @@ import types
 import warnings
 from typing import Any, Iterable, Optional
 
+from nnlint import distributed
 from nnlint.config import Config, load_config
+from nnlint.distributed import is_reporting_rank
 from nnlint.errors import NNLintError
 from nnlint.report import Report
+from nnlint.trace.wrappers import user_model
 
 ON_ERROR = ("raise", "warn")
 
@@ -88,6 +92,7 @@ class Guard:
     _watcher: Any = dataclasses.field(default=None, init=False, repr=False)
     _eval_batch: Any = dataclasses.field(default=None, init=False, repr=False)
     _gradients_seen: bool = dataclasses.field(default=False, init=False, repr=False)
+    _batch_failed: bool = dataclasses.field(default=False, init=False, repr=False)
 
     # -- hooks --
     def install(self, *, step: bool = True) -> None:
@@ -108,7 +113,7 @@ class Guard:
         from nnlint.probes.loopwatch import LoopWatcher
 
         if self._watcher is None and self.optimizer is not None:
-            self._watcher = LoopWatcher(unwrap(self.model), self.optimizer, on_step=self._on_loop_step,
+            self._watcher = LoopWatcher(user_model(self.model), self.optimizer, on_step=self._on_loop_step,
                                         pre_hook=pre_hook, on_retire=lambda: self._drop("step")).install()
 
     def loop_step(self, *, scaler: Optional[bool] = None, clip_threshold: Optional[float] = None) -> None:
@@ -151,11 +156,9 @@ class Guard:
             return None
         self._drop("forward")
         batch = batch_from_call(args, kwargs)
-        if batch is None:
-            self._could_not_check("the model was called with both positional and keyword arguments")
-            self._deliver(None)   # still take part in the ranks' agreement
-        else:
-            self.check_batch(batch)
+        # A call nnlint cannot replay is not checked, but still takes part in the ranks' agreement.
+        self.check_batch(batch, why_not=None if batch is not None else
+                         "the model was called with both positional and keyword arguments")
         return None
 
     def _on_step(self, optimizer, args, kwargs) -> None:
@@ -177,7 +180,6 @@ class Guard:
 
     def _on_loop_step(self, observation, index: int) -> None:
         """The rules that read the loop, on what the watch saw up to this step; delivered before its update."""
-        from nnlint.api import run_rules
         from nnlint.registry import matches, rules_reading
         from nnlint.trace.records import Trace
 
@@ -187,15 +189,37 @@ class Guard:
         if not codes:
             return
         base = self.report.trace if self.report is not None and self.report.trace is not None else Trace(
-            model_type=type(unwrap(self.model)).__name__, modules={}, params={}, ops=[], inputs=[], output_serials=[])
+            model_type=type(user_model(self.model)).__name__, modules={}, params={}, ops=[], inputs=[], output_serials=[])
         trace = dataclasses.replace(base, probes={**base.probes, "loop": observation.as_data()})
-        found = run_rules(trace, select=codes, config=self.config)
+        found = self._run_rules(trace, codes)
+        if found is None:
+            self._deliver(None)   # still take part in the ranks' agreement
+            return
         known = self.report.diagnostics if self.report is not None else []
         seen = {(d.code, d.module) for d in known}
         new = [d for d in found if (d.code, d.module) not in seen]
         self.report = dataclasses.replace(self.report, diagnostics=known + new, trace=trace) if self.report is not None \
             else Report(diagnostics=new, model_name=trace.model_type, trace=trace)
         self._deliver(dataclasses.replace(self.report, diagnostics=new, notes=[f"seen in the training loop, step {index}"]))
+
+    def _run_rules(self, trace, codes: list[str]) -> Optional[list]:
+        """The rules' findings; None, with a warning, where a rule raised (an nnlint bug must not stop a
+        training run). Under torch.distributed every rank learns whether every rank's rules ran (one
+        gather), so that all deliver the same way; a rule runs no collective, so this comes after them."""
+        from nnlint.api import run_rules
+
+        found, why_not = None, None
+        try:
+            found = run_rules(trace, select=codes, config=self.config)
+        except Exception as exc:
+            why_not = f"{type(exc).__name__}: {exc}"
+        ranks = distributed.current()
+        if ranks is not None:
+            why_not = ranks.agree(why_not)
+        if why_not is not None:
+            self._could_not_check(why_not)
+            return None
+        return found
 
     def _deliver(self, report: Optional[Report]) -> None:
         """deliver(), and when it raises, every hook off first: the run stops, and a new run of the loop is
@@ -208,24 +232,37 @@ class Guard:
             raise
 
     # -- the checks; the integrations call these directly --
-    def check_batch(self, batch, *, step=None, instead: str = "") -> Optional[Report]:
+    def check_batch(self, batch, *, step=None, instead: str = "", why_not: Optional[str] = None) -> Optional[Report]:
         """Check the model on one batch and deliver the findings (raise or warn). `step` is nnlint.check's:
-        a function step(model, batch) that computes the loss. Where the check cannot run, a warning says
-        why (and `instead`, what the caller does instead), and None is returned."""
-        from nnlint.api import check
-
+        a function step(model, batch) that computes the loss. Where the check cannot run (`why_not`: it
+        cannot here), a warning says why (and `instead`, what the caller does instead), and None is
+        returned. Under torch.distributed, every rank calls this at the same step, with its own shard."""
         from contextlib import nullcontext
 
-        try:
+        from nnlint.api import check
+
+        model = user_model(self.model)
+
+        def run(batch):
             with self._watcher.paused() if self._watcher is not None else nullcontext():
-                report = check(unwrap(self.model), batch, optimizer=self.optimizer, select=self.select,
-                               ignore=self.ignore, config=self.config, step=step)
-        except NNLintError as exc:
-            self._could_not_check(str(exc), instead)
-            report = None
-        except Exception as exc:   # an nnlint bug must not stop a training run
-            self._could_not_check(f"{type(exc).__name__}: {exc}", instead)
-            report = None
+                return check(model, batch, optimizer=self.optimizer, select=self.select, ignore=self.ignore,
+                             config=self.config, step=step)
+
+        ranks = distributed.current()
+        report = None
+        if ranks is not None:
+            report, why_not = distributed.check_whole_batch(ranks, model, batch, run, select=self.select,
+                                                            ignore=self.ignore, config=self.config, why_not=why_not)
+        elif why_not is None:
+            try:
+                report = run(batch)
+            except NNLintError as exc:
+                why_not = str(exc)
+            except Exception as exc:   # an nnlint bug must not stop a training run
+                why_not = f"{type(exc).__name__}: {exc}"
+        if why_not is not None:
+            self._could_not_check(why_not, instead)
+        self._batch_failed = report is None
         if report is not None:
             self.report = report
         self._deliver(report)
@@ -239,22 +276,29 @@ class Guard:
         if not codes:
             return None
         why_not = None
-        if trace is None:
+        if trace is None and self._batch_failed:
+            why_not = ""   # the batch check has said why it could not run; its gradients are not checked either
+        elif trace is None:
             why_not = ("no training forward of the model was seen before the first optimizer step, so its "
                        "gradients could not be placed in the model; call the guarded module itself in the "
                        "training loop")
-        elif not any(p.grad is not None for p in unwrap(self.model).parameters()):
+        elif not any(p.grad is not None for p in user_model(self.model).parameters()):
             why_not = ("no parameter holds a gradient at the optimizer step (a sharded optimizer such as ZeRO "
                        "or FSDP keeps them elsewhere), so the gradient rules were not run")
+        ranks = distributed.current()
+        if ranks is not None:   # every rank skips, or none: measuring a sharded gradient is a collective
+            why_not = ranks.agree(why_not)
         if why_not is not None:
-            self._could_not_check(why_not)
+            if why_not:
+                self._could_not_check(why_not)
             self._deliver(None)   # still take part in the ranks' agreement
             return None
-        from nnlint.api import run_rules
-
-        real = with_real_gradients(trace, unwrap(self.model))
+        real = with_real_gradients(trace, user_model(self.model))
         self._gradient_probes(real)
-        found = run_rules(real, select=codes, config=self.config)
+        found = self._run_rules(real, codes)
+        if found is None:
+            self._deliver(None)
+            return None
         seen = {(d.code, d.module) for d in self.report.diagnostics}
         new = [d for d in found if (d.code, d.module) not in seen]
         self.report = dataclasses.replace(self.report, diagnostics=self.report.diagnostics + new)
@@ -268,7 +312,7 @@ class Guard:
         check had only its own (a surrogate loss's, where the loop's loss is not known)."""
         from nnlint.probes.base import ProbeContext, all_probes
 
-        model = unwrap(self.model)
+        model = user_model(self.model)
         gradients = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
         for name, probe in all_probes().items():
             if not probe.needs_gradients or self.optimizer is None:
@@ -308,7 +352,7 @@ def deliver(report: Optional[Report], on_error: str) -> None:
     decides on the same merged report and rank 0 prints it once."""
     from nnlint.testing import failures, report_text
 
-    report = merged_across_ranks(report)
+    report = distributed.agreed_report(report)
     if report is not None and failures(report, "error") and on_error == "raise":
         if is_reporting_rank():
             raise UnhealthyModelError(f"nnlint stopped training before the first update:\n\n{report_text(report)}",
@@ -318,62 +362,6 @@ def deliver(report: Optional[Report], on_error: str) -> None:
     if report is not None and failures(report, "warning") and is_reporting_rank():
         warnings.warn(f"nnlint found problems in the training setup:\n\n{report_text(report)}", NNLintWarning,
                       stacklevel=2)
-
-
-def merged_across_ranks(report: Optional[Report]) -> Optional[Report]:
-    """Each rank measured its own shard of the batch; the union of their findings (the most severe
-    where ranks disagree, with the ranks that saw each in its evidence) is the same on every rank.
-    Outside torch.distributed, the report itself."""
-    dist = _distributed()
-    if dist is None:
-        return report
-    from nnlint.diagnostics import SEVERITY_RANK
-
-    gathered = gather_objects(dist, None if report is None else report.diagnostics)
-    if all(found is None for found in gathered):
-        return None
-    merged: dict = {}
-    for rank, found in enumerate(gathered):
-        for d in found or ():
-            key = (d.code, d.module, d.location)
-            kept = merged.get(key)
-            if kept is None or SEVERITY_RANK[d.severity] < SEVERITY_RANK[kept.severity]:
-                ranks = kept.evidence.get("ranks", []) if kept is not None else []
-                kept = merged[key] = dataclasses.replace(d, evidence={**d.evidence, "ranks": ranks})
-            kept.evidence["ranks"] = sorted(set(kept.evidence["ranks"]) | {rank})
-    base = report if report is not None else Report(diagnostics=[])
-    seen_by = "; ".join(f"{d.code} on {d.module or 'the input'}: rank {', '.join(map(str, d.evidence['ranks']))}"
-                        for d in merged.values() if len(d.evidence["ranks"]) < len(gathered))
-    note = f"merged the findings of {len(gathered)} ranks, each measured on its own shard" + (
-        f" (seen only on some: {seen_by})" if seen_by else "")
-    return dataclasses.replace(base, diagnostics=list(merged.values()), notes=list(base.notes) + [note])
-
-
-def gather_objects(dist, obj) -> list:
-    """`obj` of every rank, in rank order, on every rank: dist.all_gather_object without NumPy.
-
-    torch's all_gather_object turns its byte tensors back into objects through NumPy, which torch does
-    not require: a DDP run without NumPy would crash in nnlint. Here the pickled bytes travel as uint8
-    tensors: one all_gather of their sizes, one of the payloads padded to the longest."""
-    import pickle
-
-    import torch
-
-    # NCCL gathers CUDA tensors only; gloo (and the CPU side of a mixed backend) takes CPU tensors.
-    on_cuda = str(dist.get_backend()) == "nccl"
-    device = torch.device("cuda", torch.cuda.current_device()) if on_cuda else torch.device("cpu")
-    world = dist.get_world_size()
-    payload = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8).to(device)
-    size = torch.tensor([payload.numel()], dtype=torch.long, device=device)
-    sizes = [torch.empty_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    longest = max(int(s) for s in sizes)
-    padded = torch.zeros(longest, dtype=torch.uint8, device=device)
-    padded[:payload.numel()] = payload
-    payloads = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(payloads, padded)
-    # Findings are a few kB: a list of ints is a cheap way back to bytes without NumPy.
-    return [pickle.loads(bytes(p[:int(n)].tolist())) for p, n in zip(payloads, sizes)]
 
 
 def with_real_gradients(trace, model):
@@ -404,26 +392,6 @@ def batch_from_call(args: tuple, kwargs: dict):
     if len(args) == 1 and isinstance(args[0], torch.Tensor):
         return args[0]
     return tuple(args)
-
-
-def unwrap(model):
-    """The module inside a DistributedDataParallel / DataParallel wrapper: the names users know."""
-    while type(model).__name__ in ("DistributedDataParallel", "DataParallel") and hasattr(model, "module"):
-        model = model.module
-    return model
-
-
-def _distributed():
-    try:
-        import torch.distributed as dist
-    except ImportError:   # pragma: no cover - torch built without distributed
-        return None
-    return dist if dist.is_available() and dist.is_initialized() else None
-
-
-def is_reporting_rank() -> bool:
-    dist = _distributed()
-    return dist is None or dist.get_rank() == 0
 
 
 class _CallableModule(types.ModuleType):

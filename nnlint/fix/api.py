@@ -45,7 +45,9 @@ def fix(
     from nnlint.api import check
     from nnlint.fix.kind import all_kinds
     from nnlint.fix.runtime import RuntimeContext
+    from nnlint.trace.wrappers import user_model
 
+    model = user_model(model)   # the module inside a DDP wrapper, whose names the findings use
     select = list(select) if select is not None else None
     ignore = list(ignore) if ignore is not None else None
 

@@ -23,6 +23,7 @@ from typing import Any, Optional
 from nnlint.probes.base import Probe, ProbeContext, probe
 from nnlint.probes.copies import shadow_optimizer, step_of
 from nnlint.trace.inventory import unwrap_optimizer
+from nnlint.trace.wrappers import whole
 
 SCALE = 4.0
 SAMPLED = 16     # weights measured per step (see sampled_weights)
@@ -141,8 +142,11 @@ def _updates(optimizer, gradients: dict[str, Any], named: dict[int, str], scale:
             delta, before = (q.detach() - p).reshape(p.shape[0], -1), p.detach().reshape(p.shape[0], -1)
             rows = torch.ones((), dtype=torch.long, device=p.device) * p.shape[0]
             if name.rpartition(".")[0] in embeddings:
-                used = gradients[name].reshape(p.shape[0], -1).abs().amax(dim=1) > 0
+                # (a sharded embedding, FSDP2's or tensor parallel, whole: rows are picked by a mask)
+                delta, before = whole(delta), whole(before)
+                used = whole(gradients[name]).reshape(p.shape[0], -1).abs().amax(dim=1) > 0
                 delta, before, rows = delta[used], before[used], used.sum()
-            out[name] = (torch.linalg.vector_norm(delta, dtype=acc), torch.linalg.vector_norm(before, dtype=acc),
-                         rows, p.shape[0])
+            # A sharded weight's norms are the whole weight's (a collective, in the same order on every rank).
+            out[name] = (whole(torch.linalg.vector_norm(delta, dtype=acc)),
+                         whole(torch.linalg.vector_norm(before, dtype=acc)), rows, p.shape[0])
     return out

@@ -10,6 +10,7 @@ from nnlint.trace import stats
 from nnlint.trace.batch import named_tensors
 from nnlint.trace.records import InputRecord, ModuleRecord, OptimizerRecord, ParamRecord, TensorSummary, Trace
 from nnlint.trace.source import construction_sites
+from nnlint.trace.wrappers import user_class, whole
 
 
 def simple_attrs(module) -> dict[str, Any]:
@@ -31,7 +32,7 @@ def module_records(model, origins) -> dict[str, ModuleRecord]:
 
     records: dict[str, ModuleRecord] = {}
     for name, module in model.named_modules():
-        cls = type(module)
+        cls = user_class(module)
         records[name] = ModuleRecord(
             name=name, type=cls.__name__, type_path=f"{cls.__module__}.{cls.__qualname__}",
             is_leaf=not any(True for _ in module.children()), training=module.training,
@@ -69,6 +70,7 @@ def param_records(model, pending: stats.PendingStats) -> dict[str, ParamRecord]:
             rec.all_zero = rec.norm == 0.0
 
         with torch.no_grad():
+            p = whole(p)   # a sharded parameter is judged on its full values, one at a time
             extremes = None
             if p.dim() >= 2 and p.shape[0] > 1 and stats.measurable(p):
                 # Every row equal <=> each column's max equals its min: fast reductions with

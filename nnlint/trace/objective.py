@@ -304,11 +304,27 @@ def _frequencies(t, x, family: str, class_dim: Optional[int], classes: Optional[
             if labels.numel() == 0 or tuple(t.shape) == tuple(x.shape):
                 return None
             mean = torch.bincount(labels, minlength=classes).float() / labels.numel()
-        smoothing = options.get("label_smoothing", 0.0)
-        return (1 - smoothing) * mean + smoothing / classes if smoothing else mean
+        return _smoothed(mean, classes, options)
     if family == BINARY and t.is_floating_point():
         return t.float().reshape(-1, t.shape[-1]).mean(0) if t.dim() >= 2 else t.float().reshape(-1).mean().reshape(1)
     return None
+
+
+def _smoothed(mean, classes: int, options: dict):
+    """Label frequencies as the loss sees them: with label smoothing, mixed with the uniform."""
+    smoothing = options.get("label_smoothing", 0.0)
+    return (1 - smoothing) * mean + smoothing / classes if smoothing else mean
+
+
+def label_entropy(counts: list[int], family: str, options: dict) -> Optional[float]:
+    """The entropy of the label frequencies given as counts per class (LossTarget.class_counts), as
+    LossCall.prior_entropy has it: nnlint.rankmerge's, from the counts of every rank's shard summed."""
+    import torch
+
+    total = sum(counts)
+    if not total:
+        return None
+    return _entropy(_smoothed(torch.tensor(counts).float() / total, len(counts), options), family, options)
 
 
 def _entropy(frequencies, family: str, options: dict) -> Optional[float]:

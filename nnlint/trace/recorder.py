@@ -15,6 +15,7 @@ from nnlint.trace import ops as opnames
 from nnlint.trace.batch import iter_tensors
 from nnlint.trace.records import ModuleCall, OpaqueRegion, OpRecord
 from nnlint.trace.source import user_location
+from nnlint.trace.wrappers import is_dtensor, user_class
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Frame:
     type: str                 # class name
     call_index: int           # how many times this module had been entered before, in this phase
     call: int                 # index of its ModuleCall in Recorder.calls
+    module: Any = None        # the module itself: where it holds its parameters now
 
 
 @dataclass
@@ -70,12 +72,28 @@ class Recorder:
         self.param_serials: dict[int, str] = {}
         for name, p in model.named_parameters(remove_duplicate=True):
             self.param_serials[self.serial(p)] = name
+        self.param_names = set(self.param_serials.values())
+        # FSDP2 swaps parameters in and out around each forward (below); nothing else is looked for
+        self.swaps_parameters = any(user_class(m) is not type(m) for m in model.modules())
 
     # -- lineage --
     def serial(self, t) -> int:
         s = self.serials.get(t)
         if s is None:
+            s = self._shard_serial(t) if is_dtensor(t) else self.fresh(t)
+        return s
+
+    def _shard_serial(self, t) -> int:
+        """A DTensor and its local shard are one value to the lineage: tensor parallelism's hooks turn
+        one into the other (from_local, to_local) out of the function mode's sight."""
+        local = getattr(t, "_local_tensor", None)
+        s = None if local is None else self.serials.get(local)
+        if s is None:
             s = self.fresh(t)
+            if local is not None:
+                self.serials[local] = s
+        else:
+            self.serials[t] = s
         return s
 
     def fresh(self, t) -> int:
@@ -108,13 +126,14 @@ class Recorder:
 
     def enter_module(self, module, args) -> None:
         name = self.module_name(module)
+        cls = user_class(module).__name__
         key = (self.phase, name)
         index = self.call_counts.get(key, 0)
         self.call_counts[key] = index + 1
-        call = ModuleCall(name, type(module).__name__, self.phase, index,
+        call = ModuleCall(name, cls, self.phase, index,
                           [self.serial(t) for t in iter_tensors(args)], [], len(self.ops), len(self.ops))
         self.calls.append(call)
-        self.stack.append(Frame(name, type(module).__name__, index, len(self.calls) - 1))
+        self.stack.append(Frame(name, cls, index, len(self.calls) - 1, module))
 
     def exit_module(self, module, args, output) -> None:
         if not self.stack:
@@ -178,6 +197,8 @@ class Recorder:
             # The weight is the first parameter input of 2+ dims: torch.addmm(bias, x, weight) (Hugging
             # Face's Conv1D in GPT-2) passes the bias first.
             params = [(s, t) for s, t in zip(in_serials, in_tensors) if s in self.param_serials]
+            if not params and self.swaps_parameters and self.stack:
+                params = self._held_parameters(self.stack[-1], in_serials, in_tensors)
             pick = next((s for s, t in params if t.dim() >= 2), params[0][0] if params else None)
             if pick is not None:
                 op.weight = self.param_serials[pick]
@@ -186,6 +207,20 @@ class Recorder:
             self.summarize(out_tensors[0], self.context.store(op, "out"))
             self._take(op, "output", out_tensors[0], out_serials[0], in_tensors)
         return out
+
+    def _held_parameters(self, frame: Frame, in_serials: list, in_tensors: list) -> list:
+        """The inputs that the running module holds as its parameters now, though they are not the
+        tensors registered when the pass began: FSDP2 swaps each sharded parameter for an unsharded
+        one during forward. They are named where the module holds them, and remembered under that name."""
+        held = {id(t): attr for attr, t in getattr(frame.module, "_parameters", {}).items() if t is not None}
+        found = []
+        for s, t in zip(in_serials, in_tensors):
+            attr = held.get(id(t))
+            name = None if attr is None else (f"{frame.name}.{attr}" if frame.name else attr)
+            if name in self.param_names:
+                self.param_serials[s] = name
+                found.append((s, t))
+        return found
 
     def _take(self, op: OpRecord, on: str, x, serial: int, in_tensors: list) -> None:
         for statistic in opstats.for_op(op.kind, on, self.wanted):

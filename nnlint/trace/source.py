@@ -10,6 +10,7 @@ from functools import lru_cache
 from typing import Any, Optional
 
 from nnlint.diagnostics import Location
+from nnlint.trace.wrappers import user_class
 
 _NNLINT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _STDLIB_DIRS = tuple(
@@ -124,7 +125,7 @@ def construction_sites(model: Any, origins: Optional[dict[int, Location]] = None
 
 
 def _is_container(module: Any) -> bool:
-    return type(module).__name__ in ("Sequential", "ModuleList", "ModuleDict")
+    return user_class(module).__name__ in ("Sequential", "ModuleList", "ModuleDict")
 
 
 def _child_node(parent: Any, attr: str, parent_node: tuple[Optional[str], Optional[ast.expr]]):
@@ -142,7 +143,7 @@ def _child_node(parent: Any, attr: str, parent_node: tuple[Optional[str], Option
                         if isinstance(k, ast.Constant) and k.value == attr:
                             return file, v
         return file, node
-    for cls in type(parent).__mro__:
+    for cls in user_class(parent).__mro__:
         if cls.__module__.startswith("torch.") or cls is object:
             break
         source = _class_source(cls)

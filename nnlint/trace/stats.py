@@ -10,6 +10,7 @@ import functools
 from typing import Any, Callable
 
 from nnlint.trace.records import TensorSummary
+from nnlint.trace.wrappers import is_dtensor
 
 # A reduction over this many elements or more is taken on a strided sample of positions: at that
 # size a statistic's sampling error is far below any rule threshold, and the cost stays flat.
@@ -64,9 +65,15 @@ def measurable(x) -> bool:
 
 
 def _dense_only(reduce):
-    """A statistic of a tensor that is not measurable is not taken (its store is never called)."""
+    """A statistic of a tensor that is not measurable is not taken (its store is never called). A
+    DTensor's (an activation under tensor parallelism) is taken on this rank's shard: no collective
+    runs during the pass (parameters and gradients are read whole: nnlint.trace.wrappers)."""
     @functools.wraps(reduce)
     def wrapper(x, *args, **kwargs):
+        if is_dtensor(x):
+            if any(p.is_partial() for p in x.placements):
+                return None   # each rank holds a partial sum (a row-parallel layer's output, before its all-reduce)
+            x = x.to_local()
         if measurable(x):
             return reduce(x, *args, **kwargs)
         return None
@@ -230,12 +237,19 @@ def mean_abs_correlation(x, pending: PendingStats, store: Callable[[float], None
         return
     xf = x.detach().float()
     xc = xf - xf.mean(dim=0, keepdim=True)
-    std = xc.pow(2).mean(dim=0).sqrt()
+    off = mean_abs_correlation_of((xc.T @ xc) / xf.shape[0])
+    if off is not None:
+        pending.defer([off], lambda v: store(v[0]))
+
+
+def mean_abs_correlation_of(cov):
+    """The mean absolute off-diagonal correlation of a feature covariance matrix (a 0-d tensor), over the
+    features that vary; None when fewer than two do. nnlint.distributed computes it from the covariance of
+    the whole batch, summed over the ranks' shards."""
+    std = cov.diagonal().clamp(min=0).sqrt()
     keep = std > 1e-12
     if int(keep.sum()) < 2:
-        return
-    xc = xc[:, keep] / std[keep]
-    corr = (xc.T @ xc) / xf.shape[0]
+        return None
+    corr = cov[keep][:, keep] / (std[keep][:, None] * std[keep][None, :])
     f = corr.shape[0]
-    off = (corr.abs().sum() - corr.diagonal().abs().sum()) / (f * (f - 1))
-    pending.defer([off], lambda v: store(v[0]))
+    return (corr.abs().sum() - corr.diagonal().abs().sum()) / (f * (f - 1))

@@ -26,6 +26,7 @@ from nnlint.trace.recorder import Instrumented, Recorder
 from nnlint.trace.records import Objective, Trace
 from nnlint.trace.state import ModelState, rng_changed, rng_snapshot
 from nnlint.trace.step import check_step_arguments, keep_model_inputs, loss_of_step, model_calls, step_name, step_outputs
+from nnlint.trace.wrappers import user_class
 
 EVAL_SLICE = 1   # samples in the eval-mode pass: it looks for RNG use, not statistics
 
@@ -73,7 +74,7 @@ def run_trace(
     inputs, channels = inventory.input_records(batch, recorder.serial, pending)
 
     trace = Trace(
-        model_type=type(model).__name__, modules=modules, params=params, ops=recorder.ops, inputs=inputs,
+        model_type=user_class(model).__name__, modules=modules, params=params, ops=recorder.ops, inputs=inputs,
         output_serials=[], calls=recorder.calls, root_training=model.training,
         batch_description=describe_batch(batch), param_serials=recorder.param_serials,
         input_serials=[i.serial for i in inputs],
@@ -187,7 +188,7 @@ def _on_meta_device(model, batch) -> bool:
 def _static_trace(model, batch, origins, optimizer, train_transform, pending, started) -> Trace:
     """A model on the meta device has shapes but no values: record its structure (modes, options,
     optimizer), which the structural rules read, and say that nothing was measured."""
-    trace = Trace(model_type=type(model).__name__, modules=inventory.module_records(model, origins),
+    trace = Trace(model_type=user_class(model).__name__, modules=inventory.module_records(model, origins),
                   params=inventory.param_records(model, pending), ops=[], inputs=[], output_serials=[],
                   root_training=model.training, batch_description=describe_batch(batch), device="meta")
     _setup(trace, model, batch, optimizer, train_transform, origins)
