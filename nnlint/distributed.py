@@ -175,7 +175,7 @@ def check_whole_batch(ranks: Ranks, model, batch, run: Callable[[Any], Report], 
         unlike = (f"the {ranks.world} ranks' passes differed (control flow that depends on the data, or shards "
                   "of unequal size)")
     elif ranks.world > 1 and len({h[2] for h in headers}) == 1:
-        unlike = (f"every rank was given the same batch (as tensor parallelism does; under DDP or FSDP it means "
+        unlike = ("every rank was given the same batch (as tensor parallelism does; under DDP or FSDP it means "
                   "every rank trains on the same samples: give the data loader a DistributedSampler)")
     if unlike is not None:
         found = ranks.gather(report.diagnostics)

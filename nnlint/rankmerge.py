@@ -34,7 +34,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-from typing import Any, Optional
+from typing import Any
 
 from nnlint.trace.records import InputRecord, LossInput, LossTarget, ParamRecord, TensorSummary, Trace
 
