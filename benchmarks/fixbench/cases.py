@@ -138,38 +138,37 @@ def _build(case: Case, folder: Path, data: Dataset, result: CaseResult):
     if not isinstance(example, torch.Tensor) or not example.is_floating_point() or example.dim() not in (2, 4):
         raise ValueError("its batch is not a float (N, F) or (N, C, H, W) tensor")
     outputs = _outputs_of(loaded.model, example)
-    example = _smallest_example(loaded.model, example, outputs)
     objective = Objective.regression(data.classes, outputs) if _bounded(loaded.model, example) else \
         Objective(min(data.classes, outputs))
-    split = Split.of(data, shaped_like(data.images, example), objective)
+    side = _training_side(loaded.model, data.images, example, outputs)
+    split = Split.of(data, shaped_like(data.images, example, side), objective)
     return path, split, lambda: A.naive_arm(A.load(path).model, split.first_batch()[0])
 
 
-def _smallest_example(model, example: torch.Tensor, outputs: int) -> torch.Tensor:
-    """The fixture's batch resized to the smallest image side (8, then 16) at which the model still runs
-    and its check still finds the same faults: the task's images are 8x8, so a 32x32 input only costs
-    16x the compute (the image CNN fixtures would take hours on two cores), while the fault - an init,
-    an activation, a mode - does not depend on the side. Flat inputs and models that need their size
-    (a Flatten + Linear head) keep it."""
-    import torch.nn.functional as F
-
+def _training_side(model, images: torch.Tensor, example: torch.Tensor, outputs: int) -> Optional[int]:
+    """The smallest image side (8, then 16) at which an image fixture still runs and its check, on the
+    benchmark's own training batch, finds the same faults as at its full size; None: keep its size.
+    The task's images are 8x8, so a 32x32 input only costs 16x the compute (the image fixtures would
+    take hours on two cores), while the fault - an init, an activation, a mode - does not depend on the
+    side. Flat inputs and models that need their size (a Flatten + Linear head) keep it."""
     if example.dim() != 4:
-        return example
-    with contextlib.redirect_stderr(io.StringIO()):
-        wanted = A.codes(nnlint.check(model, example))
+        return None
+
+    def found(x: torch.Tensor) -> str:
+        with contextlib.redirect_stderr(io.StringIO()):
+            return A.codes(nnlint.check(model, x[:64]))
+
+    wanted = found(shaped_like(images, example))
     for side in (8, 16):
         if side >= min(example.shape[2:]):
             break
-        smaller = F.interpolate(example, size=(side, side), mode="bilinear", align_corners=False)
+        x = shaped_like(images, example, side)
         try:
-            if _outputs_of(model, smaller) != outputs:
-                continue
-            with contextlib.redirect_stderr(io.StringIO()):
-                if A.codes(nnlint.check(model, smaller)) == wanted:
-                    return smaller
-        except Exception:
+            if _outputs_of(model, x[:2]) == outputs and found(x) == wanted:
+                return side
+        except Exception:   # the model needs its own size
             continue
-    return example
+    return None
 
 
 def _outputs_of(model, example: torch.Tensor) -> int:

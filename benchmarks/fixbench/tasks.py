@@ -104,11 +104,13 @@ def generated_inputs(data: Dataset, flat: bool, raw: bool) -> torch.Tensor:
     return x * RAW_SCALE + RAW_OFFSET if raw else x
 
 
-def shaped_like(images: torch.Tensor, example: torch.Tensor) -> torch.Tensor:
-    """The 8x8 images in a fixture's input shape (N, F) or (N, C, H, W), with its overall mean/std."""
+def shaped_like(images: torch.Tensor, example: torch.Tensor, side: Optional[int] = None) -> torch.Tensor:
+    """The 8x8 images in a fixture's input shape (N, F) or (N, C, H, W) (`side`: at side x side instead
+    of H x W), with its overall mean/std."""
     n = images.shape[0]
     if example.dim() == 4:
         c, h, w = example.shape[1:]
+        h, w = (side, side) if side else (h, w)
         x = F.interpolate(images[:, None], size=(h, w), mode="bilinear", align_corners=False).repeat(1, c, 1, 1)
     elif example.dim() == 2:
         features = example.shape[1]
