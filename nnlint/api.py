@@ -71,7 +71,7 @@ def check(
         shown.phase = "rules"
         diagnostics = run_rules(trace, select=select or None, ignore=ignore, config=config)
     return Report(diagnostics=diagnostics, model_name=trace.model_type, batch_description=trace.batch_description,
-                  seconds=trace.seconds, notes=list(trace.notes), trace=trace)
+                  seconds=trace.seconds, notes=list(trace.notes), trace=trace, phases=dict(shown.phases))
 
 
 def run_rules(trace, *, select=None, ignore=(), config: Optional[Config] = None) -> list[Diagnostic]:

@@ -52,6 +52,13 @@ class Diagnostic:
     location: Optional[Location] = None
     evidence: dict[str, Any] = field(default_factory=dict)
     fix: Optional[Fix] = None
+    # What the fixer tries when `fix` does not hold, from the least to the most invasive (a re-init,
+    # then an activation swap, then an inserted normalization): the escalation ladder.
+    escalation: list[Fix] = field(default_factory=list)
+
+    @property
+    def ladder(self) -> list[Fix]:
+        return ([self.fix] if self.fix is not None else []) + list(self.escalation)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,4 +70,5 @@ class Diagnostic:
             "location": None if self.location is None else {"file": self.location.file, "line": self.location.line},
             "evidence": dict(self.evidence),
             "fix": None if self.fix is None else self.fix.to_dict(),
+            "escalation": [f.to_dict() for f in self.escalation],
         }

@@ -27,7 +27,8 @@ def interactive(stream=None) -> bool:
 
 class Progress:
     """`with Progress(model_name, modules) as p:` ... `p.phase = "backward"`; `p.calls` is a callable that
-    counts the module calls seen so far (the tracer sets it)."""
+    counts the module calls seen so far (the tracer sets it). `p.phases` keeps the seconds each phase
+    took, shown or not."""
 
     def __init__(self, model: str, modules: int, *, stream=None, delay: float = DELAY, enabled: Optional[bool] = None):
         self.model = model
@@ -35,21 +36,34 @@ class Progress:
         self.stream = stream or sys.stderr
         self.delay = delay
         self.enabled = interactive(self.stream) if enabled is None else enabled
-        self.phase = "starting"
         self.calls: Callable[[], int] = lambda: 0
         self._started = 0.0
+        self.phases: dict[str, float] = {}    # seconds per phase, in the order they ran (benchmarks/overhead.py)
+        self._phase, self._phase_started = "starting", time.perf_counter()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._shown = 0      # width of the line on screen, to clear it
 
+    @property
+    def phase(self) -> str:
+        return self._phase
+
+    @phase.setter
+    def phase(self, name: str) -> None:
+        now = time.perf_counter()
+        self.phases[self._phase] = self.phases.get(self._phase, 0.0) + now - self._phase_started
+        self._phase, self._phase_started = name, now
+
     def __enter__(self) -> "Progress":
-        self._started = time.perf_counter()
+        self._started = self._phase_started = time.perf_counter()
         if self.enabled:
             self._thread = threading.Thread(target=self._run, name="nnlint-progress", daemon=True)
             self._thread.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.phase = "done"     # closes the last phase's time
+        self.phases.pop("done", None)
         self._stop.set()
         if self._thread is not None:
             self._thread.join()

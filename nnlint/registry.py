@@ -117,7 +117,7 @@ class Rule:
 
     def diagnostic(self, module: str, message: str, *, severity: Optional[str] = None,
                    location: Optional[Location] = None, evidence: Optional[dict] = None,
-                   fix: Optional[Fix] = None) -> Diagnostic:
+                   fix: Optional[Fix] = None, escalation: Iterable[Optional[Fix]] = ()) -> Diagnostic:
         """Build a Diagnostic carrying this rule's code and name, with any configured severity override."""
         return Diagnostic(
             code=self.code,
@@ -128,6 +128,7 @@ class Rule:
             location=location,
             evidence=evidence or {},
             fix=fix,
+            escalation=[f for f in escalation if f is not None],
         )
 
     @classmethod

@@ -19,6 +19,9 @@ class Report:
     # The trace the diagnostics were computed from (nnlint.trace.records.Trace), for the HTML report
     # and the fixer; None when the report was built by hand.
     trace: Any = field(default=None, repr=False, compare=False)
+    # Seconds per phase of the check (setup, train forward, backward, eval forward, reading the
+    # statistics back, probes, rules): where its cost goes (benchmarks/overhead.py prints it).
+    phases: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:

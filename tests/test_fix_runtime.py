@@ -106,10 +106,14 @@ def test_a_functional_swap_keeps_the_class_and_still_copies_and_pickles():
     assert torch.equal(twin(loaded.batch), out)
     clone = pickle.loads(pickle.dumps(model))
     assert torch.equal(clone(loaded.batch), out)
-    # both call sites (the first layer's, and the one in the loop) run relu now
+    # both call sites (the first layer's, and the one in the loop) run relu now; the loop's, eight
+    # layers deep, has a quarter of its units dead after the swap (NN203), so its ReLU escalated to a
+    # LeakyReLU(0.1)
+    steps = {o.diagnostic.code: o.step for o in result.applied if o.diagnostic.code == "NN203"}
+    assert steps == {"NN203": 1}
     x = torch.relu(model.first(loaded.batch))
     for fc in model.hidden:
-        x = torch.relu(fc(x))
+        x = torch.nn.functional.leaky_relu(fc(x), 0.1)
     assert torch.allclose(model.head(x), out)
 
 

@@ -43,12 +43,21 @@ SOURCE_CASES = {
     "raw_images": ({"NN301", "NN302"}, {"unsafe": True}),     # one normalization, first thing in forward
     "correlated_features": ({"NN303"}, {"unsafe": True}),     # ZCA whitening in a forward pre-hook
     "dropout_before_bn": ({"NN505"}, {"unsafe": True}),
+    # the escalation ladder, on the fixtures themselves (fixtures/<case>.py): each step a golden diff
+    "activation_narrow_sigmoid": ({"NN201"}, {"unsafe": True}),        # narrow: LeakyReLU(0.1) in the loop
+    "activation_tanh_comprehension": ({"NN201", "NN202", "NN103"}, {"unsafe": True}),   # in a comprehension
+    "propagation_exp_hidden": ({"NN402"}, {"unsafe": True}),           # re-init fails: exp -> relu
+    "activation_dead_relu_deep": ({"NN203"}, {"unsafe": True}),        # re-init fails: relu -> leaky_relu
+    "propagation_scaled_chain": ({"NN401"}, {"unsafe": True}),         # re-init fails: a norm per layer
 }
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
 def copy_case(name: str, folder: Path) -> Path:
+    """The case's model file (tests/fix_cases/, else the fixture of that name) copied into `folder`."""
     path = folder / f"{name}.py"
-    shutil.copy(CASES / f"{name}.py", path)
+    own = CASES / f"{name}.py"
+    shutil.copy(own if own.exists() else FIXTURES / f"{name}.py", path)
     return path
 
 
@@ -144,7 +153,11 @@ def test_unsafe_fixes_need_unsafe(tmp_path):
     path = copy_case("sequential_sigmoid", tmp_path)
     run = fix_file(path)
     assert "nn.Sigmoid()" in run.fixed
-    assert [o.diagnostic.code for o in run.result.skipped_unsafe] == ["NN201"]
+    # the ReLU after the sigmoid's all-positive outputs has dead units a re-init cannot revive: its
+    # ladder's next step, a LeakyReLU, is unsafe too
+    skipped = {o.diagnostic.code: o for o in run.result.skipped_unsafe}
+    assert set(skipped) == {"NN201", "NN203"}
+    assert skipped["NN201"].step == 0 and skipped["NN203"].step == 1
 
 
 def test_two_functional_calls_in_one_forward_are_two_findings_and_both_are_fixed(tmp_path):

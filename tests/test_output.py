@@ -136,7 +136,8 @@ def test_json_schema():
     assert isinstance(doc["seconds"], float)
     assert doc["summary"] == {"errors": 2, "warnings": 1, "infos": 1, "total": 4, "fixable": 2, "ok": False}
     for d in doc["diagnostics"]:
-        assert set(d) == {"code", "name", "severity", "module", "message", "location", "evidence", "fix"}
+        assert set(d) == {"code", "name", "severity", "module", "message", "location", "evidence", "fix", "escalation"}
+        assert isinstance(d["escalation"], list)
         assert d["severity"] in ("error", "warning", "info")
         assert d["location"] is None or (isinstance(d["location"]["file"], str) and isinstance(d["location"]["line"], int))
     first_fix = next(d["fix"] for d in doc["diagnostics"] if d["fix"])

@@ -6,15 +6,17 @@
 
 It works in rounds (at most `max_rounds`): a fix can reveal a finding the first check could not see
 (a dead layer behind an all-zero one), so each re-check's new fixable findings are fixed in turn. A
-fix whose finding the re-check still reports is failed and rolled back: the round is undone and run
-again without it (fix/rollback.py), as the source fixer leaves a failed fix out of the file. Unsafe
-fixes (they change the architecture: activation swaps, input normalization) only run with `unsafe=True`.
+round is kept only when the model is better as a whole (no new error, fewer severity-weighted findings)
+and each fix's finding is gone; otherwise it is undone (fix/rollback.py) and applied again without the
+fixes that failed, one at a time when it is unclear which one made the model worse. A failed finding
+gets the next step of its escalation ladder in the next round. Unsafe fixes (they change the
+architecture: activation swaps, inserted norms, input normalization) only run with `unsafe=True`.
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Optional
 
-from nnlint.fix.result import APPLIED, FAILED, NOT_FIXABLE, FixOutcome, FixResult, Ledger, triage
+from nnlint.fix.result import APPLIED, FAILED, NOT_FIXABLE, FixOutcome, FixResult, Ledger, regression, triage
 
 
 def fix(
@@ -30,7 +32,7 @@ def fix(
     config=None,
     train_transform: Any = None,
     source_origins: Optional[dict] = None,
-    max_rounds: int = 3,
+    max_rounds: int = 6,
 ) -> FixResult:
     """Fix the model in place where it can; returns what was applied, what failed and the re-check."""
     from nnlint.api import check
@@ -53,50 +55,79 @@ def fix(
         if not todo:
             break
         rounds += 1
-        report = _fix_round(todo, ctx, ledger, run_check)
+        report = _fix_round(todo, ctx, ledger, run_check, report)
     return ledger.result(report, rounds)
 
 
-def _fix_round(todo, ctx, ledger: Ledger, run_check):
-    """Apply one round's fixes and re-check. While some fix failed (its finding is still reported),
-    undo the round and apply it again without the failed ones, so the model keeps only fixes that
-    worked. Returns the report of the model as it is left."""
-    from nnlint.fix.rollback import ModelSnapshot
-    from nnlint.fix.runtime import apply_round
-
-    while True:
-        ctx.snapshot = ModelSnapshot.take(ctx.model)
-        results = apply_round([d.fix for d in todo], ctx)
-        outcomes = []
-        for d, (ok, detail) in zip(todo, results):
-            # an applier that cannot act on this model: not fixable automatically, with its reason
-            outcome = FixOutcome(d, APPLIED if ok else NOT_FIXABLE, detail if ok else f"{detail}; by hand: {d.fix.description}")
-            ledger.record(outcome)
-            outcomes.append(outcome)
-        try:
-            report = run_check()
-        except Exception as exc:   # a fix broke the model's forward: undo, and find which one alone
+def _fix_round(todo, ctx, ledger: Ledger, run_check, before):
+    """Apply one round's fixes and re-check. Kept when every fix's finding is gone and the model is
+    better as a whole; a fix whose finding stays is undone and the rest applied again without it; when
+    the model is worse, the fixes are tried one at a time to keep those that help. Returns the report of
+    the model as it is left."""
+    candidates = list(todo)
+    while candidates:
+        outcomes, report, error = _apply(candidates, ctx, ledger, run_check)
+        applied = [o for o in outcomes if o.status == APPLIED]
+        if error is not None:   # a fix broke the model's forward: undo, and find which one alone
             ctx.snapshot.restore()
-            return _one_at_a_time([o for o in outcomes if o.status == APPLIED], exc, ctx, ledger, run_check)
+            return _one_at_a_time(applied, ctx, ledger, run_check, before, error)
+        if report is None:
+            return before        # nothing could be applied; the model is unchanged
         ledger.verify(outcomes, report)
         failed = [o for o in outcomes if o.status == FAILED]
-        if not failed:
+        worse = regression(before, report)
+        if not failed and worse is None:
             return report
         ctx.snapshot.restore()
         for o in failed:
             o.detail += "; undone, the model keeps the other fixes only"
-        todo = [o.diagnostic for o in outcomes if o.status == APPLIED]
-        if not todo:
-            return run_check()
+        kept = [o for o in applied if o.status == APPLIED]
+        if worse is not None and not failed:
+            return _one_at_a_time(kept, ctx, ledger, run_check, before)
+        candidates = [o.diagnostic for o in kept]
+    return before
 
 
-def _one_at_a_time(applied: list[FixOutcome], exc: Exception, ctx, ledger: Ledger, run_check):
-    if len(applied) == 1:
-        outcome = applied[0]
-        outcome.status = FAILED
-        outcome.detail += f"; the model fails to run after it ({type(exc).__name__}: {exc}), so it was undone"
-        return run_check()
-    report = None
+def _apply(diagnostics, ctx, ledger: Ledger, run_check):
+    """(outcomes, the re-check or None when nothing was applied, the exception a broken forward raised)."""
+    from nnlint.fix.rollback import ModelSnapshot
+    from nnlint.fix.runtime import apply_round
+
+    ctx.snapshot = ModelSnapshot.take(ctx.model)
+    results = apply_round([d.fix for d in diagnostics], ctx)
+    outcomes = []
+    for d, (ok, detail) in zip(diagnostics, results):
+        # an applier that cannot act on this model: not fixable automatically, with its reason
+        outcome = FixOutcome(d, APPLIED if ok else NOT_FIXABLE, detail if ok else f"{detail}; by hand: {d.fix.description}")
+        ledger.record(outcome)
+        outcomes.append(outcome)
+    if not any(o.status == APPLIED for o in outcomes):
+        return outcomes, None, None
+    try:
+        return outcomes, run_check(), None
+    except Exception as exc:
+        return outcomes, None, exc
+
+
+def _one_at_a_time(applied: list[FixOutcome], ctx, ledger: Ledger, run_check, before, error=None):
+    """Each fix alone, in turn, on the model as the previous ones left it: kept when its finding is gone
+    and the model is better as a whole, else undone and failed with the reason."""
+    current = before
     for outcome in applied:
-        report = _fix_round([outcome.diagnostic], ctx, ledger, run_check)
-    return report
+        outcomes, report, exc = _apply([outcome.diagnostic], ctx, ledger, run_check)
+        tried = outcomes[0]
+        if tried.status != APPLIED:
+            continue
+        if exc is not None:
+            ctx.snapshot.restore()
+            ledger.fail(tried, f"the model fails to run after it ({type(exc).__name__}: {exc}), so it was undone")
+            continue
+        ledger.verify(outcomes, report)
+        worse = regression(current, report) if tried.status == APPLIED else None
+        if tried.status == APPLIED and worse is None:
+            current = report
+            continue
+        ctx.snapshot.restore()
+        if worse is not None:
+            ledger.fail(tried, f"{worse}, so it was undone")
+    return current

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from nnlint.trace.source import user_location
 
@@ -53,15 +53,26 @@ class RewrittenForward:
             return type(self.module).forward(self.module, *args, **kwargs)
 
 
-def install(module, rewrite: Rewrite) -> None:
+def install(module, rewrite: Rewrite, replacing: Optional[Rewrite] = None) -> None:
     """Add a rewrite to the module's forward (one RewrittenForward per module; a rewrite added twice is
-    kept once, so running the fixer again changes nothing)."""
+    kept once, so running the fixer again changes nothing). `replacing`: an earlier rewrite of the same
+    site that this one supersedes (a swap to ReLU escalated to LeakyReLU)."""
     current = module.__dict__.get("forward")
     if isinstance(current, RewrittenForward):
-        if rewrite not in current.rewrites:
+        if replacing is not None and replacing in current.rewrites:
+            current.rewrites[current.rewrites.index(replacing)] = rewrite
+        elif rewrite not in current.rewrites:
             current.rewrites.append(rewrite)
         return
     module.forward = RewrittenForward(module, [rewrite])
+
+
+def rewrites_at(module, file: str, line: int) -> list[Rewrite]:
+    """The rewrites installed at one call site of the module's forward."""
+    current = module.__dict__.get("forward")
+    if not isinstance(current, RewrittenForward):
+        return []
+    return [r for r in current.rewrites if r.line == line and _same_file(file, r.file)]
 
 
 def _site_mode_base():

@@ -153,7 +153,8 @@ class SourceFile:
         for local, what in bound.items():
             if what == full:
                 return local
-        for local, what in bound.items():
+        # the longest import that covers it: `nn.functional` rather than `torch.nn.functional`
+        for local, what in sorted(bound.items(), key=lambda item: -len(item[1])):
             if full.startswith(what + "."):
                 return local + full[len(what):]
         return None

@@ -3,8 +3,11 @@ edited text, repeat for what the fixes reveal; and write the result atomically.
 
 Nothing is written unless the edited file parses and a re-check of it (the edited text loaded and checked
 again, from a temporary copy beside the file so that its local imports resolve) no longer reports the
-fixed findings; a fix whose finding survives is dropped and reported as failed, and the rest verified
-again without it. A finding keeps its identity across edits by its rule, module and line, the line mapped
+fixed findings and finds the model better as a whole (result.regression: no new error, fewer
+severity-weighted findings); a fix whose finding survives is dropped and reported as failed, and the
+rest verified again without it; when the model got worse, the fixes are verified one at a time. A
+failed finding gets its ladder's next step (an activation swap after a re-init) in the next round, as
+in the runtime fixer. A finding keeps its identity across edits by its rule, module and line, the line mapped
 back to the original file (line_key).
 """
 from __future__ import annotations
@@ -21,7 +24,8 @@ from typing import Any, Callable, Optional
 from nnlint.diagnostics import Diagnostic, Location
 from nnlint.fix.cstfile import SourceFile, SourceSyntaxError
 from nnlint.fix.placement import RootScope, root_scope_of
-from nnlint.fix.result import APPLIED, FAILED, NOT_FIXABLE, FixOutcome, FixResult, Ledger, diagnostic_key, triage
+from nnlint.fix.result import (APPLIED, FAILED, NOT_FIXABLE, FixOutcome, FixResult, Ledger, diagnostic_key,
+                               regression, triage)
 from nnlint.fix.sites import WriteLog, record_writes
 from nnlint.fix.kind import all_kinds
 from nnlint.fix.source import plan_edits
@@ -138,7 +142,7 @@ def read_source(path: Path) -> SourceFile:
 
 
 def fix_file(path, *, factory: Optional[str] = None, input_shape=None, device=None, unsafe: bool = False,
-             select=None, ignore=None, config=None, max_rounds: int = 3) -> SourceFixRun:
+             select=None, ignore=None, config=None, max_rounds: int = 6) -> SourceFixRun:
     """Plan and verify the source fixes of the model file; writes nothing (see write_atomically)."""
     path = Path(path).resolve()
     source = read_source(path)
@@ -155,10 +159,10 @@ def fix_file(path, *, factory: Optional[str] = None, input_shape=None, device=No
         if not todo:
             break
         rounds += 1
+        # a round that keeps nothing still counts: its failed findings try their ladder's next step
         accepted = _verified_round(source, path, current, root, todo, checker, ledger, original)
-        if accepted is None:
-            break
-        source, current = accepted
+        if accepted is not None:
+            source, current = accepted
     return SourceFixRun(path, original, source.text, ledger.result(current.report, rounds, key_of=current.key))
 
 
@@ -211,14 +215,35 @@ def _verified_round(source: SourceFile, path: Path, current: Checked, root: Root
             for d in survived:
                 still = remaining[current.key(d)]
                 index = candidates.index(d)
-                ledger.record(FixOutcome(d, FAILED, f"{plan.applied[index]}; the re-check still reports: {still.message}"))
+                ledger.record(FixOutcome(d, FAILED, f"{plan.applied[index]}; the re-check still reports: {still.message}",
+                                         why_failed="its finding was still reported"))
             candidates = [d for d in kept if d not in survived]
             continue
+        worse = regression(current.report, checked.report, current.key, checked.key)
+        if worse is not None:
+            if len(kept) > 1:    # which of them made it worse: each alone, on top of those kept before it
+                return _one_at_a_time(source, path, current, root, kept, checker, ledger, original)
+            index = candidates.index(kept[0])
+            ledger.record(FixOutcome(kept[0], FAILED, f"{plan.applied[index]}; {worse}, so it was not written",
+                                     why_failed=worse))
+            return None
         for i, d in enumerate(candidates):
             if i in plan.applied:
                 ledger.record(FixOutcome(d, APPLIED, plan.applied[i]))
         return edited, checked
     return None
+
+
+def _one_at_a_time(source, path, current, root, fixes, checker, ledger, original):
+    """Verify each fix alone, in turn, on the text the previous ones left; (source, checked) of the last
+    kept, or None when none was."""
+    accepted = None
+    for d in fixes:
+        kept = _verified_round(source, path, current, root, [d], checker, ledger, original)
+        if kept is not None:
+            accepted = kept
+            source, current = kept
+    return accepted
 
 
 def write_atomically(path: Path, text: str) -> None:

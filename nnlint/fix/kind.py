@@ -62,12 +62,21 @@ class FixKind:
     safe: ClassVar[bool]                  # True: the architecture is unchanged (re-inits, modes)
     init_priority: ClassVar[int] = 0      # which kind's init wins when two name one parameter (higher)
     order: ClassVar[int] = 1              # fixes of a lower order are planned first in a round
+    # The most invasive repairs (a norm inserted after every layer of a chain) wait for a round in which
+    # nothing less invasive is left to try: a swapped activation or a re-init elsewhere often makes them
+    # unnecessary.
+    last_resort: ClassVar[bool] = False
 
     @classmethod
     def make(cls, target: str, description: str, params: Any) -> Fix:
         if not isinstance(params, cls.Params):
             raise TypeError(f"{cls.name} fix needs {cls.Params.__name__} params, not {type(params).__name__}")
         return Fix(kind=cls.name, target=target, description=description, params=params, safe=cls.safe)
+
+    def modules(self, fix: Fix) -> set[str]:
+        """The modules the fix changes (a module built together with others in a loop can be edited
+        only when the round changes all of them alike)."""
+        return {fix.target}
 
     def inits(self, fix: Fix, std_of: Callable[[str], Optional[float]]) -> list:
         """The ParamInits this fix asks for (both halves apply them, one per parameter a round)."""

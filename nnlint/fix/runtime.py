@@ -52,12 +52,18 @@ class RuntimeContext:
 
     def install_rewrite(self, module, site: CallSite, funcs: tuple[str, ...], action: Callable,
                         params: dict[str, Any]) -> tuple[str, int]:
-        """Make the torch call at `site` in `module`'s forward run `action` instead (callsite.Rewrite)."""
+        """Make the torch call at `site` in `module`'s forward run `action` instead (callsite.Rewrite).
+        Where an earlier rewrite with the same action already turned the site's call into one of `funcs`
+        (torch.exp that now runs relu, escalated to leaky_relu), the new rewrite takes its place and
+        matches the call the source really makes."""
         from nnlint.fix import callsite
 
         if not site.file or not site.line:
             raise CannotFix("the call site is unknown (no file:line for it): edit the call by hand")
-        callsite.install(module, callsite.Rewrite(str(site.file), int(site.line), funcs, action, params))
+        prior = next((r for r in callsite.rewrites_at(module, str(site.file), int(site.line))
+                      if r.action is action and r.params.get("to") in funcs), None)
+        rewrite = callsite.Rewrite(str(site.file), int(site.line), prior.funcs if prior else funcs, action, params)
+        callsite.install(module, rewrite, replacing=prior)
         return str(site.file), int(site.line)
 
 

@@ -162,14 +162,14 @@ def plan_edits(source: SourceFile, path: str, loaded, log: WriteLog, trace, root
     excluded: dict[int, str] = {}
     while True:
         placer = Placer(source, loaded.model, log, root, path)
+        kinds = all_kinds()
         targets: dict[str, set[str]] = {}
         for i, d in enumerate(diagnostics):
             if i not in excluded:
-                targets.setdefault(d.fix.kind, set()).add(d.fix.target)
+                targets.setdefault(d.fix.kind, set()).update(kinds[d.fix.kind].modules(d.fix))
         ctx = SourceContext(source, path, loaded.model, trace, loaded.origins, placer, targets, loaded.batch)
         applied: dict[int, str] = {}
         newly: dict[int, str] = {}
-        kinds = all_kinds()
         for i, d in enumerate(diagnostics):
             if i in excluded:
                 continue

@@ -89,7 +89,8 @@ def join_detail(what: str, inits: list[ParamInit], kept: Sequence[str] = ()) -> 
     parts = [what] if what else []
     parts += [init.describe() for init in inits]
     if kept:
-        parts.append(f"{', '.join(kept)} already right, left as is")
+        shown = ", ".join(kept[:3]) + (f" and {len(kept) - 3} more" if len(kept) > 3 else "")
+        parts.append(f"{shown} already right, left as is")
     return "; ".join(parts) or "nothing to change"
 
 

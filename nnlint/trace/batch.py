@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator, Optional
 
 MAX_DEPTH = 32   # deeper than any real batch; stops a self-referencing structure
 _LEAVES = (str, bytes, int, float, bool, complex, type(None))
+_LEAF_TYPES = frozenset(_LEAVES)    # exact types: a set lookup before any isinstance
 _torch: Any = None
 
 
@@ -31,8 +32,11 @@ def _is_tensor(obj) -> bool:
 def children(obj: Any) -> Optional[tuple[list[tuple[str, Any]], Callable[[list], Any]]]:
     """One level of a container: its (path step, child) pairs, and a function that rebuilds the
     container from new children; None for a leaf (a tensor, a scalar, a string, an unknown object)."""
-    if _is_tensor(obj) or isinstance(obj, _LEAVES) or isinstance(obj, _torch.Size):
+    kind = type(obj)
+    if kind in _LEAF_TYPES or _is_tensor(obj) or isinstance(obj, _LEAVES) or isinstance(obj, _torch.Size):
         return None
+    if kind is list or kind is tuple:   # the common case, before the ABC and dataclass checks
+        return [(f"[{i}]", v) for i, v in enumerate(obj)], lambda values, t=kind: t(values)
     from torch.utils import _pytree as pytree
 
     if isinstance(obj, Mapping):
@@ -84,9 +88,18 @@ def _walk(obj, path, depth, seen):
 
 
 def iter_tensors(obj: Any) -> Iterator[Any]:
-    """Every tensor inside `obj`, in order."""
-    for _, t in named_tensors(obj):
-        yield t
+    """Every tensor inside `obj`, in order. (The tracer asks this of every module call's inputs and
+    outputs: no path strings are built, and a lone tensor or a flat tuple of them is answered at once.)"""
+    if _is_tensor(obj):
+        yield obj
+        return
+    kind = type(obj)
+    if kind in _LEAF_TYPES:
+        return
+    if (kind is tuple or kind is list) and all(type(v) in _LEAF_TYPES or _is_tensor(v) for v in obj):
+        yield from (v for v in obj if _is_tensor(v))
+        return
+    yield from (t for _, t in named_tensors(obj))
 
 
 def map_tensors(fn: Callable[[Any], Any], obj: Any, depth: int = 0) -> Any:

@@ -94,11 +94,13 @@ def accumulation_dtype(x):
 
 @_dense_only
 def summarize(x, pending: PendingStats, store: Callable[[TensorSummary], None],
-              cache: dict | None = None, key: Any = None) -> None:
+              cache: dict | None = None, key: Any = None, extremes: Any = None) -> None:
     """Queue mean/std/non-finite of a floating tensor; `store` receives the TensorSummary.
 
     With a `cache` and a `key` naming this value of this tensor, a tensor already summarized is not
     reduced again: one op's output is the next op's input and often a module's output as well.
+    `extremes`: the tensor's (max, min) as 0-d tensors, when the caller has them from a reduction of
+    its own (a weight's per-column max/min), so the whole tensor is not read again.
     """
     import torch
 
@@ -120,8 +122,11 @@ def summarize(x, pending: PendingStats, store: Callable[[TensorSummary], None],
     norm = torch.linalg.vector_norm(flat, dtype=acc)
     # Non-finite is decided by max and min over the whole tensor (not the sample: one NaN counts),
     # not by the sum: a float32 attention mask full of finfo.min overflows a sum yet is finite.
-    whole = x.detach().reshape(-1)
-    hi, lo = whole.amax().to(acc), whole.amin().to(acc)
+    if extremes is None:
+        lo, hi = torch.aminmax(x.detach().reshape(-1))     # one pass for both
+    else:
+        hi, lo = extremes
+    hi, lo = hi.to(acc), lo.to(acc)
 
     def done(values: list[float]) -> None:
         total, nrm, top, bottom = values

@@ -55,6 +55,7 @@ def run_trace(
         raise NNLintError(f"expected a torch.nn.Module to check, got {type(model).__name__}")
     check_step_arguments(step, target, loss_fn)
     started = time.perf_counter()
+    progress.phase = "setup"
     batch = materialize_batch(batch)
     validate_batch(batch)
     pending = stats.PendingStats()

@@ -1,10 +1,7 @@
 from __future__ import annotations
 
-from nnlint.fix.kinds.swap_activation import SwapActivation, SwapActivationParams
-from nnlint.fix.specs import LayerInit
-from nnlint.initmath import correct_init
 from nnlint.registry import Faulty, Healthy, Rule
-from nnlint.rulekit import call_site, describe_op, location_for
+from nnlint.rulekit import call_site, describe_op, location_for, swap_ladder
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
 
@@ -27,7 +24,11 @@ class SigmoidTanhHidden(Rule):
     None.
 
     ## Fix safety
-    Unsafe: swapping the activation changes the architecture (and what a trained checkpoint means).
+    Unsafe: swapping the activation changes the architecture (and what a trained checkpoint means). The
+    fix swaps in ReLU with a Kaiming re-init of the layers that feed it, or LeakyReLU(0.1) where a
+    layer that feeds it is under 16 units wide (a narrow ReLU layer has most of its units dead at
+    init); where a ReLU still leaves units dead (the fixer judges the model as a whole after the
+    swap), it escalates to LeakyReLU(0.1) with the matching Kaiming init.
     """
 
     code = "NN201"
@@ -65,6 +66,7 @@ class SigmoidTanhHidden(Rule):
                 continue
             reported.add(key)
             sat = (op.module, op.index) in saturated
+            ladder = swap_ladder(trace, graph, op)
             yield self.diagnostic(
                 op.module,
                 f"{describe_op(trace, op)} is a hidden-layer nonlinearity (it feeds {consumer.module or consumer.func}): "
@@ -73,26 +75,9 @@ class SigmoidTanhHidden(Rule):
                 severity="warning" if sat else None,
                 location=location_for(trace, op.module, op),
                 evidence={"activation": op.kind, "feeds": consumer.module, "saturated": sat},
-                fix=SwapActivation.make(
-                    op.module, f"replace {op.kind} with ReLU and re-initialize the layer before it with Kaiming",
-                    SwapActivationParams(source=op.kind, site=call_site(trace, op),
-                                         reinit=_feeding_reinits(trace, graph, op))),
+                fix=ladder[0],
+                escalation=ladder[1:],
             )
-
-
-def _feeding_reinits(trace, graph: Graph, op) -> tuple[LayerInit, ...]:
-    """The Kaiming re-init the new ReLU needs, for every layer that feeds this call site (a call in a
-    loop, `for fc in self.hidden: x = torch.sigmoid(fc(x))`, is fed by each of them)."""
-    out: dict[str, LayerInit] = {}
-    functional = call_site(trace, op).functional
-    same_site = [o for o in graph.ops if o.kind == op.kind and o.module == op.module
-                 and (o.location == op.location if functional else True)]
-    for o in same_site:
-        feeding = graph.feeding_weight_op(o)
-        p = trace.params.get(feeding.weight) if feeding is not None and feeding.weight else None
-        if p is not None:
-            out.setdefault(p.name, LayerInit(p.module, correct_init("relu"), p.attr))
-    return tuple(out.values())
 
 
 def _saturated_sites(trace) -> set[tuple[str, int]]:

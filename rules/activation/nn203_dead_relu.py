@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 from nnlint.registry import Chart, Faulty, Healthy, Rule
-from nnlint.rulekit import describe_op, location_for, pct, reinit_fix
+from nnlint.rulekit import describe_op, location_for, pct, reinit_fix, swap_fix
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
 from nnlint.trace.vocab import applies_weights
 
 
 DEAD_BIAS = 0.01   # the bias the fix gives the layer feeding dead units: each unit starts active on about half
+SWAPPABLE = ("relu", "gelu", "silu", "elu", "mish", "softplus")
 
 
 DEAD_UNITS_CHART = Chart(
@@ -44,7 +45,9 @@ class DeadRelu(Rule):
 
     ## Fix safety
     Safe: Kaiming re-init of the layer that feeds the activation, with a small positive bias (0.01) so
-    that every unit starts active on about half of the inputs.
+    that every unit starts active on about half of the inputs. Where that does not hold (the fixer
+    judges the model as a whole after it: a layer a few units wide dies again), the next step, unsafe,
+    replaces the activation with LeakyReLU(0.1) and re-initializes the layer for it.
     """
 
     code = "NN203"
@@ -101,6 +104,9 @@ class DeadRelu(Rule):
             if feeding is not None and feeding.weight is not None:
                 fix = reinit_fix(trace, feeding.module, op.kind, graph.activation_slope(op),
                                  why="and a small positive bias, 0.01, so that every unit starts active", bias=DEAD_BIAS)
+            # Where a re-init cannot keep the units alive (a layer a few units wide), a LeakyReLU's units
+            # cannot die: the ladder's next step, for the activations the swap knows.
+            escalation = [swap_fix(trace, graph, op, "leaky_relu")] if op.kind in SWAPPABLE else []
             flat = opnames.ALIVE_ABOVE[op.kind]
             never = "never activate" if flat == 0 else f"sit in the flat region (pre-activation < {flat:g}, derivative under 5% of its peak)"
             yield self.diagnostic(
@@ -114,6 +120,7 @@ class DeadRelu(Rule):
                 evidence={"dead_fraction": frac, "dead_units": dead, "units": len(active), "positions": positions,
                           "call_index": op.call_index, "feeding_layer": feeding.module if feeding else None},
                 fix=fix,
+                escalation=escalation,
             )
 
 

@@ -107,9 +107,10 @@ def earliest_vs_last(trace: Trace) -> Optional[GradientRatio]:
       it huge, on purpose): against it, Hugging Face bert-tiny's encoder looks starved (8e-5);
     - the last hidden layer often sits in a residual branch scaled down on purpose (ConvNeXt's layer
       scale 1e-6, zero_init_residual, Fixup) and gets almost no gradient at init (2e-7 in ConvNeXt).
-    - a layer followed by a normalization is scale-invariant: its relative gradient grows as 1/||W||^2,
-      set by its own init (Hugging Face ModernBERT's MLM head transform, small init before a LayerNorm:
-      57, against encoder layers at 0.002-0.11), so it is no reference either.
+    - a layer followed by a normalization (straight, or through its activation) is scale-invariant:
+      its relative gradient grows as 1/||W||^2, set by its own init (Hugging Face ModernBERT's MLM
+      head transform, dense -> GELU -> LayerNorm at a small init: 47, against encoder layers at
+      0.002-0.11), so it is no reference either.
     Vanishing means the earliest layer gets far less than the layers after it do; exploding, far more
     than any of them.
     """
@@ -120,13 +121,23 @@ def earliest_vs_last(trace: Trace) -> Optional[GradientRatio]:
         return None
     graph = Graph.of(trace)
     first = groups[0]
-    hidden = [g for g in groups[1:] if _feeds_weight_layer(graph, g.op) and not graph.followed_by_norm(g.op)]
+    hidden = [g for g in groups[1:] if _feeds_weight_layer(graph, g.op) and not _before_norm(graph, g.op)]
     if not hidden:
         return None
     reference = max(hidden, key=lambda g: g.relative)
     if first.relative == 0 or reference.relative == 0:
         return None
     return GradientRatio(first, reference)
+
+
+def _before_norm(graph: Graph, op: OpRecord) -> bool:
+    """The layer's output meets a normalization before anything else that weighs it: straight, or
+    through its activation (ModernBERT's head: dense -> GELU -> LayerNorm). Such a layer is
+    scale-invariant, so its relative gradient is set by its own init."""
+    f = graph.follower(op)
+    if f.kind == "activation" and f.op is not None:
+        f = graph.follower(f.op)
+    return f.kind == "norm"
 
 
 def _feeds_weight_layer(graph: Graph, op: OpRecord) -> bool:

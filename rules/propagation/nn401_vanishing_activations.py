@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from nnlint.registry import Chart, Faulty, Healthy, Rule
-from nnlint.rulekit import fmt
+from nnlint.rulekit import fmt, insert_norm_fix
 from nnlint.trace.structure import Structure
 
 from nnlint.rules.propagation._chains import (chain_fix, describe_path, drifting_chains, fix_call, module_of,
@@ -54,7 +54,9 @@ class VanishingActivations(Rule):
     ## Fix safety
     Safe: re-initializes the first layer that shrinks the signal with its gain-correct initializer
     (Kaiming before ReLU-family activations, Xavier otherwise) and a zero bias; `fix.params.chain`
-    lists the same re-init for every layer of the chain. The architecture is unchanged.
+    lists the same re-init for every layer of the chain. The architecture is unchanged. Where the
+    re-init does not hold (the fixer re-checks the model as a whole), the next step, unsafe, puts a
+    normalization after each layer of the chain (a LayerNorm after a Linear, a BatchNorm after a conv).
 
     ## References
     - He et al. 2015, Delving Deep into Rectifiers (Kaiming init).
@@ -104,6 +106,7 @@ class VanishingActivations(Rule):
             worst, culprit = drift.worst, drift.culprit
             module = module_of(structure, culprit)
             fix = chain_fix(structure, drift, why="the signal's std collapses along the chain")
+            norms = insert_norm_fix(trace, [module_of(structure, l) for l in drift.path], why="the signal's std collapses along the chain")
             collapsed = [l for l in drift.path if l.own_ratio < min_layer]
             layer_note = (f"; {module_of(structure, collapsed[0])} alone scales it by {fmt(collapsed[0].own_ratio)}"
                           if collapsed else "")
@@ -121,4 +124,5 @@ class VanishingActivations(Rule):
                           "stds": [l.out_std for l in drift.path], "steps": [l.step for l in drift.path],
                           "min_layer_ratio": min(l.own_ratio for l in drift.path)},
                 fix=fix,
+                escalation=[norms],
             )

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from nnlint.registry import Faulty, Healthy, Rule
-from nnlint.rulekit import describe_op, fmt, location_for, reinit_fix
+from nnlint.rulekit import describe_op, fmt, insert_norm_fix, location_for, reinit_fix, swap_ladder
 from nnlint.trace.structure import Structure
 from nnlint.trace.vocab import is_weight_layer
 
@@ -11,6 +11,7 @@ from nnlint.rules.propagation._chains import (chain_fix, describe_path, drifting
 
 # Activations whose output is bounded: a layer too large before them saturates them (NN202).
 BOUNDED = {"tanh", "sigmoid", "hardtanh", "hardsigmoid", "softsign", "softmax", "log_softmax"}
+UNBOUNDED_ACTIVATIONS = {"exp"}   # used as a hidden activation, it overflows through depth whatever the init
 
 
 class ExplodingActivations(Rule):
@@ -43,8 +44,11 @@ class ExplodingActivations(Rule):
 
     ## Fix safety
     Safe: re-initializes the first layer that grows the signal with its gain-correct initializer and
-    a zero bias; `fix.params.chain` lists the same re-init for every layer of the chain. For
-    non-finite activations the fix re-initializes the weight layer feeding the op, when there is one.
+    a zero bias; `fix.params.chain` lists the same re-init for every layer of the chain; where that
+    does not hold, the next step (unsafe) puts a normalization after each layer of the chain. For
+    non-finite activations the fix re-initializes the weight layer feeding the op, when there is one;
+    for `exp` as a hidden activation, whose overflow a re-init only moves one layer down, the next step
+    (unsafe) replaces it with a ReLU and a Kaiming re-init.
 
     ## References
     - He et al. 2015, Delving Deep into Rectifiers (Kaiming init).
@@ -94,6 +98,8 @@ class ExplodingActivations(Rule):
             worst = drift.worst
             module = module_of(structure, drift.culprit)
             fix = chain_fix(structure, drift, why="the signal's std explodes along the chain")
+            norms = insert_norm_fix(trace, [module_of(structure, l) for l in drift.path],
+                                    why="the signal's std explodes along the chain")
             yield self.diagnostic(
                 module,
                 f"activation std grows {fmt(worst.factor)}x along the main path: from {start_text(drift)} to "
@@ -107,6 +113,7 @@ class ExplodingActivations(Rule):
                           "layers": [module_of(structure, l) for l in drift.path],
                           "stds": [l.out_std for l in drift.path], "steps": [l.step for l in drift.path]},
                 fix=fix,
+                escalation=[norms],
             )
         yield from self._non_finite(structure)
 
@@ -123,15 +130,22 @@ class ExplodingActivations(Rule):
                 nonlin, slope = graph.nonlinearity_after(feeding)
                 fix = reinit_fix(trace, p.module if p is not None else feeding.module, nonlin, slope,
                                  why="the activations it feeds overflow")
+            # exp as a hidden activation overflows whatever the init (a re-init moves the overflow one
+            # layer down): the ladder's next step, unsafe, replaces it with a ReLU.
+            escalation = swap_ladder(trace, graph, op) if op.kind in UNBOUNDED_ACTIVATIONS and \
+                graph.feeds_weight_layer(op) is not None else []
             yield self.diagnostic(
                 op.module,
                 f"{describe_op(trace, op)} produces non-finite values (inf/NaN) from a finite input "
                 f"(std {fmt(first.std)}, mean {fmt(first.mean)}): everything downstream, and the loss, is NaN"
                 + (f"; re-init {fix.target} with {fix_call(fix)} or bound the input (e.g. clamp before exp)"
-                   if fix is not None else "; bound the input (e.g. clamp before exp) or normalize it"),
+                   if fix is not None else "; bound the input (e.g. clamp before exp) or normalize it")
+                + ("; as a hidden activation exp overflows through depth whatever the init: use nn.ReLU"
+                   if escalation else ""),
                 severity="error",
                 location=location_for(trace, op.module, op),
                 evidence={"op": op.func, "input_std": first.std, "input_mean": first.mean, "call_index": op.call_index,
                           "feeding_layer": feeding.module if feeding is not None else None},
                 fix=fix,
+                escalation=escalation,
             )

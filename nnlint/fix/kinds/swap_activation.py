@@ -1,5 +1,5 @@
-"""Replace an activation (sigmoid/tanh in a hidden layer) with a ReLU-family one, and re-initialize the
-layers that feed it for the new activation. A torch.nn activation module is swapped for the new one; a
+"""Replace an activation (sigmoid/tanh in a hidden layer, exp, a ReLU whose units die) with a ReLU or a
+LeakyReLU, and re-initialize the layers that feed it for the new activation. A torch.nn activation module is swapped for the new one; a
 functional call (`torch.sigmoid(x)` in a forward) runs the new function at that call site."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from nnlint.fix.kind import Applied, CallSite, CannotFix, CannotPlace, FixKind, register
+from nnlint.fix.kind import Applied, CallSite, CannotFix, FixKind, register
 from nnlint.fix.specs import LayerInit, layer_inits
 from nnlint.trace.ops import ACTIVATION_MODULES
 
@@ -56,8 +56,9 @@ class SwapActivation(FixKind):
         if self._is_module_swap(p, module):
             if not fix.target:
                 raise CannotFix("the model itself is the activation; wrap it instead")
-            ctx.replace_module(fix.target, _new_activation(p))
-            return Applied(f"replaced {fix.target} ({type(module).__name__}) with {ACTIVATION_MODULES.get(p.to, p.to)}",
+            new = _new_activation(p)
+            ctx.replace_module(fix.target, new)
+            return Applied(f"replaced {fix.target} ({type(module).__name__}) with {new!r}",
                            self.inits(fix, ctx.std_of))
         file, line = ctx.install_rewrite(module, p.site, (p.source,), run_new_activation,
                                          {"to": p.to, **({"negative_slope": p.negative_slope} if p.negative_slope is not None else {})})
@@ -76,19 +77,34 @@ class SwapActivation(FixKind):
             slope = 0.01 if p.negative_slope is None else p.negative_slope
             args = [cst.Arg(cst.parse_expression(repr(float(slope))))] if p.to == "leaky_relu" else []
             ctx.rename_call(call, new_class, args=args)
-            what = f"nn.{ACTIVATION_MODULES[p.source]}() on line {call.start_line} -> nn.{new_class}()"
+            shown = repr(float(slope)) if p.to == "leaky_relu" else ""
+            what = f"nn.{ACTIVATION_MODULES[p.source]}() on line {call.start_line} -> nn.{new_class}({shown})"
         else:
             call = ctx.call_site(p.site, {p.source})
+            method = call.receiver is not None and call.receiver.split(".")[0] not in ctx.source.bound_names()
             if p.to == "leaky_relu":
-                raise CannotPlace("a functional swap to leaky_relu needs its slope argument; change the call by hand")
-            if call.receiver is None:
+                # F.leaky_relu(x, slope): the slope is an argument; a method call x.sigmoid() becomes one too
+                functional = ctx.spell("torch.nn.functional")
+                slope = repr(float(0.01 if p.negative_slope is None else p.negative_slope))
+
+                def rewrite(node: cst.Call) -> cst.Call:
+                    args = [cst.Arg(node.func.value)] if method else [a.with_changes(comma=cst.MaybeSentinel.DEFAULT)
+                                                                        for a in node.args[:1]]
+                    args[0] = args[0].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+                    return cst.Call(func=cst.parse_expression(f"{functional}.leaky_relu"),
+                                    args=args + [cst.Arg(cst.parse_expression(slope))])
+
+                ctx.edits.node_edits.append(NodeEdit(call.node, rewrite))
+                what = f"{p.source}() on line {call.start_line} -> {functional}.leaky_relu(..., {slope})"
+            elif call.receiver is None:
                 torch = ctx.spell("torch")
                 ctx.edits.node_edits.append(NodeEdit(call.node, lambda node: node.with_changes(
                     func=cst.parse_expression(f"{torch}.{p.to}"))))
+                what = f"{p.source}() on line {call.start_line} -> {p.to}()"
             else:
                 ctx.edits.node_edits.append(NodeEdit(call.node, lambda node: node.with_changes(
                     func=node.func.with_changes(attr=cst.Name(p.to)))))
-            what = f"{call.receiver + '.' if call.receiver else ''}{p.source}() on line {call.start_line} -> {p.to}()"
+                what = f"{call.receiver}.{p.source}() on line {call.start_line} -> {p.to}()"
         ctx.request_inits(fix, diagnostic.code)
         return what
 

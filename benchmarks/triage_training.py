@@ -1,0 +1,160 @@
+"""Short training runs behind TRIAGE.md's verdicts: each corpus model as built against the same model
+with nnlint's suggested change for one finding (`nnlint.fix(..., select=[code])`, applied in memory;
+the re-init its message names, by hand, where the fixer rolls its fix back), same init, same data,
+same order, with Adam (1e-3) and with SGD (0.01, momentum 0.9). A third arm re-draws the layer the
+finding names at its own std (a control: any re-draw moves a short run). A true finding shows as
+nnlint's change beating both; a false alarm as no difference beyond the control's.
+
+    python benchmarks/triage_training.py [--steps 150] [--only alexnet] [--optimizer adam|sgd]
+
+Tasks (no download): images get a 10-class task of fixed random prototypes plus noise (standardized,
+the corpus's resolution), trained with cross-entropy on the first 10 logits; Hugging Face masked LMs
+reconstruct their input ids (the model's own loss with labels = input ids).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import warnings
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch                                 # noqa: E402
+import torch.nn.functional as F              # noqa: E402
+
+import corpus                                # noqa: E402
+
+# (case, the finding whose fix is tried, why it is here)
+RUNS = [
+    ("torchvision/mobilenet_v3_small", "NN402", "SE pooled vector: false alarm?"),
+    ("torchvision/alexnet", "NN401", "default init before ReLU: true (RULES.md calibration)?"),
+    ("hf/albert", "NN401", "one small projection between two norms: false alarm?"),
+    ("torchvision/squeezenet1_1", "NN203", "20-50% of un-normalized ReLU channels inactive at init: true?"),
+]
+
+
+def image_task(batch: torch.Tensor, steps: int, seed: int = 0):
+    """Batches of 16 noisy class prototypes, the same sequence for every model."""
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.randn(10, *batch.shape[1:], generator=g)
+    for _ in range(steps):
+        y = torch.randint(0, 10, (16,), generator=g)
+        x = protos[y] + 0.5 * torch.randn(16, *batch.shape[1:], generator=g)
+        yield (x - x.mean()) / x.std(), y
+
+
+def image_loss(model, x, y):
+    out = model(x)
+    logits = out[0] if isinstance(out, tuple) else out
+    return F.cross_entropy(logits[:, :10], y)
+
+
+def text_task(batch: dict, steps: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    ids = batch["input_ids"]
+    for _ in range(steps):
+        x = torch.randint(5, 64, (8, ids.shape[1]), generator=g)
+        yield {"input_ids": x, "attention_mask": torch.ones_like(x)}, x
+
+
+def text_loss(model, x, y):
+    return model(**x, labels=y).loss
+
+
+def train(model, task, loss_fn, optimizer: str) -> list[float]:
+    model.train()
+    opt = (torch.optim.Adam(model.parameters(), lr=1e-3) if optimizer == "adam"
+           else torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
+    losses = []
+    for x, y in task:
+        loss = loss_fn(model, x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def apply_suggested(model, batch, code: str) -> list[str]:
+    """nnlint.fix for one code; when it applies nothing (its re-check rolled the fix back), the
+    re-init each finding's message suggests, applied by hand: the change a user would make."""
+    import nnlint
+
+    result = nnlint.fix(model, batch, select=[code])
+    applied = [f"{o.diagnostic.code} {o.diagnostic.module} (nnlint.fix)" for o in result.applied]
+    if applied:
+        return applied
+    for d in nnlint.check(model, batch, select=[code]).diagnostics:
+        params = d.fix.params if d.fix is not None and d.fix.kind == "reinit" else None
+        if params is None:
+            continue
+        layer = model.get_submodule(d.fix.target)
+        kwargs = {k: params[k] for k in ("nonlinearity", "mode", "a", "gain") if k in params}
+        with torch.no_grad():
+            getattr(torch.nn.init, params["initializer"])(layer.weight, **kwargs)
+            if getattr(layer, "bias", None) is not None and params.get("zero_bias"):
+                layer.bias.zero_()
+        applied.append(f"{d.code} {d.fix.target} (by hand: {params['initializer']})")
+    return applied
+
+
+def redrawn(model, changed: list[str]):
+    """The control: the changed layers' weights drawn again at their own std (a new random draw of
+    the library's scale), so 'any re-draw moves the curve' is told apart from 'the fix helps'."""
+    control = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(1234)
+    with torch.no_grad():
+        for name in changed:
+            w = control.get_submodule(name).weight
+            w.copy_(torch.randn(w.shape, generator=g) * w.std())
+    return control
+
+
+def compare(name: str, code: str, steps: int, optimizer: str, seeds: int) -> str:
+    case = corpus.select(corpus.all_cases(), only=[name])[0]
+    built, batch = case.build()
+    fixed = copy.deepcopy(built)
+    applied = apply_suggested(fixed, batch, code)
+    control = redrawn(built, [a.split()[1] for a in applied])
+    text = isinstance(batch, dict)
+    curves: dict[str, list[list[float]]] = {}
+    for label, model in (("as built", built), ("re-drawn", control), ("nnlint's fix", fixed)):
+        for seed in range(seeds):
+            torch.manual_seed(seed)
+            task = text_task(batch, steps, seed) if text else image_task(batch, steps, seed)
+            curves.setdefault(label, []).append(
+                train(copy.deepcopy(model), task, text_loss if text else image_loss, optimizer))
+    return (f"{name} [{code}, {optimizer}] changes: {applied or 'none'}\n"
+            + "\n".join(f"    {label:13s} {_summary(c)}" for label, c in curves.items()))
+
+
+def _summary(runs: list[list[float]]) -> str:
+    first = [r[0] for r in runs]
+    tails = [sum(r[-20:]) / len(r[-20:]) for r in runs]
+    return (f"loss first {sum(first) / len(first):.3f}, mean of the last 20 steps "
+            + ", ".join(f"{t:.3f}" for t in tails) + f" (seeds; mean {sum(tails) / len(tails):.3f})")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--only", action="append")
+    p.add_argument("--optimizer", action="append", choices=["adam", "sgd"], help="default: both")
+    p.add_argument("--seeds", type=int, default=3, help="data seeds per arm")
+    args = p.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    for name, code, why in RUNS:
+        if args.only and not any(o in name for o in args.only):
+            continue
+        print(f"--- {why}")
+        for optimizer in args.optimizer or ["adam", "sgd"]:
+            print(compare(name, code, args.steps, optimizer, args.seeds), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
