@@ -18,6 +18,7 @@ import torch
 
 import nnlint
 from benchmarks.fixbench import arms as A
+from benchmarks.fixbench.diagnose import diagnose_case
 from benchmarks.fixbench.models import NAIVE, Spec, write
 from benchmarks.fixbench.tasks import TASKS, Dataset, Objective, Split, generated_inputs, shaped_like
 from benchmarks.fixbench.train import Grid, Protocol, fingerprint, train_grid
@@ -116,8 +117,6 @@ def run_case(case: Case, folder: Path, p: Protocol, diagnose: bool = True) -> Ca
         r.grid = train_grid(arm.model, split, p)
         trained[key] = (arm.name, r.grid)
     if diagnose and not case.twin:
-        from benchmarks.fixbench.diagnose import diagnose_case
-
         diagnose_case(result, arms, case, path, split, p, folder)
     result.seconds = time.time() - started
     return result

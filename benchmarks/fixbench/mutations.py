@@ -39,7 +39,7 @@ MUTATIONS = [
     Mutation("tanh", "nn.Tanh() hidden activations, PyTorch's default init", activation="tanh", init="default",
              mlp=((3, 16), (6, 64), (11, 5), (11, 16)), cnn=((3, 4), (6, 16))),
     Mutation("exp", "torch.exp(...) as the hidden activation (functional), Kaiming init", activation="exp",
-             mlp=((3, 64), (6, 16), (11, 5)), cnn=((3, 16),)),
+             mlp=((3, 16), (3, 64), (6, 16), (11, 5)), cnn=((3, 16),)),
     Mutation("softmax", "torch.softmax(..., dim=1) between hidden layers, PyTorch's default init", activation="softmax",
              init="default", mlp=((3, 16), (6, 64), (11, 16)), cnn=((6, 4),)),
     Mutation("zeros", "every weight and bias zero-initialized", init="zeros",
