@@ -178,7 +178,7 @@ def _print_report(results, args, protocol, wall, folder) -> None:
     for line in report.aggregates(main_results, protocol.seeds):
         print(line)
     print(f"\n{h}Healthy twins")
-    for line in report.twin_lines(twin_results.values()):
+    for line in report.twin_lines(twin_results.values(), protocol.seeds):
         print(line)
     print(f"\n{h}Losses, with the diagnosis")
     for line in report.loss_list(main_results, protocol.seeds):

@@ -3,6 +3,7 @@ list with its diagnoses. Accuracy cells are `mean ±std @lr` over the seeds at t
 learning rate; `=fix` marks an arm that is the same model as another (trained once)."""
 from __future__ import annotations
 
+import math
 from statistics import mean
 from typing import Iterable, Optional
 
@@ -126,19 +127,27 @@ def _clearly(r, worse: str, better: str, seeds: int) -> bool:
     return bool(a and b and a.grid and b.grid and clearly_worse(a.grid.best, b.grid.best, seeds))
 
 
-def twin_lines(twins: Iterable) -> list[str]:
-    lines = []
+def twin_lines(twins: Iterable, seeds: int) -> list[str]:
+    lines, changed_count, checked, hurt = [], 0, 0, []
     for t in twins:
         if t.skipped:
             lines.append(f"  {t.case.spec.shape} [{t.case.task}]: skipped ({t.skipped})")
             continue
+        checked += 1
         before = t.arms["before"].grid
         changed = [f"{n}: {grouped(t.arms[n].applied)}" for n in ("fix", "unsafe") if t.arms[n].applied]
         acc = pct(before.best.accuracy) if before else "-"
         after = t.arms["unsafe"].grid or t.arms["fix"].grid
         trained = f" -> {pct(after.best.accuracy)} after it" if changed and after is not None else ""
-        lines.append(f"  {t.case.spec.shape:9} [{t.case.task:6}] healthy {acc:5} @{before.best.lr:g}; found {t.findings}; "
+        if changed:
+            changed_count += 1
+            if after is not None and before is not None and clearly_worse(after.best, before.best, seeds):
+                hurt.append(f"{t.case.spec.shape}[{t.case.task}]")
+                trained += " (clearly worse)"
+        lines.append(f"  {t.case.spec.shape:9} [{t.case.task:6}] healthy {acc:5} @{before.best.lr if before else math.nan:g}; found {t.findings}; "
                      + (f"CHANGED by {'; '.join(changed)}{trained}" if changed else "left unchanged by fix and fix --unsafe"))
+    lines.append(f"  {changed_count} of {checked} healthy twins changed by a fix; clearly worse after it: {len(hurt)}"
+                 + (f" ({', '.join(hurt)})" if hurt else ""))
     return lines
 
 
