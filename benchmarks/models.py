@@ -1,13 +1,37 @@
-"""The benchmark's models, built here so the benchmark needs no torchvision or transformers:
-a ResNet-50-shaped CNN (torchvision's Bottleneck layout, 3-4-6-3 blocks, its init) and a
-GPT-2-shaped transformer (pre-LN blocks, 0.02 init, 768 wide; 6 layers as in the issue's target)."""
+"""The benchmark's models: the real library models where the library is installed (torchvision's
+ResNet-50 and ConvNeXt-T, Hugging Face GPT-2, BERT, Llama and ViT built from their configs, no
+download), and small faithful copies of ResNet-50 and GPT-2 where it is not, so that the benchmark
+runs in the test environment too.
+
+Each case is a `Case`: the model, the batch, and the loss a training step would use (the model's own,
+from labels in the batch, for Hugging Face models; cross-entropy on class labels for the vision
+models): the plain step and the check compute the same loss.
+"""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+@dataclass
+class Case:
+    model: nn.Module
+    batch: Any
+    target: Any = None
+    loss_fn: Optional[Callable] = None
+    source: str = ""          # which implementation was built: "torchvision", "transformers", "local copy"
+
+    def check_arguments(self) -> dict:
+        return {"target": self.target, "loss_fn": self.loss_fn} if self.loss_fn is not None else {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Local copies (no torchvision / transformers needed)
 
 
 class Bottleneck(nn.Module):
@@ -36,6 +60,8 @@ class Bottleneck(nn.Module):
 
 
 class ResNet50(nn.Module):
+    """torchvision's Bottleneck layout (3-4-6-3 blocks) and init."""
+
     def __init__(self, num_classes=1000):
         super().__init__()
         self.inplanes = 64
@@ -102,6 +128,8 @@ class GPT2Block(nn.Module):
 
 
 class GPT2(nn.Module):
+    """GPT-2's pre-LN blocks, 0.02 init, 768 wide, a tied LM head."""
+
     def __init__(self, vocab=50257, d=768, n_layer=6, heads=12, ctx=1024):
         super().__init__()
         self.wte = nn.Embedding(vocab, d)
@@ -116,14 +144,80 @@ class GPT2(nn.Module):
         x = self.wte(input_ids) + self.wpe(pos)
         for block in self.h:
             x = block(x)
-        return self.ln_f(x) @ self.wte.weight.T     # tied LM head
+        return self.ln_f(x) @ self.wte.weight.T
 
 
-def build(name: str, device: str = "cpu"):
-    """(model, batch) for a benchmark case."""
-    torch.manual_seed(0)
+def _next_token_loss(logits, ids):
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+
+
+# ---------------------------------------------------------------------------------------------
+# The cases
+
+
+def _images(n, device):
+    return torch.randn(n, 3, 224, 224, device=device), torch.randint(0, 1000, (n,), device=device)
+
+
+def _tokens(n, t, vocab, device):
+    ids = torch.randint(0, vocab, (n, t), device=device)
+    return {"input_ids": ids, "labels": ids.clone()}
+
+
+def _vision(name, device):
+    try:
+        import torchvision.models as tvm
+    except Exception:   # not installed, or not importable next to this torch
+        tvm = None
+    images, labels = _images(8, device)
     if name == "resnet50":
-        return ResNet50().to(device), torch.randn(8, 3, 224, 224, device=device)
-    if name == "gpt2-6":
-        return GPT2().to(device), torch.randint(0, 50257, (4, 128), device=device)
-    raise ValueError(name)
+        model, source = (tvm.resnet50(), "torchvision") if tvm else (ResNet50(), "local copy")
+    elif tvm is not None:
+        model, source = tvm.convnext_tiny(), "torchvision"
+    else:
+        raise SystemExit("convnext_tiny needs torchvision")
+    return Case(model.to(device), images, labels, F.cross_entropy, source)
+
+
+def _hugging_face(name, device):
+    try:
+        import transformers as tf
+    except ImportError:
+        if name == "gpt2":
+            ids = torch.randint(0, 50257, (4, 128), device=device)
+            return Case(GPT2().to(device), ids, ids, _next_token_loss, "local copy")
+        raise SystemExit(f"{name} needs transformers")
+    if name == "gpt2":
+        model, batch = tf.GPT2LMHeadModel(tf.GPT2Config(n_layer=6)), _tokens(4, 128, 50257, device)
+    elif name == "bert":
+        model, batch = tf.BertForMaskedLM(tf.BertConfig()), _tokens(4, 128, 30522, device)
+    elif name == "llama":
+        config = tf.LlamaConfig(hidden_size=768, intermediate_size=2048, num_hidden_layers=6, num_attention_heads=12,
+                                num_key_value_heads=4, vocab_size=32000)
+        model, batch = tf.LlamaForCausalLM(config), _tokens(4, 128, 32000, device)
+    elif name == "llama-1b":
+        # TinyLlama-1.1B's shape: 22 layers, 2048 wide, grouped-query attention (4 key/value heads)
+        config = tf.LlamaConfig(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+                                num_key_value_heads=4, vocab_size=32000)
+        model, batch = tf.LlamaForCausalLM(config), _tokens(1, 128, 32000, device)
+    elif name == "vit":
+        images, labels = _images(8, device)
+        model, batch = tf.ViTForImageClassification(tf.ViTConfig(num_labels=1000)), {"pixel_values": images, "labels": labels}
+    else:
+        raise ValueError(name)
+    return Case(model.to(device), batch, source="transformers")
+
+
+VISION = ("resnet50", "convnext_tiny")
+HUGGING_FACE = ("gpt2", "bert", "llama", "vit", "llama-1b")
+DEFAULT = ("gpt2", "bert", "llama", "vit", "resnet50", "convnext_tiny")
+
+
+def build(name: str, device: str = "cpu") -> Case:
+    """The benchmark case `name`, seeded."""
+    torch.manual_seed(0)
+    if name in VISION:
+        return _vision(name, device)
+    if name in HUGGING_FACE:
+        return _hugging_face(name, device)
+    raise ValueError(f"unknown model {name!r}; one of {', '.join(VISION + HUGGING_FACE)}")

@@ -27,6 +27,7 @@ def check(
     steps: Optional[int] = None,
     causal: Optional[bool] = None,
     frozen: Optional[Iterable[str]] = None,
+    loop: Optional[Callable] = None,
 ) -> Report:
     """Run the model once on `batch` (train forward+backward, eval forward) and apply every selected rule.
 
@@ -40,14 +41,16 @@ def check(
 
     What the probes need to know (nnlint.probes): `steps=N` opts in to training copies of the model and
     optimizer N steps on the batch; `causal` says the model is autoregressive (None: recognise it);
-    `frozen` names (globs) the parameters meant to be frozen.
+    `frozen` names (globs) the parameters meant to be frozen; `loop(model, optimizer, batches)`, the
+    training loop, is run for two steps on copies, watched as nnlint.guard watches a real run.
 
     The model is left exactly as it was found. Raises an NNLintError subclass when the check cannot
     run (the model raised, the batch does not fit); the message says what to change.
     """
-    from nnlint.probes.base import ProbeContext, ProbeOptions, all_probes, run_probes
+    from nnlint.probes.base import ProbeContext, ProbeOptions, all_probes, needs_gradients, run_probes, wanted_probes
     from nnlint.progress import Progress
     from nnlint.trace.batch import materialize_batch
+    from nnlint.trace.lossprobe import raise_unexplained
     from nnlint.trace.tracer import run_trace
 
     config = config or Config()
@@ -57,19 +60,26 @@ def check(
     if unknown:
         raise ConfigError(f"unknown rule code(s): {', '.join(unknown)}; `nnlint rules` lists them")
     rules = select_rules(select or None, ignore)
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ConfigError(f"steps must be a positive number of optimizer steps (e.g. steps=50), not {steps!r}")
     batch = materialize_batch(batch)   # once: a generator's first element is the batch, for the probes too
-    options = ProbeOptions(steps=steps, causal=causal, frozen=tuple(frozen or ()))
+    options = ProbeOptions(steps=steps, causal=causal, frozen=tuple(frozen or ()), loop=loop)
     modules = sum(1 for _ in model.modules()) if hasattr(model, "modules") else 0
+    probes = wanted_probes({part for cls in rules for part in cls.reads} & set(all_probes()), options)
+    gradients: Optional[dict] = {} if optimizer is not None and needs_gradients(probes) else None
     with Progress(type(model).__name__, modules, enabled=progress) as shown:
         trace = run_trace(model, batch, target=target, loss_fn=loss_fn, optimizer=optimizer,
-                          train_transform=train_transform, source_origins=source_origins, step=step, progress=shown)
-        probes = {part for cls in rules for part in cls.reads} & set(all_probes())
+                          train_transform=train_transform, source_origins=source_origins, step=step, progress=shown,
+                          keep_gradients=gradients)
         if probes and trace.ops:   # a model on the meta device has no values to probe
             shown.phase = "probes"
-            context = ProbeContext(model, batch, trace, options, target, loss_fn, optimizer, step)
+            context = ProbeContext(model, batch, trace, options, target, loss_fn, optimizer, step, gradients or {})
             trace.seconds += run_probes(probes, context)
         shown.phase = "rules"
         diagnostics = run_rules(trace, select=select or None, ignore=ignore, config=config)
+    # The loss or its backward raised: a finding that explains it is the report; without one the check
+    # could not run. A rule marks its explanation with the failure in its evidence ("loss_failure").
+    raise_unexplained(trace, any("loss_failure" in d.evidence for d in diagnostics))
     return Report(diagnostics=diagnostics, model_name=trace.model_type, batch_description=trace.batch_description,
                   seconds=trace.seconds, notes=list(trace.notes), trace=trace, phases=dict(shown.phases))
 

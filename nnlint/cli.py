@@ -93,15 +93,25 @@ def main() -> None:
 @click.option("--config", "model_config", metavar="CONFIG.json",
               help="With --model MODULE:CALLABLE: build it from this Hugging Face config.json (from_config; "
                    "nothing is downloaded), e.g. --model transformers:AutoModelForCausalLM --config gpt2.json.")
+@click.option("--causal/--not-causal", default=None,
+              help="The model is autoregressive (or not): check that no output sees a later token (NN703). "
+                   "Default: the file's `causal = True`, else recognised (HF causal LMs, is_causal attention).")
+@click.option("--steps", type=click.IntRange(min=1), metavar="N",
+              help="Also train copies of the model and optimizer N steps on the batch (e.g. 50): the loss must "
+                   "fall (NN805), every trainable parameter change (NN806). The model is left as it was.")
+@click.option("--frozen", multiple=True, metavar="NAMES",
+              help="Parameters meant to be frozen: comma-separated names or module prefixes (backbone, "
+                   "encoder.layers.0), added to the file's `frozen`; NN806 checks they stay frozen.")
 def check(file, model_spec, input_shape, device, select, ignore, output_format, html_path, verbose,
-          model_config) -> None:
+          model_config, causal, steps, frozen) -> None:
     """Check the model and sample batch defined in FILE.
 
     \b
     FILE defines, in the order nnlint looks for them:
       build_model() and sample_batch()    functions that return the model and one batch
       model and batch                     module-level variables
-    and optionally loss_fn, target, optimizer(model) and train_transform.
+    and optionally loss_fn, target, optimizer(model), train_transform, causal = True, frozen (names meant
+    to be frozen) and train(model, optimizer, batches) (the training loop: watched for two steps on copies).
 
     \b
     Or name a model instead of writing one, on a random batch of --input-shape:
@@ -127,8 +137,11 @@ def check(file, model_spec, input_shape, device, select, ignore, output_format, 
     # the report, which must stay valid JSON/SARIF when a model announces itself.
     with contextlib.redirect_stdout(sys.stderr):
         loaded = load(target)
-        report = run_check(loaded.model, loaded.batch, select=selected, ignore=ignored, config=config,
-                           **loaded.check_arguments())
+        arguments = {**loaded.check_arguments(), **({"causal": causal} if causal is not None else {})}
+        declared = tuple(n.strip() for v in frozen for n in v.split(",") if n.strip())
+        arguments["frozen"] = tuple(arguments.get("frozen") or ()) + declared
+        report = run_check(loaded.model, loaded.batch, select=selected, ignore=ignored, config=config, steps=steps,
+                           **arguments)
     report.source_file = target.file
     color = use_color(sys.stdout)
     fix_hint = f"nnlint fix {target.file}" if target.file else None

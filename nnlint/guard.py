@@ -6,13 +6,18 @@
         loss.backward()
         optimizer.step()
 
-Two one-shot hooks:
+Two one-shot hooks, and a watch of the loop:
 - a forward pre-hook on the model sees the first call made in training mode with grad enabled (an eval
   or `no_grad` call, such as a sanity validation, is let through), runs `nnlint.check` on that batch, and
-  removes itself. The check leaves the model, its buffers, its grads and the RNG exactly as it found
+  removes itself. A loop that trains in eval mode never makes such a call: then the last grad-enabled
+  eval-mode batch is checked at the first optimizer step; The check leaves the model, its buffers, its grads and the RNG exactly as it found
   them, so the real step that follows computes what it would have without the guard.
 - an optimizer step pre-hook sees the first real gradients, those of the real loss, before the update,
-  and runs the gradient rules (those that read "gradients") on them; then it removes itself.
+  and runs the gradient rules (those that read "gradients") on them; then it removes itself;
+- with an optimizer, nnlint.probes.loopwatch watches the loop's first two optimizer steps (gradients
+  that pile up without zero_grad, a step in eval mode, float16 without a GradScaler, clipping that cuts
+  every step, a step with no backward, a maximized loss), and the rules that read "loop" judge each step
+  before its update; then it removes itself.
 Error-severity findings raise `UnhealthyModelError` (its text is the report) before any update is made;
 warnings are issued as `NNLintWarning`. With `on_error="warn"`, errors are warnings too.
 
@@ -78,27 +83,51 @@ class Guard:
     select: Optional[list[str]] = None
     ignore: list[str] = dataclasses.field(default_factory=list)
     config: Config = dataclasses.field(default_factory=Config)
-    report: Optional[Report] = None      # everything found so far (the batch, then the gradients)
+    report: Optional[Report] = None      # everything found so far (the batch, the gradients, the loop)
     _handles: dict[str, Any] = dataclasses.field(default_factory=dict, init=False, repr=False)
+    _watcher: Any = dataclasses.field(default=None, init=False, repr=False)
+    _eval_batch: Any = dataclasses.field(default=None, init=False, repr=False)
+    _gradients_seen: bool = dataclasses.field(default=False, init=False, repr=False)
 
     # -- hooks --
     def install(self, *, step: bool = True) -> None:
-        """The one-shot forward pre-hook, and (with an optimizer, unless `step=False`) the step pre-hook."""
+        """The one-shot forward pre-hook, and (with an optimizer, unless `step=False`) the step pre-hook
+        and the watch of the loop."""
         # prepend: see the batch as the training loop passed it, before other pre-hooks rewrite it
         # (they run again, normally, inside the check's own forward).
         self._handles["forward"] = self.model.register_forward_pre_hook(
             self._on_forward, with_kwargs=True, prepend=True)
         if step and self.optimizer is not None:
+            self._gradients_seen = False
             self._handles["step"] = self.optimizer.register_step_pre_hook(self._on_step)
+            self.watch()
 
-    def remove(self) -> None:
+    def watch(self, *, pre_hook: bool = True) -> None:
+        """Watch the loop's first two optimizer steps. `pre_hook=False`: the framework calls
+        `loop_step()` itself, where the step's gradients are ready (Lightning's closure)."""
+        from nnlint.probes.loopwatch import LoopWatcher
+
+        if self._watcher is None and self.optimizer is not None:
+            self._watcher = LoopWatcher(unwrap(self.model), self.optimizer, on_step=self._on_loop_step,
+                                        pre_hook=pre_hook, on_retire=lambda: self._drop("step")).install()
+
+    def loop_step(self, *, scaler: Optional[bool] = None, clip_threshold: Optional[float] = None) -> None:
+        """A framework's hook: the watched step's gradients are final, the update comes next."""
+        if self._watcher is not None:
+            self._watcher.before_step(scaler=scaler, clip_threshold=clip_threshold)
+
+    def remove(self, *, loop: bool = True) -> None:
+        """Take the hooks off (`loop=False`: the batch and gradient hooks only, the loop's watch stays)."""
         for handle in self._handles.values():
             handle.remove()
         self._handles.clear()
+        if loop and self._watcher is not None:
+            self._watcher.remove()
+            self._watcher = None
 
     @property
     def active(self) -> bool:
-        return bool(self._handles)
+        return bool(self._handles) or (self._watcher is not None and self._watcher.installed)
 
     def __enter__(self) -> "Guard":
         return self
@@ -114,23 +143,69 @@ class Guard:
     def _on_forward(self, module, args, kwargs):
         import torch
 
-        if not (module.training and torch.is_grad_enabled()) or torch.is_inference_mode_enabled():
+        if not torch.is_grad_enabled() or torch.is_inference_mode_enabled():
             return None   # an evaluation call: wait for the first training batch
+        if not module.training:
+            # an evaluation call, or a loop that trains in eval mode: the first optimizer step tells
+            self._eval_batch = batch_from_call(args, kwargs)
+            return None
         self._drop("forward")
         batch = batch_from_call(args, kwargs)
         if batch is None:
             self._could_not_check("the model was called with both positional and keyword arguments")
-            deliver(None, self.on_error)   # still take part in the ranks' agreement
+            self._deliver(None)   # still take part in the ranks' agreement
         else:
             self.check_batch(batch)
         return None
 
     def _on_step(self, optimizer, args, kwargs) -> None:
+        if self._gradients_seen:
+            return None
         params = [p for group in optimizer.param_groups for p in group["params"]]
         if not any(p.grad is not None for p in params):
             return   # step(closure): the gradients are computed inside the step; look at the next one
-        self._drop("step")
+        # Not removed here: torch iterates the optimizer's hook table lazily, and the loop's watch has its
+        # hook after this one; the handle goes when the watch does (the model's next forward after its
+        # last step), inert until then.
+        self._gradients_seen = True
+        if "forward" in self._handles and self._eval_batch is not None:
+            # a training step, and no forward in training mode before it: the loop trains in eval mode
+            self._drop("forward")
+            self.check_batch(self._eval_batch)
+        self._eval_batch = None
         self.check_gradients()
+
+    def _on_loop_step(self, observation, index: int) -> None:
+        """The rules that read the loop, on what the watch saw up to this step; delivered before its update."""
+        from nnlint.api import run_rules
+        from nnlint.registry import matches, rules_reading
+        from nnlint.trace.records import Trace
+
+        select = self.select if self.select is not None else self.config.select
+        codes = [c for c in rules_reading("loop")
+                 if (not select or matches(c, select)) and not matches(c, self.ignore + self.config.ignore)]
+        if not codes:
+            return
+        base = self.report.trace if self.report is not None and self.report.trace is not None else Trace(
+            model_type=type(unwrap(self.model)).__name__, modules={}, params={}, ops=[], inputs=[], output_serials=[])
+        trace = dataclasses.replace(base, probes={**base.probes, "loop": observation.as_data()})
+        found = run_rules(trace, select=codes, config=self.config)
+        known = self.report.diagnostics if self.report is not None else []
+        seen = {(d.code, d.module) for d in known}
+        new = [d for d in found if (d.code, d.module) not in seen]
+        self.report = dataclasses.replace(self.report, diagnostics=known + new, trace=trace) if self.report is not None \
+            else Report(diagnostics=new, model_name=trace.model_type, trace=trace)
+        self._deliver(dataclasses.replace(self.report, diagnostics=new, notes=[f"seen in the training loop, step {index}"]))
+
+    def _deliver(self, report: Optional[Report]) -> None:
+        """deliver(), and when it raises, every hook off first: the run stops, and a new run of the loop is
+        not checked again. (Removing an optimizer hook while torch runs them is safe only on the way
+        out: the exception ends that iteration.)"""
+        try:
+            deliver(report, self.on_error)
+        except UnhealthyModelError:
+            self.remove()
+            raise
 
     # -- the checks; the integrations call these directly --
     def check_batch(self, batch, *, step=None, instead: str = "") -> Optional[Report]:
@@ -139,9 +214,12 @@ class Guard:
         why (and `instead`, what the caller does instead), and None is returned."""
         from nnlint.api import check
 
+        from contextlib import nullcontext
+
         try:
-            report = check(unwrap(self.model), batch, optimizer=self.optimizer, select=self.select,
-                           ignore=self.ignore, config=self.config, step=step)
+            with self._watcher.paused() if self._watcher is not None else nullcontext():
+                report = check(unwrap(self.model), batch, optimizer=self.optimizer, select=self.select,
+                               ignore=self.ignore, config=self.config, step=step)
         except NNLintError as exc:
             self._could_not_check(str(exc), instead)
             report = None
@@ -150,7 +228,7 @@ class Guard:
             report = None
         if report is not None:
             self.report = report
-        deliver(report, self.on_error)
+        self._deliver(report)
         return report
 
     def check_gradients(self) -> Optional[Report]:
@@ -170,25 +248,47 @@ class Guard:
                        "or FSDP keeps them elsewhere), so the gradient rules were not run")
         if why_not is not None:
             self._could_not_check(why_not)
-            deliver(None, self.on_error)   # still take part in the ranks' agreement
+            self._deliver(None)   # still take part in the ranks' agreement
             return None
         from nnlint.api import run_rules
 
-        found = run_rules(with_real_gradients(trace, unwrap(self.model)), select=codes, config=self.config)
+        real = with_real_gradients(trace, unwrap(self.model))
+        self._gradient_probes(real)
+        found = run_rules(real, select=codes, config=self.config)
         seen = {(d.code, d.module) for d in self.report.diagnostics}
         new = [d for d in found if (d.code, d.module) not in seen]
         self.report = dataclasses.replace(self.report, diagnostics=self.report.diagnostics + new)
         gradients = dataclasses.replace(self.report, diagnostics=new,
                                         notes=["measured on the real gradients of the first optimizer step"])
-        deliver(gradients, self.on_error)
+        self._deliver(gradients)
         return gradients
 
+    def _gradient_probes(self, trace) -> None:
+        """The probes that read gradients (the first update, NN804), again on the real ones: the batch
+        check had only its own (a surrogate loss's, where the loop's loss is not known)."""
+        from nnlint.probes.base import ProbeContext, all_probes
+
+        model = unwrap(self.model)
+        gradients = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        for name, probe in all_probes().items():
+            if not probe.needs_gradients or self.optimizer is None:
+                continue
+            try:
+                trace.probes[name] = probe.run(ProbeContext(model, None, trace, optimizer=self.optimizer,
+                                                            gradients=gradients))
+            except Exception as exc:   # the check goes on without it, as nnlint.check's runner does
+                trace.probes.pop(name, None)
+                self._could_not_check(f"the {name.replace('_', ' ')} probe raised {type(exc).__name__}: {exc}")
+
     def _gradient_codes(self) -> list[str]:
+        from nnlint.probes.base import all_probes
         from nnlint.registry import matches, rules_reading
 
         select = self.select if self.select is not None else self.config.select   # as nnlint.check reads them
         ignore = self.ignore + self.config.ignore
-        return [c for c in rules_reading("gradients") if (not select or matches(c, select)) and not matches(c, ignore)]
+        parts = ["gradients"] + [n for n, p in all_probes().items() if p.needs_gradients]
+        codes = dict.fromkeys(c for part in parts for c in rules_reading(part))
+        return [c for c in codes if (not select or matches(c, select)) and not matches(c, ignore)]
 
     def _could_not_check(self, why: str, instead: str = "") -> None:
         if is_reporting_rank():
@@ -288,7 +388,8 @@ def with_real_gradients(trace, model):
     grad_stats(model, params, pending)
     pending.resolve()
     # The loss value the check recorded was its own surrogate's; the real one is not known here.
-    return dataclasses.replace(trace, params=params, backward_ran=True, loss_is_surrogate=False, loss=None)
+    return dataclasses.replace(trace, params=params, backward_ran=True, loss_is_surrogate=False, loss=None,
+                               probes=dict(trace.probes))
 
 
 def batch_from_call(args: tuple, kwargs: dict):

@@ -13,8 +13,11 @@ on a random batch of `--input-shape` (token ids below the config's vocabulary si
 input is `input_ids`). See nnlint.named.
 
 Beside them the file may define `loss_fn` (called as `loss_fn(output, target)`), `target`,
-`optimizer` (a function `optimizer(model)`, or an optimizer built at module level) and
-`train_transform`. When `loss_fn` is defined without a `target`, a batch that is a pair is read as
+`optimizer` (a function `optimizer(model)`, or an optimizer built at module level),
+`train_transform`, `causal = True` (the model is autoregressive: nnlint checks that no output
+sees a later token), `frozen` (parameter names or module prefixes meant to be frozen, e.g.
+`frozen = ["backbone"]`) and `train(model, optimizer, batches)` (the training loop, which nnlint runs
+for two steps on copies, on two batches of `(batch, target)` or `batch`, to watch the loop itself). When `loss_fn` is defined without a `target`, a batch that is a pair is read as
 `(inputs, target)`. `--input-shape` replaces the file's batch when both are there.
 
 The file is imported under a unique module name with its folder on sys.path (so `from mynet import
@@ -64,14 +67,19 @@ class LoadedTarget:
     loss_fn: Optional[Callable] = None
     optimizer: Any = None
     train_transform: Any = None
+    causal: Optional[bool] = None               # `causal = True`: the model is autoregressive
+    frozen: tuple[str, ...] = ()
+    loop: Optional[Callable] = None             # train(model, optimizer, batches)
     # id(object) -> the line that built it: every nn.Module (exact, recorded while building), the
     # optimizer, the train transform and the batch (the line that binds or returns them).
     origins: dict[int, Location] = field(default_factory=dict, repr=False)
 
     def check_arguments(self) -> dict[str, Any]:
         """The keyword arguments of nnlint.api.check (and the fixer) besides model and batch."""
+        given = {"causal": self.causal} if self.causal is not None else {}
         return {"target": self.target, "loss_fn": self.loss_fn, "optimizer": self.optimizer,
-                "train_transform": self.train_transform, "source_origins": self.origins}
+                "train_transform": self.train_transform, "source_origins": self.origins,
+                "frozen": self.frozen, "loop": self.loop, **given}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,9 +166,17 @@ def load_target(path: str, *, factory: Optional[str] = None, input_shape: Option
             model, batch, target = to_device(model, batch, target, device, torch)
         optimizer = _optimizer(names.get("optimizer"), model, torch)
     loaded = LoadedTarget(path=file, model=model, batch=batch, target=target, loss_fn=loss_fn,
-                          optimizer=optimizer, train_transform=names.get("train_transform"), origins=dict(origins))
+                          optimizer=optimizer, train_transform=names.get("train_transform"), origins=dict(origins),
+                          causal=_causal(names.get("causal"), path),
+                          frozen=_frozen(names.get("frozen")), loop=_loop(names.get("train")))
     _record_bindings(loaded, tree, batch_from)
     return loaded
+
+
+def _causal(value, shown: str) -> Optional[bool]:
+    if value is None or isinstance(value, bool):
+        return value
+    raise LoadError(f"{shown}: `causal` must be True or False (the model is autoregressive or not), not {value!r}")
 
 
 def _parse(file: Path, shown: str) -> ast.Module:
@@ -323,6 +339,30 @@ def _loss_fn(obj: Any) -> Optional[Callable]:
     return obj
 
 
+def _frozen(obj: Any) -> tuple[str, ...]:
+    if obj is None:
+        return ()
+    if isinstance(obj, str):
+        obj = [obj]
+    if not isinstance(obj, (list, tuple, set)) or not all(isinstance(p, str) for p in obj):
+        raise LoadError("frozen must list the parameter names or module prefixes meant to be frozen, "
+                        'e.g. frozen = ["backbone"]')
+    return tuple(obj)
+
+
+def _loop(obj: Any) -> Optional[Callable]:
+    if obj is None:
+        return None
+    if isinstance(obj, type) or not callable(obj):
+        raise LoadError("train must be your training loop, a function train(model, optimizer, batches), e.g.\n\n"
+                        "    def train(model, optimizer, batches):\n"
+                        "        for x, y in batches:\n"
+                        "            optimizer.zero_grad()\n"
+                        "            loss_fn(model(x), y).backward()\n"
+                        "            optimizer.step()")
+    return obj
+
+
 def _optimizer(obj: Any, model, torch) -> Any:
     """`optimizer(model)` is called; an optimizer built at module level is taken as it is."""
     if obj is None or isinstance(obj, torch.optim.Optimizer):
@@ -363,11 +403,11 @@ def to_device(model, batch, target, device: str, torch):
 
 
 def _record_bindings(loaded: LoadedTarget, tree: ast.Module, batch_from: Optional[str]) -> None:
-    """Point the optimizer, the train transform and the batch at the line that builds them in the file,
+    """Point the optimizer, the train transform, the batch and the loss at the line that builds them in the file,
     so that findings about them are located too (modules are already, exactly)."""
     batch_name = batch_from.removesuffix("()") if batch_from else None
     for obj, name in ((loaded.optimizer, "optimizer"), (loaded.train_transform, "train_transform"),
-                      (loaded.batch, batch_name)):
+                      (loaded.batch, batch_name), (loaded.loss_fn, "loss_fn")):
         if obj is None or name is None or id(obj) in loaded.origins:
             continue
         line = binding_line(tree, name)

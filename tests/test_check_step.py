@@ -54,7 +54,7 @@ def test_the_healthy_twin_is_quiet_and_its_gradients_are_the_real_loss_s():
     trace = report.trace
     assert trace.backward_ran and not trace.loss_is_surrogate
     assert trace.loss == pytest.approx(1.386, abs=0.1)   # cross-entropy of 4 classes at init
-    assert [t["op"] for t in trace.target_info["classification_losses"]] == ["cross_entropy"]
+    assert [c.loss for c in trace.objective.calls] == ["cross_entropy"]
     assert all(trace.params[n].grad_norm for n in ("encoder.0.weight", "encoder.3.weight", "head.weight"))
     # The model's output is the head's logits, not the loss; the labels are not a model input.
     assert [trace.calls[0].module, trace.inputs[0].path, len(trace.inputs)] == ["encoder", "batch[0]", 1]

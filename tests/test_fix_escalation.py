@@ -33,15 +33,30 @@ def loud(report) -> set[str]:
     return {d.code for d in report.diagnostics if d.severity in ("error", "warning")}
 
 
-def test_exp_as_hidden_activation_escalates_from_a_reinit_to_a_relu():
+def test_exp_as_hidden_activation_is_replaced_with_a_relu_and_the_model_is_finite_again():
+    # NN402's re-init alone moves the overflow one layer down; NN204 names exp as the cause and its
+    # first step, unsafe, is the swap with the Kaiming re-init it needs
     loaded = load("propagation_exp_hidden.py")
     assert not torch.isfinite(loaded.model(loaded.batch)).all()
     result = nnlint.fix(loaded.model, loaded.batch, unsafe=True)
+    swaps = [o for o in result.applied if o.fix.kind == "swap_activation"]
+    exp = [o for o in swaps if o.fix.params.source == "exp"]
+    assert {o.diagnostic.code for o in exp} == {"NN204"} and all(o.fix.params.to == "relu" for o in exp)
+    assert len({o.fix.params.site for o in exp}) == 2            # both calls: the input layer's and the loop's
+    # a ReLU whose units then die goes on to LeakyReLU (NN203's ladder), never back to exp
+    assert all(o.fix.params.to == "leaky_relu" for o in swaps if o.fix.params.source != "exp")
+    assert not loud(result.report)
+    assert torch.isfinite(loaded.model(loaded.batch)).all()
+
+
+def test_nn402_escalates_from_a_reinit_to_a_relu_where_it_alone_reports_exp():
+    # without NN204 (ignored), NN402's own ladder gets there: re-init, still reported, then the swap
+    loaded = load("propagation_exp_hidden.py")
+    result = nnlint.fix(loaded.model, loaded.batch, unsafe=True, ignore=["NN204"])
     swap = next(o for o in result.applied if o.diagnostic.code == "NN402" and o.fix.kind == "swap_activation")
     assert swap.step == 1 and "re-initialize" in swap.earlier[0] and "still reported" in swap.earlier[0]
-    assert swap.fix.params.source == "exp" and swap.fix.params.to == "relu"
+    assert swap.fix.params.source == "exp"
     assert "step 2 of" in swap.line()
-    assert not loud(result.report)
     assert torch.isfinite(loaded.model(loaded.batch)).all()
 
 

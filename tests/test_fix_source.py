@@ -49,6 +49,12 @@ SOURCE_CASES = {
     "propagation_exp_hidden": ({"NN402"}, {"unsafe": True}),           # re-init fails: exp -> relu
     "activation_dead_relu_deep": ({"NN203"}, {"unsafe": True}),        # re-init fails: relu -> leaky_relu
     "propagation_scaled_chain": ({"NN401"}, {"unsafe": True}),         # re-init fails: a norm per layer
+    "double_softmax": ({"NN601"}, {"unsafe": True}),         # nn.Softmax(dim=1) -> nn.Identity()
+    "sigmoid_output": ({"NN601"}, {"unsafe": True}),         # torch.sigmoid(x) -> x
+    "imbalanced_head": ({"NN606"}, {}),                       # the bias at the log-priors, before the return
+    "improper_activations": ({"NN204"}, {"unsafe": True}),  # exp() and F.softmax(dim=) -> relu, nn.Softmax -> ReLU
+    "batch_first": ({"NN701"}, {"unsafe": True}),           # batch_first=True added to the construction call
+    "bias_before_norm": ({"NN707"}, {"unsafe": True}),      # bias=False added, or bias=True replaced
 }
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 

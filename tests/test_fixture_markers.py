@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from nnlint.cli import main
+from probe_args import cli_args
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 ALL = sorted(p for p in FIXTURES.glob("*.py") if not p.name.startswith("_"))
@@ -43,7 +44,8 @@ def test_every_fixture_is_marked():
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
 def test_fixture_markers_hold_through_the_cli(path):
     marks, clean = expected_markers(path)
-    result = CliRunner().invoke(main, ["check", str(path), "--format", "json"])
+    # a fixture of an opt-in probe says how it is checked: `# nnlint check FILE --steps 50`
+    result = CliRunner().invoke(main, ["check", str(path), "--format", "json", *cli_args(path.read_text())])
     assert result.exit_code in (0, 1), result.output
     report = json.loads(result.stdout)
     found = {(d["location"]["line"], d["code"]) for d in report["diagnostics"]

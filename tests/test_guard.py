@@ -84,11 +84,13 @@ def test_guarded_training_is_bit_identical_to_unguarded():
     assert torch.equal(torch.get_rng_state(), guarded_rng)
 
 
-def test_hooks_are_gone_after_the_first_step():
+def test_hooks_are_gone_after_the_watched_steps():
+    # the batch and gradients are checked at the first step, the loop watched for two (NN807-NN811);
+    # every hook goes at the next forward (an optimizer's hook table cannot lose one while it runs them)
     model, optimizer = make()
     g = nnlint.guard(model, optimizer, config=Config())
     assert model._forward_pre_hooks and optimizer._optimizer_step_pre_hooks
-    train(model, optimizer, data(1))
+    train(model, optimizer, data(3))
     assert not g.active
     assert not model._forward_pre_hooks and not optimizer._optimizer_step_pre_hooks
 
@@ -275,7 +277,9 @@ def test_a_closure_step_waits_for_gradients():
 
     optimizer.step(closure)   # no gradients before the step: the step hook waits
     assert "step" in g._handles
-    optimizer.step(closure)
+    optimizer.step(closure)   # the gradients are checked; the loop's watch has seen its two steps
+    assert g.report is not None and [s["closure"] for s in g.report.trace.probes["loop"]["steps"]] == [True, True]
+    optimizer.step(closure)   # its forward takes the hooks off
     assert not g.active
 
 

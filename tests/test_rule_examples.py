@@ -9,6 +9,7 @@ import pytest
 import nnlint
 from nnlint.loader import load_target
 from nnlint.registry import all_rules
+from probe_args import check_kwargs
 
 
 def _cases():
@@ -35,7 +36,10 @@ def test_every_rule_carries_a_faulty_and_a_healthy_example():
 @pytest.mark.parametrize("rule, example", list(_cases()))
 def test_example(rule, example, tmp_path):
     loaded = _load(example, tmp_path)
-    report = nnlint.check(loaded.model, loaded.batch, select=[rule.code], **loaded.check_arguments())
+    arguments = {**loaded.check_arguments(), **check_kwargs(example.source)}   # `# nnlint check example.py --steps 50`
+    if "frozen" in check_kwargs(example.source):
+        arguments["frozen"] = tuple(loaded.frozen) + check_kwargs(example.source)["frozen"]
+    report = nnlint.check(loaded.model, loaded.batch, select=[rule.code], **arguments)
     found = [d for d in report.diagnostics if d.code == rule.code]
     if not example.faulty:
         assert found == [], f"{rule.code} fires on its own healthy example: {[d.message for d in found]}"

@@ -192,7 +192,7 @@ def test_nn304_over_confident_head():
     assert d.evidence["ratio"] > 3 and d.evidence["logit_std"] > 4
     assert re.match(r"loss at init \d+\.?\d* is \d\.?\d*x log\(10\) = 2\.3", d.message)
     assert d.fix.kind == "scale_final_layer" and d.fix.target == "2"
-    assert "class log-priors" in d.fix.description
+    assert "zero 2.bias" in d.fix.description
     assert d.fix.params.factor == pytest.approx(0.5 / d.evidence["logit_std"], rel=0.05)
 
 
@@ -313,16 +313,17 @@ class Detached(nn.Module):
         return self.head(features)
 
 
-def test_nn406_detached_backbone_is_one_error_at_the_detach_and_unused_module_a_warning():
-    diags = check(seeded(Detached), torch.randn(8, 16), ["NN406"])
-    assert [(d.module, d.severity) for d in diags] == [("backbone", "error"), ("spare", "warning")]
+def test_nn406_detached_backbone_is_one_error_at_the_detach_and_unused_module_nn705s():
+    diags = check(seeded(Detached), torch.randn(8, 16), ["NN406", "NN705"])
+    assert [(d.code, d.module, d.severity) for d in diags] == [("NN406", "backbone", "error"),
+                                                              ("NN705", "spare", "warning")]
     cut, unused = diags
     assert cut.evidence["params"] == ["backbone.0.weight", "backbone.0.bias", "backbone.2.weight", "backbone.2.bias"]
     detach_line = next(i for i, line in enumerate(Path(__file__).read_text().splitlines(), 1)
                        if "the cut NN406 must point at" in line)
     assert f"`.detach()` at test_rules_init_grad.py:{detach_line}" in cut.message
     assert cut.evidence["cut_at"].endswith(f"test_rules_init_grad.py:{detach_line}")
-    assert "requires_grad_(False)" in cut.message and "never used in forward" in unused.message
+    assert "requires_grad_(False)" in cut.message and "never called in the training forward" in unused.message
 
 
 class ZeroInitResidual(nn.Module):

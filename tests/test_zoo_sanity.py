@@ -235,12 +235,25 @@ def test_fixture_markers_are_well_formed(path):
     assert '"""' in path.read_text().split("\n", 1)[0], f"{path.name}: starts without a docstring"
 
 
+# Fixtures of objective faults on which plain torch raises (nnlint reports them instead of "could not run").
+STEP_RAISES = {
+    "objective_label_out_of_range": (IndexError, "out of bounds"),
+    "objective_one_hot_targets": (RuntimeError, "Expected floating point type for target"),
+    "objective_raw_scores_bce": (RuntimeError, "between 0 and 1"),
+    "objective_unreduced_loss": (RuntimeError, "only for scalar outputs"),
+}
+
+
 @pytest.mark.parametrize("path", FIXTURE_FILES, ids=[p.stem for p in FIXTURE_FILES])
 def test_fixture_builds_runs_and_is_deterministic(path):
     f, again = load_fixture(path), load_fixture(path)
     for (name, x), (_, y) in zip(f.model.state_dict().items(), again.model.state_dict().items()):
         assert torch.equal(x, y), name
     assert all(torch.equal(x, y) for x, y in zip(_tensors(f.batch), _tensors(again.batch)))
+    if path.stem in STEP_RAISES:   # the planted fault is one that makes a plain training step crash
+        with pytest.raises(STEP_RAISES[path.stem][0], match=STEP_RAISES[path.stem][1]):
+            train_step(f.model, f.batch, f.loss_fn, f.target)
+        return
     loss = train_step(f.model, f.batch, f.loss_fn, f.target)
     planted_nan = any("NN002" in cs for cs in _markers(path).values())
     assert bool(torch.isfinite(loss)) != planted_nan

@@ -33,8 +33,12 @@ def fix(
     train_transform: Any = None,
     source_origins: Optional[dict] = None,
     max_rounds: int = 6,
+    causal: Optional[bool] = None,
+    frozen: Optional[Iterable[str]] = None,
+    loop: Optional[Callable] = None,
 ) -> FixResult:
-    """Fix the model in place where it can; returns what was applied, what failed and the re-check."""
+    """Fix the model in place where it can; returns what was applied, what failed and the re-check.
+    `causal`, `frozen` and `loop` are nnlint.check's (what the probes need to know), passed to every check."""
     from nnlint.api import check
     from nnlint.fix.kind import all_kinds
     from nnlint.fix.runtime import RuntimeContext
@@ -44,7 +48,8 @@ def fix(
 
     def run_check():
         return check(model, batch, target=target, loss_fn=loss_fn, optimizer=optimizer, select=select,
-                     ignore=ignore, config=config, train_transform=train_transform, source_origins=source_origins)
+                     ignore=ignore, config=config, train_transform=train_transform, source_origins=source_origins,
+                     causal=causal, frozen=frozen, loop=loop)
 
     ledger = Ledger()
     report = run_check()

@@ -132,7 +132,9 @@ class Ledger:
         prior = self.outcomes.get(outcome.key)
         if step and prior is not None and prior is not outcome:
             tried = prior.fix.description if prior.fix else "the previous step"
-            outcome.earlier = prior.earlier + [f"{tried}: {prior.why_failed or prior.detail}"]
+            # the same step tried again (its round undone, then retried alone) is not an earlier step
+            outcome.earlier = prior.earlier + ([f"{tried}: {prior.why_failed or prior.detail}"]
+                                               if prior.step < step else [])
         outcome.step, outcome.steps = step, steps
         self.outcomes[outcome.key] = outcome
 

@@ -21,7 +21,14 @@ class TrainingCheck:
     """What both callbacks do, whatever the framework calls its hooks: check the model once, on the first
     training batch, with the framework's own step computing the loss (or, where that cannot be had, on
     the first batch the model's forward receives); run the gradient rules at the first optimizer step;
-    and take everything off when training ends."""
+    watch the loop's first two optimizer steps (nnlint.probes.loopwatch: the rules that read "loop");
+    and take everything off when training ends.
+
+    `watch_pre_hook`: the optimizer's own step pre-hook says when a step's gradients are final (the
+    HF Trainer steps without a closure); a framework that steps with a closure (Lightning) says False
+    and calls `loop_step` from its own hook instead."""
+
+    watch_pre_hook = True
 
     def __init__(self, *, on_error: str = "raise", select: Optional[Iterable[str]] = None,
                  ignore: Optional[Iterable[str]] = None, config: Optional[Config] = None):
@@ -40,6 +47,12 @@ class TrainingCheck:
         """Training starts: the check waits for its first batch."""
         self.guard = dataclasses.replace(self.template, model=model, optimizer=optimizer)
         self.batch_checked = self.gradients_checked = False
+        self.guard.watch(pre_hook=self.watch_pre_hook)
+
+    def loop_step(self, *, scaler: Optional[bool] = None, clip_threshold: Optional[float] = None) -> None:
+        """The framework's hook where a step's gradients are final, just before the update."""
+        if self.guard is not None:
+            self.guard.loop_step(scaler=scaler, clip_threshold=clip_threshold)
 
     def check_step(self, batch, step) -> None:
         """Check the model on this batch, with `step(model, batch)` (the framework's training step)
@@ -67,7 +80,7 @@ class TrainingCheck:
         if self.guard is None or self.gradients_checked:
             return
         self.gradients_checked = True
-        self.guard.remove()   # whatever the forward hook was to see, it has seen by now
+        self.guard.remove(loop=False)   # whatever the forward hook was to see, it has seen by now
         self.guard.check_gradients()
 
     def stop(self) -> None:

@@ -18,7 +18,10 @@ torch, Python and NumPy: the real first step computes what it would have without
 
 A training_step that cannot be traced is named in a warning, and the first training batch the
 module's forward receives is checked instead. The gradient rules run again on the gradients of the
-first optimizer step, in `on_before_optimizer_step` (after the closure's backward, before the update).
+first optimizer step, in `on_before_optimizer_step` (after the closure's backward, before the update),
+and the loop's first two steps are watched from there (the rules that read "loop", NN807-NN811:
+gradients that pile up in manual optimization, a module left in eval mode, a maximized loss), with
+the trainer's gradient scaler and `gradient_clip_val`.
 Errors stop `fit` on every rank; rank 0 prints. Works with `lightning` or, where only that is
 installed, `pytorch_lightning`.
 """
@@ -44,6 +47,11 @@ except ImportError:   # the older package name
 class NNLintCallback(TrainingCheck, Callback):
     """Options as nnlint.guard's: on_error="raise"|"warn", select, ignore, config."""
 
+    # Lightning steps with a closure (the backward runs inside optimizer.step): the loop's watch is told
+    # in on_before_optimizer_step, where the closure's backward has run, with the trainer's own gradient
+    # scaler and clipping threshold (Lightning clips after this hook).
+    watch_pre_hook = False
+
     def on_fit_start(self, trainer, pl_module) -> None:
         optimizers = list(getattr(trainer, "optimizers", None) or [])
         self.start(pl_module, optimizers[0] if optimizers else None)
@@ -54,6 +62,11 @@ class NNLintCallback(TrainingCheck, Callback):
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         self.gradients_ready()
+        precision = getattr(trainer, "precision_plugin", None)
+        clip = getattr(trainer, "gradient_clip_val", None)
+        by_norm = str(getattr(trainer, "gradient_clip_algorithm", "norm")).lower().endswith("norm")
+        self.loop_step(scaler=getattr(precision, "scaler", None) is not None,
+                       clip_threshold=float(clip) if clip and by_norm else None)
 
     def on_fit_end(self, trainer, pl_module) -> None:
         self.stop()

@@ -12,7 +12,9 @@ gradients. The Trainer is the one whose training loop called the callback (callb
 it, so it is found on the call stack); where there is none, the model is checked as `model(**batch)`
 with the loss it returns. Where no batch can be had, the first training batch the model's forward
 receives is checked instead. `on_pre_optimizer_step` runs the gradient rules on the first real
-gradients, after clipping, before the update. Errors stop training on every rank; rank 0 prints.
+gradients, after clipping, before the update. The loop's first two optimizer steps are watched
+(the rules that read "loop", NN807-NN811), from the optimizer's own step hooks inside the Trainer's
+accelerate wrapper (so its fp16 GradScaler is seen). Errors stop training on every rank; rank 0 prints.
 """
 from __future__ import annotations
 

@@ -31,6 +31,7 @@ class ProbeOptions:
     steps: Optional[int] = None            # the opt-in training probe: this many optimizer steps on the batch
     causal: Optional[bool] = None          # the model is autoregressive (None: recognised if it can be)
     frozen: tuple[str, ...] = ()           # parameter name globs meant to be frozen
+    loop: Optional[Callable] = None        # the training loop, loop(model, optimizer, batches): watched 2 steps
 
 
 @dataclass
@@ -46,11 +47,18 @@ class ProbeContext:
     loss_fn: Optional[Callable] = None
     optimizer: Any = None
     step: Optional[Callable] = None
+    # What one probe measured that another reuses (the dependence probes share their passes), for
+    # this check only.
+    shared: dict[str, Any] = field(default_factory=dict)
+    # The gradients of the traced step (parameter name -> tensor), kept for the probes that read them
+    # (needs_gradients): the model itself holds its own grads again once the trace is done.
+    gradients: dict[str, Any] = field(default_factory=dict)
 
 
 class Probe:
     name: ClassVar[str]
     summary: ClassVar[str] = ""            # what it measures, for notes and docs
+    needs_gradients: ClassVar[bool] = False   # it reads the traced step's gradients (ProbeContext.gradients)
 
     def wanted(self, options: ProbeOptions) -> bool:
         """An opt-in probe says False until its option is given."""
@@ -81,6 +89,17 @@ def all_probes() -> dict[str, Probe]:
         if info.name != __name__:
             importlib.import_module(info.name)
     return PROBES
+
+
+def wanted_probes(names: Iterable[str], options: ProbeOptions) -> list[str]:
+    """The probes among `names` that run with these options."""
+    probes = all_probes()
+    return [n for n in sorted(set(names)) if n in probes and probes[n].wanted(options)]
+
+
+def needs_gradients(names: Iterable[str]) -> bool:
+    probes = all_probes()
+    return any(probes[n].needs_gradients for n in names if n in probes)
 
 
 def run_probes(names: Iterable[str], ctx: ProbeContext) -> float:

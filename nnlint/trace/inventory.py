@@ -138,22 +138,44 @@ def choose_channel_dims(trace: Trace, candidates: dict[int, dict]) -> None:
 
 
 def optimizer_record(optimizer, model) -> Optional[OptimizerRecord]:
+    """The optimizer as given: its class and, per parameter group, the hyperparameters the optimizer
+    rules read and which of the model's parameters it holds (by name). Tensors that are no parameter
+    of the model are kept apart (`foreign`), so that every name in `params` is a model parameter."""
     if optimizer is None:
         return None
     optimizer = unwrap_optimizer(optimizer)
     names = {id(p): n for n, p in model.named_parameters()}
     groups = []
     for g in getattr(optimizer, "param_groups", []):
+        tensors = list(g.get("params", []))
         groups.append({
-            "weight_decay": float(g.get("weight_decay", 0.0) or 0.0),
-            "lr": float(g["lr"]) if isinstance(g.get("lr"), (int, float)) else None,
-            "params": [names.get(id(p), "?") for p in g.get("params", [])],
+            "weight_decay": _number(g.get("weight_decay", 0.0)) or 0.0,
+            "lr": _number(g.get("lr")),
+            "params": [names[id(p)] for p in tensors if id(p) in names],
+            # A tensor handed to the optimizer that is no parameter of the model (an old head, a stray
+            # tensor): its shape is what a message can say about it.
+            "foreign": [{"shape": list(p.shape), "requires_grad": bool(getattr(p, "requires_grad", False))}
+                        for p in tensors if id(p) not in names],
             # LBFGS, Rprop, SparseAdam have no weight decay at all; Adam(decoupled_weight_decay=True)
             # is AdamW: NN506 reads both.
             "supports_weight_decay": "weight_decay" in g,
             "decoupled_weight_decay": bool(g.get("decoupled_weight_decay", False)),
+            "momentum": _number(g.get("momentum")),
+            "betas": [_number(b) for b in g["betas"]] if isinstance(g.get("betas"), (tuple, list)) else None,
+            "eps": _number(g.get("eps")) if not isinstance(g.get("eps"), (tuple, list)) else None,
+            "dtypes": sorted({str(p.dtype).replace("torch.", "") for p in tensors if hasattr(p, "dtype")}),
         })
     return OptimizerRecord(type=type(optimizer).__name__, groups=groups)
+
+
+def _number(value) -> Optional[float]:
+    """A hyperparameter as a float: lr may be a 0-d tensor (capturable optimizers); None when absent."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError, RuntimeError):
+        return None
 
 
 def unwrap_optimizer(optimizer, depth: int = 0):
@@ -166,8 +188,8 @@ def unwrap_optimizer(optimizer, depth: int = 0):
     return optimizer
 
 
-def setup_locations(trace: Trace, batch, optimizer, train_transform, origins) -> None:
-    """Where the batch, the optimizer and the train transform were built, when the loader recorded it
+def setup_locations(trace: Trace, batch, optimizer, train_transform, origins, loss_fn=None) -> None:
+    """Where the batch, the optimizer, the train transform and the loss function were built, when the loader recorded it
     (keyed by id(object), like modules): the findings about them point at those lines."""
     origins = origins or {}
     if batch is not None and id(batch) in origins:
@@ -176,6 +198,8 @@ def setup_locations(trace: Trace, batch, optimizer, train_transform, origins) ->
         trace.target_info["optimizer_location"] = origins[id(optimizer)]
     if trace.train_transform is not None and id(train_transform) in origins:
         trace.train_transform["location"] = origins[id(train_transform)]
+    if loss_fn is not None and id(loss_fn) in origins:
+        trace.target_info["loss_location"] = origins[id(loss_fn)]
 
 
 def describe_transform(transform) -> Optional[dict[str, Any]]:

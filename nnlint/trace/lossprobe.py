@@ -1,46 +1,178 @@
-"""The loss of the check's backward: the user's `loss_fn` when there is one, else a surrogate; and what
-the user's loss function computes: the classification terms inside it, seen while it runs.
+"""The loss of the check's backward, and the record of the objective (records.Objective): the user's
+`loss_fn`, a model output's `.loss` (Hugging Face models given labels), a step's loss; else a surrogate.
 
-`loss_fn` may be `nn.CrossEntropyLoss()`, `F.cross_entropy`, or any function that calls them (a
-language model's `F.cross_entropy(logits.view(-1, V), y.view(-1))`, a main loss plus an auxiliary
-one). A TorchFunctionMode around the call sees each cross-entropy / NLL / binary cross-entropy call with
-its arguments, and records per call: the number of classes, the loss value per element, and the
-entropy of the batch's labels (the loss of the best prediction that ignores the input). The loss-at-init rule reads it.
+`loss_fn` may be `nn.CrossEntropyLoss()`, `F.cross_entropy`, or any function that calls torch losses (a
+language model's `F.cross_entropy(logits.view(-1, V), y.view(-1))`, a main loss plus an auxiliary one). A
+TorchFunctionMode around the call (`loss_calls`) sees each torch loss it makes, measures its input and
+target before the call (nnlint.trace.objective), and follows, inside `loss_fn`, the tensors derived from
+the model's outputs, so that each call knows which model tensor it was fed (its lineage serial) and what
+the loss function did to it first (`log_softmax`, `.detach()`).
+
+When a call would raise (a class index out of range: an IndexError on CPU, a device-side assert on
+CUDA), it is not made; when the loss function or the backward raises, the failure is recorded. Either
+way the check goes on, with a surrogate loss driving the backward, and the objective rules explain the
+failure; `raise_unexplained` turns a failure no finding explains back into "could not run".
 """
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
+from nnlint.diagnostics import Location
 from nnlint.errors import ModelRaised
+from nnlint.trace import objective as measuring
+from nnlint.trace import ops as opnames
+from nnlint.trace.batch import iter_tensors
+from nnlint.trace.records import LossCall, LossFailure, LossValue, Objective, Trace
+from nnlint.trace.source import is_user_file
 
-CLASSIFICATION_LOSSES = {
-    "cross_entropy": "cross_entropy", "cross_entropy_loss": "cross_entropy",
-    "nll_loss": "nll_loss", "nll_loss_nd": "nll_loss", "nll_loss2d": "nll_loss",
-    "binary_cross_entropy_with_logits": "binary_cross_entropy_with_logits",
-    "binary_cross_entropy": "binary_cross_entropy",
-}
+# Ops inside a loss function that cut the graph between the model and the loss.
+_CUTS = {"detach", "detach_"}
 
 
-def loss_of_pass(output, out_tensors, target, loss_fn, trace):
+class LossWouldFail(Exception):
+    """A loss call that would raise was not made; `call.raised` says why."""
+
+    def __init__(self, call: LossCall):
+        super().__init__(call.raised)
+        self.call = call
+
+
+class LossRaised(ModelRaised):
+    """The loss or its backward raised and no finding explains why: the check could not run."""
+
+    def __init__(self, failure: LossFailure):
+        Exception.__init__(self, failure.message)
+        self.what, self.original = failure.stage, None
+
+
+def loss_of_pass(output, out_tensors, target, loss_fn, trace: Trace, seen: list[LossCall],
+                 serial_of: Callable[[Any], Optional[int]]):
     """The loss to run the backward pass from (None when nothing in the output can carry a gradient),
-    recording on `trace` whether it is the user's and what its classification terms are."""
+    recording the objective on `trace`. `seen`: the loss calls made inside the forward."""
+    if loss_fn is None:
+        model_loss = output_loss(output)
+        if model_loss is None:
+            return surrogate_loss(out_tensors)
+        trace.objective = Objective("outputs.loss", f"{trace.model_type}(...).loss", calls=list(seen))
+        drop_label_inputs(trace)
+        return backward_loss(model_loss, trace, [t for t in out_tensors if t is not model_loss])
+    trace.objective = Objective("loss_fn", getattr(loss_fn, "__name__", type(loss_fn).__name__))
+    loss = None
+    with loss_calls(serial_of, follow=True, within=sys._getframe()) as calls:
+        try:
+            loss = loss_fn(output, target) if target is not None else loss_fn(output)
+        except LossWouldFail as exc:
+            trace.objective.failure = predicted_failure("the loss function", exc.call)
+        except Exception as exc:
+            trace.objective.failure = LossFailure("the loss function", _error(exc), str(ModelRaised("the loss function", exc)))
+    trace.objective.calls = calls
+    if trace.objective.failure is not None:
+        trace.notes.append(f"the loss could not be computed ({trace.objective.failure.error}): a surrogate loss "
+                           "drove the backward pass, so the gradients are relative")
+        return surrogate_loss(out_tensors)
+    return backward_loss(loss, trace, out_tensors)
+
+
+def drop_label_inputs(trace: Trace) -> None:
+    """A batch tensor that only losses read as their target (a Hugging Face batch's `labels`) is the
+    loss's, not an input the data rules should judge: drop it from the trace's inputs."""
+    consumers: dict[int, list] = {}
+    for op in trace.ops_in("train"):
+        for s in op.inputs:
+            consumers.setdefault(s, []).append(op)
+
+    def only_targets(serial: int, depth: int = 0) -> bool:
+        uses = consumers.get(serial, [])
+        if not uses or depth > 8:
+            return False
+        for op in uses:
+            if op.func in measuring.LOSSES and op.inputs[:1] != [serial]:
+                continue
+            if (op.kind in opnames.PASSTHROUGH or op.func in opnames.PASSTHROUGH) and op.outputs \
+                    and all(only_targets(o, depth + 1) for o in op.outputs):
+                continue
+            return False
+        return True
+
+    kept = [rec for rec in trace.inputs if not only_targets(rec.serial)]
+    if kept and len(kept) < len(trace.inputs):
+        trace.inputs = kept
+        trace.input_serials = [rec.serial for rec in kept]
+
+
+def output_loss(output):
+    """A model output's own loss: `outputs.loss` of a Hugging Face ModelOutput (or a dict's "loss"), when
+    it is a floating tensor."""
     import torch
 
-    if loss_fn is None:
-        return surrogate_loss(out_tensors)
-    trace.loss_is_surrogate = False
-    trace.target_info["loss_type"] = getattr(loss_fn, "__name__", type(loss_fn).__name__)
-    if isinstance(output, torch.Tensor) and isinstance(target, torch.Tensor):
-        if output.dim() == 2 and not target.is_floating_point() and target.dim() == 1:
-            trace.target_info["num_classes"] = int(output.shape[1])
-    try:
-        loss, terms = call_loss(loss_fn, output, target)
-    except Exception as exc:
-        raise ModelRaised("the loss function", exc) from exc
-    if terms:
-        trace.target_info["classification_losses"] = terms
-    return loss
+    loss = output.get("loss") if isinstance(output, dict) else getattr(output, "loss", None)
+    return loss if isinstance(loss, torch.Tensor) and loss.is_floating_point() else None
+
+
+def backward_loss(loss, trace: Trace, out_tensors):
+    """What the backward runs from, given the real loss: the loss itself when it is a scalar in the
+    graph; its mean when it is not reduced; a surrogate over the outputs when it is not connected to
+    the graph (a Python float, a leaf rebuilt from `.item()`, a NumPy round trip, `no_grad`), so that the
+    gradient rules still see the model's own cuts and not the loss's."""
+    import torch
+
+    objective = trace.objective
+    objective.value = describe_value(loss)
+    value = objective.value
+    if isinstance(loss, torch.Tensor) and loss.requires_grad and loss.grad_fn is not None and value.floating:
+        trace.loss_is_surrogate = False
+        if loss.numel() == 1:
+            objective.backward = "loss"
+            return loss.reshape(())
+        objective.backward = "loss.mean()"
+        trace.notes.append(f"the loss has shape {tuple(loss.shape)}, not a scalar: the check's backward ran from "
+                           "its mean")
+        return loss.float().mean()
+    objective.backward = "surrogate"
+    trace.notes.append("the loss is not connected to the model's parameters: a surrogate loss drove the "
+                       "backward pass, so the gradients are relative")
+    return surrogate_loss(out_tensors)
+
+
+def describe_value(loss) -> LossValue:
+    import torch
+
+    if not isinstance(loss, torch.Tensor):
+        return LossValue(type(loss).__name__, floating=isinstance(loss, float))
+    grad_fn = type(loss.grad_fn).__name__ if loss.grad_fn is not None else None
+    return LossValue("Tensor", tuple(loss.shape), bool(loss.requires_grad), grad_fn, loss.is_floating_point())
+
+
+def predicted_failure(stage: str, call: LossCall) -> LossFailure:
+    where = f" at {call.location.file}:{call.location.line}" if call.location is not None else ""
+    error = f"{call.loss}{where} would raise, so it was not called: {call.raised}"
+    return LossFailure(stage, error, f"{stage} cannot run: {error}")
+
+
+def backward_failure(exc: BaseException) -> LossFailure:
+    return LossFailure("the backward pass", _error(exc), str(ModelRaised("the backward pass", exc)))
+
+
+def raise_unexplained(trace: Trace, explained: bool) -> None:
+    """The check could not run when the loss failed and no finding explains the failure."""
+    failure = trace.objective.failure if trace.objective is not None else None
+    if failure is not None and not explained:
+        raise LossRaised(failure)
+
+
+def _user_line(frame, within) -> Optional[Location]:
+    while frame is not None and frame is not within:
+        if is_user_file(frame.f_code.co_filename):
+            return Location(frame.f_code.co_filename, frame.f_lineno)
+        frame = frame.f_back
+    return None
+
+
+def _error(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def surrogate_loss(out_tensors):
@@ -65,104 +197,71 @@ def surrogate_loss(out_tensors):
     return sum(losses) if losses else None
 
 
-def call_loss(loss_fn, output, target) -> tuple[Any, list[dict[str, Any]]]:
-    """Run loss_fn(output, target) (or loss_fn(output)) and return (loss, classification terms)."""
-    with classification_terms() as terms:
-        loss = loss_fn(output, target) if target is not None else loss_fn(output)
-    return loss, terms
+# ---------------------------------------------------------------------------------------------
+# The probe
 
 
 @contextmanager
-def classification_terms() -> Iterator[list[dict[str, Any]]]:
-    """The classification terms of every loss computed inside the block, as a list filled while it runs."""
+def loss_calls(serial_of: Callable[[Any], Optional[int]] = lambda t: None, *, follow: bool = False,
+               within=None) -> Iterator[list[LossCall]]:
+    """Every torch loss call made inside the block, measured before it runs, as a list filled while it
+    runs. `serial_of` names the model's tensors (the recorder's lineage); with `follow`, tensors computed
+    inside the block from them are followed too (a loss function's `logits.view(-1, V)`), with the ops
+    that computed them. A call that would raise is not made: LossWouldFail is raised instead. A call's
+    location is the innermost user line below the frame `within` (the one that called the loss function:
+    an `nn.CrossEntropyLoss()` called by nnlint has none)."""
     from torch.overrides import TorchFunctionMode
+    from torch.utils.weak import WeakTensorKeyDictionary
 
-    terms: list[dict[str, Any]] = []
+    calls: list[LossCall] = []
+    origins = WeakTensorKeyDictionary()    # tensor -> (serial of the model tensor, ops since)
+
+    def origin(t) -> tuple[Optional[int], tuple[str, ...]]:
+        s = serial_of(t)
+        return (s, ()) if s is not None else origins.get(t, (None, ()))
+
+    def followed(name: str, func, args, kwargs, result) -> None:
+        source = next((o for o in map(origin, iter_tensors((args, kwargs))) if o[0] is not None), None)
+        if source is None:
+            return
+        kind = opnames.kind_of(name)
+        if name == "__get__" and getattr(getattr(func, "__self__", None), "__name__", "") == "data":
+            kind = "detach"   # `.data`: the values without the graph
+        cut = kind in _CUTS or name in _CUTS
+        step = () if (kind in opnames.PASSTHROUGH or name in opnames.PASSTHROUGH or name == "__get__") and not cut else \
+            ("detach" if cut else kind,)
+        for out in iter_tensors(result):
+            if serial_of(out) is None:
+                origins[out] = (source[0], (source[1] + step)[-8:])
 
     class _Probe(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
-            result = func(*args, **kwargs)
-            kind = CLASSIFICATION_LOSSES.get(getattr(func, "__name__", ""))
-            if kind is not None:
+            name = opnames.func_name(func)
+            call = None
+            if name in measuring.LOSSES:
                 try:
-                    term = _describe(kind, result, args, kwargs)
-                except Exception:   # an unusual call: the loss still counts, the loss-at-init rule just skips it
-                    term = None
-                if term is not None:
-                    terms.append(term)
+                    call = measuring.measure(name, func, args, kwargs)
+                except Exception:   # an unusual call: the loss still runs, the rules just skip it
+                    call = None
+            if call is None:
+                result = func(*args, **kwargs)
+                if follow:
+                    followed(name, func, args, kwargs, result)
+                return result
+            first = args[0] if args else kwargs.get("input")
+            call.serial, call.steps = origin(first)
+            call.location = _user_line(sys._getframe(1), within)
+            calls.append(call)
+            if call.predicted:
+                raise LossWouldFail(call)
+            try:
+                result = func(*args, **kwargs)
+            except Exception as exc:
+                call.raised = _error(exc)
+                raise
+            measuring.record_value(call, result)
             return result
 
     with _Probe():
-        yield terms
-
-
-def _arg(args, kwargs, i: int, name: str, default=None):
-    return args[i] if len(args) > i else kwargs.get(name, default)
-
-
-def _describe(kind: str, result, args, kwargs) -> Optional[dict[str, Any]]:
-    import torch
-
-    inp, target = _arg(args, kwargs, 0, "input"), _arg(args, kwargs, 1, "target")
-    if not isinstance(inp, torch.Tensor) or not isinstance(target, torch.Tensor) or inp.numel() == 0:
-        return None
-    with torch.no_grad():
-        if kind in ("binary_cross_entropy_with_logits", "binary_cross_entropy"):
-            # F.binary_cross_entropy[_with_logits](input, target, weight, size_average, reduce, reduction)
-            reduction, ignore = _arg(args, kwargs, 5, "reduction", "mean"), None
-            num_classes, prior_entropy = 2, _binary_entropy(target.float())
-        else:
-            # F.cross_entropy / F.nll_loss(input, target, weight, size_average, ignore_index, reduce, reduction)
-            reduction, ignore = _arg(args, kwargs, 6, "reduction", "mean"), int(_arg(args, kwargs, 4, "ignore_index", -100))
-            num_classes = int(inp.shape[1] if inp.dim() >= 2 else inp.shape[0])
-            smoothing = float(kwargs.get("label_smoothing", 0.0) or 0.0) if kind == "cross_entropy" else 0.0
-            prior_entropy = _label_entropy(target, num_classes, ignore, smoothing, class_dim=1 if inp.dim() >= 2 else 0)
-        value = _per_element(result.detach().float(), reduction, target, ignore)
-    return {"op": kind, "num_classes": num_classes, "value": value, "prior_entropy": prior_entropy,
-            "reduction": reduction, "input_shape": list(inp.shape)}
-
-
-def _per_element(result, reduction, target, ignore_index: Optional[int]) -> Optional[float]:
-    """The loss per target element, whatever the reduction ('sum' divides by the labels counted)."""
-    if result.numel() == 0:
-        return None
-    if reduction == "none":
-        return float(result.mean())
-    if reduction == "sum":
-        if ignore_index is None or target.is_floating_point():
-            count = target.numel() if ignore_index is None else target.numel() // max(target.shape[1] if target.dim() > 1 else 1, 1)
-        else:
-            count = int((target != ignore_index).sum())
-        return float(result) / max(count, 1)
-    return float(result)
-
-
-def _label_entropy(target, num_classes: int, ignore_index: int, smoothing: float, class_dim: int) -> Optional[float]:
-    """Entropy of the batch's mean label distribution: the loss of predicting the label frequencies."""
-    import torch
-
-    if target.is_floating_point():   # class probabilities, classes on the input's class dim
-        if target.dim() == 0:
-            return None
-        dim = class_dim if target.dim() > class_dim else 0
-        mean = target.float().movedim(dim, -1).reshape(-1, target.shape[dim]).mean(0)
-    else:
-        labels = target.reshape(-1)
-        labels = labels[(labels != ignore_index) & (labels >= 0) & (labels < num_classes)]
-        if labels.numel() == 0:
-            return None
-        mean = torch.bincount(labels, minlength=num_classes).float() / labels.numel()
-    if smoothing:
-        mean = (1 - smoothing) * mean + smoothing / num_classes
-    mean = mean[mean > 0]
-    return float(-(mean * mean.log()).sum())
-
-
-def _binary_entropy(target) -> Optional[float]:
-    """Mean over label columns of the binary entropy of each column's positive rate."""
-    if target.numel() == 0:
-        return None
-    rate = target.reshape(-1, target.shape[-1]).mean(0) if target.dim() >= 2 else target.reshape(-1).mean().reshape(1)
-    rate = rate.clamp(1e-7, 1 - 1e-7)
-    return float((-(rate * rate.log() + (1 - rate) * (1 - rate).log())).mean())
+        yield calls

@@ -5,6 +5,9 @@ RELU_FAMILY = {"relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "si
 SATURATING = {"sigmoid", "tanh"}
 ACTIVATIONS = RELU_FAMILY | SATURATING | {"hardsigmoid", "hardtanh", "softmax", "log_softmax", "softsign", "logsigmoid"}
 WEIGHT_OPS = {"linear", "conv", "matmul", "embedding", "bilinear"}
+# The ops that hold a forward's FLOPs. In the eval-mode pass, which only asks whether anything still
+# consumes the RNG, they return zeros of their output's shape instead of computing (Recorder.skeleton).
+COMPUTE_OPS = {"linear", "conv", "matmul", "bilinear", "attention"}
 NORM_OPS = {"batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm"}
 RANDOM_OPS = {"dropout", "random"}
 
@@ -90,7 +93,8 @@ def func_name(func) -> str:
 
 def scalar_args(kind: str, args: tuple, kwargs: dict) -> dict:
     """The scalar arguments of a call that rules read: a dropout's p and training flag, a LeakyReLU's
-    slope, an RReLU's range, a batch_norm's training flag."""
+    slope, an RReLU's range, a batch_norm's training flag, an attention's is_causal, a softmax's dim, a
+    power's exponent."""
     if kind == "dropout":
         p = kwargs.get("p", args[1] if len(args) > 1 else 0.5)
         training = kwargs.get("training", args[2] if len(args) > 2 else True)
@@ -102,4 +106,16 @@ def scalar_args(kind: str, args: tuple, kwargs: dict) -> dict:
                 "upper": float(kwargs.get("upper", args[2] if len(args) > 2 else 1 / 3))}
     if kind == "batch_norm":
         return {"training": bool(kwargs.get("training", args[5] if len(args) > 5 else False))}
+    if kind == "attention":
+        # scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal) and
+        # multi_head_attention_forward(..., is_causal=): an autoregressive model says so here. (The sixth
+        # argument of multi_head_attention_forward is a weight, not a flag: then nothing is recorded.)
+        causal = kwargs.get("is_causal", args[5] if len(args) > 5 else False)
+        return {"is_causal": causal} if isinstance(causal, bool) else {}
+    if kind in ("softmax", "log_softmax"):
+        dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+        return {"dim": dim} if isinstance(dim, int) else {}
+    if kind == "pow":
+        exponent = kwargs.get("exponent", args[1] if len(args) > 1 else None)
+        return {"exponent": float(exponent)} if isinstance(exponent, (int, float)) and not isinstance(exponent, bool) else {}
     return {}

@@ -62,6 +62,7 @@ class Recorder:
         self.opaque: list[OpaqueRegion] = []
         self.failure: Optional[Failure] = None
         self.busy = False   # True while nnlint itself computes statistics: those calls are not the model's
+        self.skeleton = False   # eval pass: compute ops return zeros of their shape (see stand_in)
         self.summaries: dict[tuple[int, int], list] = {}   # (serial, version) -> stores, see summarize()
         self.context = opstats.StatContext(pending, self.summarize, self.unit_dim)
         for name, module in model.named_modules(remove_duplicate=False):
@@ -153,6 +154,10 @@ class Recorder:
             return func(*args, **kwargs)
         kind = opnames.kind_of(name)
         if self.phase == "eval" and kind not in opnames.RANDOM_OPS:
+            if self.skeleton and kind in opnames.COMPUTE_OPS:
+                out = stand_in(func, args, kwargs)
+                if out is not None:
+                    return out
             return self._call(func, name, kind, args, kwargs)
 
         in_tensors = list(iter_tensors(args)) + list(iter_tensors(kwargs))
@@ -206,6 +211,27 @@ class Recorder:
         if k is not None:
             for s in out_serials:
                 self.unit_kind[s] = k
+
+
+def stand_in(func, args, kwargs):
+    """Zeros of the shape, dtype and device `func(*args, **kwargs)` would return, without its FLOPs:
+    the shape is inferred on the meta device. None when that cannot be done (an op with no meta
+    kernel, an output that is not a tensor): the op then runs for real."""
+    import torch
+
+    from nnlint.trace.batch import map_tensors
+
+    tensors = [t for t in iter_tensors((args, kwargs))]
+    if not tensors:
+        return None
+    device = tensors[0].device
+    try:
+        meta = func(*map_tensors(lambda t: t.to("meta"), args), **map_tensors(lambda t: t.to("meta"), kwargs))
+    except Exception:
+        return None
+    if not isinstance(meta, torch.Tensor):
+        return None
+    return torch.zeros(meta.shape, dtype=meta.dtype, device=device)
 
 
 def _make_mode(recorder: Recorder):

@@ -140,8 +140,113 @@ class OpaqueRegion:
 
 @dataclass
 class OptimizerRecord:
+    """The optimizer as given. Each group: "lr", "weight_decay", "momentum", "betas", "eps" (None where
+    the optimizer has no such hyperparameter), "params" (names of the model's parameters it holds),
+    "foreign" (shapes of the tensors it holds that are no parameter of the model), "dtypes"."""
+
     type: str                      # "SGD", "Adam", "AdamW"
-    groups: list[dict[str, Any]]   # each: {"weight_decay": float, "lr": float, "params": [names]}
+    groups: list[dict[str, Any]]
+
+    def groups_of(self) -> dict[str, list[int]]:
+        """Each parameter name the optimizer holds -> the indexes of the groups that hold it."""
+        found: dict[str, list[int]] = {}
+        for i, g in enumerate(self.groups):
+            for name in g.get("params", ()):
+                found.setdefault(name, []).append(i)
+        return found
+
+
+@dataclass
+class LossInput:
+    """What a loss call was fed as its input (the model's output, as the loss saw it). The row
+    statistics are over the class dimension (dim 1, or dim 0 of a 1-D input) of the class losses."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    min: float
+    max: float
+    mean: float
+    std: float
+    nonfinite: bool = False
+    row_sum: Optional[tuple[float, float]] = None     # (min, max) over rows of the sum over classes
+    row_logsumexp: Optional[float] = None             # mean over rows of logsumexp over classes
+    calibration: Optional[float] = None               # mean |p - 1/C| of softmax(input) (sigmoid: |p - 1/2|)
+    prior_calibration: Optional[float] = None         # mean |p - f|, f the batch's label frequencies
+
+
+@dataclass
+class LossTarget:
+    """What a loss call was given as its target."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    is_float: bool
+    min: float
+    max: float
+    mean: float
+    std: float
+    ignored: int = 0                                  # integer targets equal to ignore_index
+    out_of_range: int = 0                             # integer targets outside [0, classes), not ignored
+    first_out_of_range: Optional[int] = None
+    class_counts: list[int] = field(default_factory=list)   # integer class targets: how many of each class
+    one_hot: bool = False                             # rows of 0/1 with exactly one 1
+    row_sum: Optional[tuple[float, float]] = None     # float targets of the input's shape: (min, max) row sums
+    integral: bool = False                            # every value is a whole number
+
+
+@dataclass
+class LossCall:
+    """One call of a torch loss function seen while the loss was computed (in `loss_fn`, in the model's
+    forward for `outputs.loss`, or in a training step), measured before it ran."""
+
+    loss: str                         # "cross_entropy", "binary_cross_entropy_with_logits", "mse_loss", ...
+    family: str                       # "class" (softmax over dim 1), "binary" (per element), "regression"
+    expects: str                      # what its input must be: "logits", "log_probabilities", "probabilities", "values"
+    input: LossInput
+    target: Optional[LossTarget]
+    num_classes: Optional[int] = None
+    options: dict[str, Any] = field(default_factory=dict)   # reduction, ignore_index, label_smoothing
+    serial: Optional[int] = None      # the model tensor its input came from (lineage); None: not the model's
+    steps: list[str] = field(default_factory=list)   # ops between the model's output and the call ("log_softmax")
+    location: Optional[Location] = None              # the user's line that called it
+    value: Optional[float] = None     # the loss per target element
+    prior_entropy: Optional[float] = None            # entropy of the batch's label frequencies
+    raised: Optional[str] = None      # the error the call raised, or (predicted) the reason it would
+    predicted: bool = False           # raised is a prediction: the call was not made
+
+
+@dataclass
+class LossValue:
+    """What the loss the training step would call `.backward()` on is."""
+
+    type: str                         # "Tensor", or the Python type returned ("float")
+    shape: tuple[int, ...] = ()
+    requires_grad: bool = False
+    grad_fn: Optional[str] = None     # "NllLossBackward0"; None for a leaf or a constant
+    floating: bool = True
+
+
+@dataclass
+class LossFailure:
+    """The loss function or the backward raised (or a loss call would have: see LossCall.predicted)."""
+
+    stage: str                        # "the loss function", "the backward pass", "Net.forward"
+    error: str                        # "IndexError: Target 11 is out of bounds."
+    message: str                      # the could-not-run message, with the user's traceback
+
+
+@dataclass
+class Objective:
+    """The real loss of the check and what it was computed from: present only with a real loss
+    (`loss_fn`, a model output's `.loss`, a step's scalar), never for the surrogate."""
+
+    source: str                       # "loss_fn" | "outputs.loss" | "step"
+    name: str                         # "CrossEntropyLoss", "loss_through_item", "Classifier.training_step"
+    calls: list[LossCall] = field(default_factory=list)
+    value: Optional[LossValue] = None
+    failure: Optional[LossFailure] = None
+    backward: str = "none"            # what drove the backward: "loss", "loss.mean()", "surrogate", "none"
+    location: Optional[Location] = None   # where the loss function is defined, when the loader saw it
 
 
 @dataclass
@@ -158,7 +263,8 @@ class Trace:
     backward_ran: bool = False
     loss: Optional[float] = None
     loss_is_surrogate: bool = True
-    target_info: dict[str, Any] = field(default_factory=dict)   # num_classes, loss type ...
+    target_info: dict[str, Any] = field(default_factory=dict)   # where the batch and optimizer were built
+    objective: Optional[Objective] = None                        # the real loss and what it saw
     eval_rng_consumed: bool = False
     eval_ran: bool = False
     optimizer: Optional[OptimizerRecord] = None
@@ -171,6 +277,7 @@ class Trace:
     input_serials: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     probes: dict[str, Any] = field(default_factory=dict)        # probe name -> what it measured (nnlint.probes)
+    updated_buffers: list[str] = field(default_factory=list)    # buffers the pass wrote to (running statistics)
 
     # ----- convenience views (derived, never stored twice) -----
     def ops_in(self, phase: str = "train") -> list[OpRecord]:

@@ -49,6 +49,14 @@ class ModelState:
         for p, _ in self.requires_grad:
             p.grad = None
 
+    def changed_buffers(self, model) -> list[str]:
+        """The buffers the pass wrote to (BatchNorm's running statistics, any running state), by name."""
+        import torch
+
+        saved = {id(b): copy for b, copy in self.buffers}
+        return [name for name, b in model.named_buffers()
+                if id(b) in saved and (b.shape != saved[id(b)].shape or not torch.equal(b, saved[id(b)]))]
+
     def mutated_parameters(self) -> list[str]:
         return [n for n, p, v in self.param_versions if p._version != v]
 

@@ -10,16 +10,17 @@ model's own call otherwise, it reads here from those calls:
 - the model's inputs are the batch tensors that the ops inside those calls read (the labels that only
   the loss reads are not an input the data rules should judge);
 - the loss is what the step returns: a scalar is the real loss (the gradient rules then speak of real
-  gradients, and the loss-at-init rule reads the classification losses computed in the step); a
-  structure of tensors is an output, driven by the surrogate loss; None runs no backward.
+  gradients, and the objective rules read the loss calls made in the step); a
+  structure of tensors is an output, driven by the surrogate loss; None runs no backward. The torch loss
+  calls the step makes are recorded as the objective's (nnlint.trace.lossprobe).
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
 from nnlint.trace.batch import iter_tensors
-from nnlint.trace.lossprobe import surrogate_loss
-from nnlint.trace.records import ModuleCall, Trace
+from nnlint.trace.lossprobe import describe_value, surrogate_loss
+from nnlint.trace.records import LossCall, ModuleCall, Objective, Trace
 
 
 def step_name(step: Callable) -> str:
@@ -75,20 +76,19 @@ def keep_model_inputs(trace: Trace, calls: list[ModuleCall]) -> None:
         trace.input_serials = [i.serial for i in kept]
 
 
-def loss_of_step(step: Callable, result: Any, terms: list[dict[str, Any]], trace: Trace):
+def loss_of_step(step: Callable, result: Any, calls: list[LossCall], trace: Trace):
     """The loss to run the backward pass from, as the step returned it (see the module's docstring)."""
     import torch
 
     if isinstance(result, torch.Tensor) and result.is_floating_point() and result.numel() == 1:
         trace.loss_is_surrogate = False
-        trace.target_info["loss_type"] = step_name(step)
-        if terms:
-            trace.target_info["classification_losses"] = terms
+        trace.objective = Objective("step", step_name(step), calls=list(calls), value=describe_value(result),
+                                    backward="loss" if result.requires_grad else "none")
         return result.reshape(())
     floats: list[Any] = [t for t in iter_tensors(result) if t.is_floating_point()]
     if floats:
         trace.notes.append(f"{step_name(step)} returned no scalar loss: a surrogate loss over what it returned "
-                           "drove the backward pass, so the gradients are relative, not absolute")
+                           "drove the backward pass, so the gradients are relative")
         return surrogate_loss(floats)
     trace.notes.append(f"{step_name(step)} returned no loss, so the check ran no backward pass: the gradient "
                        "rules did not run")

@@ -21,13 +21,13 @@ from nnlint.trace import ops as opnames
 from nnlint.trace.batch import call_model, describe_batch, iter_tensors, materialize_batch, slice_batch, validate_batch
 from nnlint.trace.failures import explain_forward_failure
 from nnlint.trace.gradients import grad_stats
-from nnlint.trace.lossprobe import classification_terms, loss_of_pass
+from nnlint.trace.lossprobe import LossWouldFail, backward_failure, loss_calls, loss_of_pass, predicted_failure
 from nnlint.trace.recorder import Instrumented, Recorder
-from nnlint.trace.records import Trace
+from nnlint.trace.records import Objective, Trace
 from nnlint.trace.state import ModelState, rng_changed, rng_snapshot
 from nnlint.trace.step import check_step_arguments, keep_model_inputs, loss_of_step, model_calls, step_name, step_outputs
 
-EVAL_SLICE = 2   # samples in the eval-mode pass: it looks for modes and RNG use, not statistics
+EVAL_SLICE = 1   # samples in the eval-mode pass: it looks for RNG use, not statistics
 
 
 def run_trace(
@@ -42,11 +42,14 @@ def run_trace(
     eval_pass: bool = True,
     step: Optional[Callable] = None,
     progress: Optional[Progress] = None,
+    keep_gradients: Optional[dict] = None,
 ) -> Trace:
     """Run the model once in training mode (forward + backward) and once in eval mode; return the Trace.
 
     `step(model, batch)`, when given, runs instead of `model(batch)` and returns the loss (nnlint.trace.step).
-    `progress` (nnlint.progress) is told which pass runs."""
+    `progress` (nnlint.progress) is told which pass runs. `keep_gradients`, a dict, receives the
+    gradients of the backward (parameter name -> tensor) for the probes that read them, before the
+    model's own grads are put back."""
     progress = progress or Progress("", 0, enabled=False)
     from nnlint._torch import import_torch
 
@@ -76,35 +79,53 @@ def run_trace(
         input_serials=[i.serial for i in inputs],
         device=str(next((t.device for t in iter_tensors(batch)), "cpu")),
     )
-    _setup(trace, model, batch, optimizer, train_transform, source_origins)
+    _setup(trace, model, batch, optimizer, train_transform, source_origins, loss_fn)
     try:
         model.train()
         state.detach_grads()
         with torch.enable_grad():
             rng_before = rng_snapshot()
-            # A step computes its loss inside the pass: the probe of its classification losses goes
-            # under the recorder, so the probe's own arithmetic is not recorded as the model's.
+            # The loss calls a step or a model's forward makes (a Hugging Face model given labels computes
+            # its own loss) are measured by a probe under the recorder, so that the probe's own arithmetic
+            # is not recorded as the model's.
             progress.phase = "train forward"
-            with (classification_terms() if step is not None else nullcontext()) as terms, Instrumented(recorder, "train"):
-                output = _forward(model, batch, recorder, step)
+            probe = loss_calls(recorder.serials.get) if step is not None or loss_fn is None else nullcontext([])
+            with probe as seen, Instrumented(recorder, "train"):
+                output, failed = _forward(model, batch, recorder, step)
             train_used_rng = rng_changed(rng_before, rng_snapshot())
-            if step is None:
+            if failed is not None:
+                # A loss call in the forward (or the step) would have raised, so the pass stopped there:
+                # no output, no backward, and no eval pass (it would make the same call unprobed).
+                stage = step_name(step) if step is not None else f"{type(model).__name__}.forward"
+                trace.objective = Objective("step" if step is not None else "outputs.loss", stage, calls=list(seen),
+                                            failure=predicted_failure(stage, failed.call))
+                trace.notes.append(f"{trace.objective.failure.error}; the check stopped there, so no backward or "
+                                   "eval pass ran")
+                loss, eval_pass = None, False
+            elif step is None:
                 out_tensors = [t for t in iter_tensors(output) if t.is_floating_point()]
                 trace.output_serials = [recorder.serial(t) for t in iter_tensors(output)]
-                loss = loss_of_pass(output, out_tensors, target, loss_fn, trace)
+                loss = loss_of_pass(output, out_tensors, target, loss_fn, trace, seen, recorder.serials.get)
+                if trace.objective is not None and loss_fn is not None:
+                    trace.objective.location = (source_origins or {}).get(id(loss_fn))
             else:
                 trace.output_serials = step_outputs(model_calls(model, recorder.calls), output, recorder.serial)
-                loss = loss_of_step(step, output, terms, trace)
+                loss = loss_of_step(step, output, seen, trace)
             if loss is not None and loss.requires_grad:
                 progress.phase = "backward"
                 try:
                     loss.backward()
                 except Exception as exc:  # the user's loss or a custom backward
-                    raise ModelRaised("the backward pass", exc) from exc
-                trace.backward_ran = True
+                    if trace.loss_is_surrogate or trace.objective is None:
+                        raise ModelRaised("the backward pass", exc) from exc
+                    trace.objective.failure = backward_failure(exc)   # the objective rules may explain it
+                else:
+                    trace.backward_ran = True
             if loss is not None:
                 stats.summarize(loss.reshape(1), pending, lambda s: setattr(trace, "loss", s.mean))
         grad_stats(model, params, pending)
+        if keep_gradients is not None:
+            keep_gradients.update((n, p.grad) for n, p in model.named_parameters() if p.grad is not None)
         if eval_pass and (train_used_rng or any(o.kind in opnames.RANDOM_OPS for o in recorder.ops)):
             progress.phase = "eval forward"
             _eval_pass(model, batch, recorder, trace, step or call_model)
@@ -114,6 +135,7 @@ def run_trace(
             trace.eval_ran = True
     finally:
         mutated = state.mutated_parameters()
+        trace.updated_buffers = state.changed_buffers(model)
         state.restore()
     progress.phase = "reading the statistics back"
     pending.resolve()
@@ -128,13 +150,19 @@ def run_trace(
 
 
 def _eval_pass(model, batch, recorder: Recorder, trace: Trace, run: Callable) -> None:
-    """Eval-mode forward (or step) without grad on a small slice: does anything still consume the RNG?"""
+    """Eval-mode forward (or step) without grad on a small slice: does anything still consume the RNG?
+
+    Only that is asked of it, not the values, so it first runs as a skeleton: the compute ops
+    (matmuls, convs, attention) return zeros of their shape instead of computing, and the pass costs a
+    fraction of a forward. Where that breaks the forward (a value it branches on), it runs for real."""
     import torch
 
     model.eval()
     small = slice_batch(batch, EVAL_SLICE)
-    for candidate in ([small, batch] if small is not None and small is not batch else [batch]):
+    candidates = [small, batch] if small is not None and small is not batch else [batch]
+    for skeleton, candidate in [(True, candidates[0])] + [(False, c) for c in candidates]:
         rng_before = rng_snapshot()
+        recorder.skeleton = skeleton
         try:
             with torch.no_grad(), Instrumented(recorder, "eval"):
                 run(model, candidate)
@@ -143,6 +171,8 @@ def _eval_pass(model, batch, recorder: Recorder, trace: Trace, run: Callable) ->
             # fails in eval mode altogether has already run in training mode, so skip the pass.
             recorder.forget_phase("eval")
             continue
+        finally:
+            recorder.skeleton = False
         trace.eval_rng_consumed = rng_changed(rng_before, rng_snapshot())
         trace.eval_ran = True
         return
@@ -168,17 +198,20 @@ def _static_trace(model, batch, origins, optimizer, train_transform, pending, st
     return trace
 
 
-def _setup(trace: Trace, model, batch, optimizer, train_transform, origins) -> None:
+def _setup(trace: Trace, model, batch, optimizer, train_transform, origins, loss_fn=None) -> None:
     """What the trace records of the training setup around the model: optimizer, transform, and where
     the loader saw them built."""
     trace.optimizer = inventory.optimizer_record(optimizer, model)
     trace.train_transform = inventory.describe_transform(train_transform)
-    inventory.setup_locations(trace, batch, optimizer, train_transform, origins)
+    inventory.setup_locations(trace, batch, optimizer, train_transform, origins, loss_fn)
 
 
 def _forward(model, batch, recorder: Recorder, step: Optional[Callable]):
+    """The model's output (or the step's result), and the loss call that would have raised, if one did."""
     try:
-        return call_model(model, batch) if step is None else step(model, batch)
+        return (call_model(model, batch) if step is None else step(model, batch)), None
+    except LossWouldFail as failed:
+        return None, failed
     except NNLintError:
         raise
     except Exception as exc:
@@ -186,5 +219,3 @@ def _forward(model, batch, recorder: Recorder, step: Optional[Callable]):
         if step is not None and isinstance(explained, ModelRaised):
             explained = ModelRaised(step_name(step), exc)   # the step raised, not a forward the user never called
         raise explained from exc
-
-

@@ -3,6 +3,7 @@ from __future__ import annotations
 from nnlint.registry import Faulty, Healthy, Rule
 from nnlint.trace.vocab import is_norm_type
 from nnlint.rulekit import as_location
+from nnlint.rules.optimizer._fixes import rebuild_fix
 
 # Adam-family optimizers whose weight_decay is an L2 term added to the gradient (then divided by the
 # adaptive denominator), and what decouples it.
@@ -51,7 +52,10 @@ class WeightDecaySetup(Rule):
     None.
 
     ## Fix safety
-    No automatic fix: the optimizer is built in the training code; the message gives the code to use.
+    Safe, in the source, for the first two findings: the model file's `optimizer(model)` is rebuilt
+    from two groups, decay on the weight matrices and kernels (`p.ndim >= 2`), none on the rest
+    (nnlint.fix.kinds.optimizer_params; an optimizer built elsewhere is left to you, and nothing changes
+    in memory). Adam's coupled L2 has no fix: switching to AdamW means retuning the decay.
 
     ## References
     - Loshchilov & Hutter, "Decoupled Weight Decay Regularization" (ICLR 2019).
@@ -66,6 +70,7 @@ class WeightDecaySetup(Rule):
     summary = "optimizer weight decay: none at all, on norm/bias parameters, or Adam's coupled L2"
     reads = frozenset({"optimizer"})
     about = "model"
+    fixable = "safe"
 
     examples = (
         Faulty("""
@@ -75,7 +80,7 @@ class WeightDecaySetup(Rule):
 
             def optimizer(model):
                 return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)   # decays norms and biases
-            """, module=''),
+            """, module='', fixed=False),
         Healthy("""
             model = nn.Sequential(nn.Linear(32, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 10))
             batch = torch.randn(64, 32)
@@ -110,6 +115,8 @@ class WeightDecaySetup(Rule):
                 f"{param_groups_code(opt.type, '1e-4' if opt.type == 'SGD' else '0.05')}",
                 location=location,
                 evidence={"optimizer": opt.type, "groups": len(groups), "weight_decay": 0.0, "finding": "no_decay"},
+                fix=rebuild_fix(trace, "decay the weight matrices and kernels only", decay_groups=True,
+                                weight_decay=1e-4 if opt.type == "SGD" else 0.05),
             )
             return
         yield from self._decayed_norms_and_biases(trace, opt, decayed, location)
@@ -149,6 +156,7 @@ class WeightDecaySetup(Rule):
             evidence={"optimizer": opt.type, "weight_decay": wd, "decayed_norm_bias": len(names),
                       "norm": len(norm), "bias": len(bias), "other_1d": len(other), "examples": names[:EXAMPLES],
                       "finding": "decayed_norm_bias"},
+            fix=rebuild_fix(trace, "no weight decay on norms and biases", decay_groups=True, weight_decay=wd[-1]),
         )
 
     def _coupled_l2(self, opt, decayed, location):

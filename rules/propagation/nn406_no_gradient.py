@@ -6,6 +6,7 @@ from typing import Optional
 from nnlint.registry import Faulty, Healthy, Rule
 from nnlint.rulekit import is_all_off_relu
 from nnlint.rules.propagation._gradients import short_location
+from nnlint.rules.structure.nn705_unused_module import unused_modules
 from nnlint.trace import ops as opnames
 from nnlint.trace import vocab
 from nnlint.trace.graph import Graph
@@ -24,7 +25,9 @@ class NoGradient(Rule):
     detached backbone) is reported once, not per layer.
 
     - **None**: the loss does not depend on the parameter. Either the module is never called in
-      `forward` (warning), or it runs but its result is cut from the loss (error): by `.detach()` (the
+      `forward` (then NN705 unused-module reports the module, and this rule says nothing more about
+      it; a parameter its module never reads is reported here, warning), or it runs but its result is
+      cut from the loss (error): by `.detach()` (the
       message gives the file:line of the `detach` call, as recorded by the tracer), `.data`, `.item()`,
       a `torch.no_grad()` block, or an output the loss ignores. A parameter its module does not read on
       this batch although the module runs (a mask token, read only when a mask is passed: DINOv2's
@@ -103,12 +106,15 @@ class NoGradient(Rule):
         uses = _first_uses(graph)
         blockers = _zero_multipliers(trace, graph)
         called = {c.module for c in trace.calls if c.phase == "train"}
+        uncalled = tuple(f"{m}." for m in unused_modules(trace))   # NN705's: the cause is said there
         findings: dict[str, Finding] = {}
         for p in trace.params.values():
             if not p.requires_grad or p.tied_to or p.grad_nonfinite:
                 continue
             use = uses.get(p.name)
             if p.grad_norm is None:
+                if use is None and p.name.startswith(uncalled):
+                    continue
                 if use is not None or _opaque(trace, p):
                     kind = "cut"
                 else:
@@ -143,8 +149,10 @@ class NoGradient(Rule):
                        "call requires_grad_(False) on it if it is frozen on purpose")
             severity = "error"
         elif kinds == {"unused"}:
-            message = (f"{what} {get} no gradient: {_label(module)} is never used in forward; use it or delete it "
-                       "(or requires_grad_(False) if it is kept on purpose)")
+            # a module never called is NN705's; here the module runs but never reads these parameters
+            message = (f"{what} {get} no gradient: no op in forward reads {'them' if plural else 'it'}; use "
+                       f"{'them' if plural else 'it'} or delete {'them' if plural else 'it'} (or requires_grad_(False) "
+                       "if kept on purpose)")
             severity = "warning"
         elif kinds == {"unread"}:
             message = (f"{what} {get} no gradient: {_label(module)} runs in forward but does not read "

@@ -1,0 +1,1 @@
+"""NN6xx: the objective (the loss, the targets, the output head)."""

@@ -1,0 +1,1 @@
+"""NN70x (704-707): structure read from the trace: collapsed linear maps, unused and reused modules, wasted biases."""
