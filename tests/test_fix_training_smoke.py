@@ -50,25 +50,23 @@ def accuracy(model, split) -> float:
     return train_once(model, split, LR, seed=0, p=Protocol(steps=STEPS, seeds=1)).accuracy
 
 
-CASES = [
-    pytest.param("mlp", 3, 16, "dead", id="3x16 MLP, ReLUs dead (biases -4)"),
-    pytest.param("mlp", 3, 64, "huge", id="3x64 MLP, weights N(0, 1)"),
-    pytest.param("mlp", 3, 64, "sigmoid", id="3x64 MLP, sigmoid hidden, default init"),
-    pytest.param("mlp", 3, 64, "exp", id="3x64 MLP, torch.exp hidden", marks=pytest.mark.xfail(
-        strict=True, reason="engine gap (issue 15, local verification): with torch.exp as the hidden activation "
-        "the NN402 ladder's first step, a Xavier re-init of body.1, makes the sample batch's forward finite, so "
-        "the round is accepted and the ReLU swap is never tried; exp stays, and training overflows to NaN at "
-        "every learning rate (the NN304 fix of the same round also scales the head to std 3e-13, computed from "
-        "the overflowed logits)")),
+CASES = [   # the fault, and the rule whose fix has to be among those kept
+    pytest.param("mlp", 3, 16, "dead", "NN203", id="3x16 MLP, ReLUs dead (biases -4)"),
+    pytest.param("mlp", 3, 64, "huge", "NN402", id="3x64 MLP, weights N(0, 1)"),
+    pytest.param("mlp", 3, 64, "sigmoid", "NN201", id="3x64 MLP, sigmoid hidden, default init"),
+    # exp overflows; a re-init alone makes the sample batch finite but leaves exp in place (it trains to
+    # NaN at every learning rate): the activation swap (NN204, unsafe) is the repair that holds
+    pytest.param("mlp", 3, 64, "exp", "NN204", id="3x64 MLP, torch.exp hidden"),
 ]
 
 
-@pytest.mark.parametrize("family, depth, width, fault", CASES)
-def test_the_unsafe_fix_takes_a_broken_model_from_chance_to_learning(tmp_path, data, family, depth, width, fault):
+@pytest.mark.parametrize("family, depth, width, fault, rule", CASES)
+def test_the_unsafe_fix_takes_a_broken_model_from_chance_to_learning(tmp_path, data, family, depth, width, fault, rule):
     path, split, (x, y) = model_file(tmp_path, data, family, depth, width, fault)
     before = accuracy(arms.load(path).model, split)
     fixed = arms.fixed_in_memory(path, x, y, F.cross_entropy, unsafe=True)
     assert fixed.model is not None, fixed.error
+    assert rule in {a.split()[0] for a in fixed.applied}, fixed.log
     after = accuracy(fixed.model, split)
     assert before < CHANCE + 0.05, f"the planted fault should keep the model at chance, it learned to {before:.1%}"
     assert after > CHANCE + 0.30 and after > before + 0.25, \
