@@ -5,7 +5,7 @@ hand fix (ReLU + Kaiming everywhere, the reference to beat) and after the source
 
     nice python benchmarks/fix_training.py [--quick] [--markdown] [--jobs 2] [--only sigmoid,exp]
         [--tasks digits,xor] [--fixture-tasks digits] [--no-fixtures] [--no-generated] [--source generated]
-        [--steps 300] [--lrs 0.003,0.01,0.03,0.1] [--seeds 3] [--adam] [--emit DIR]
+        [--steps 300] [--lrs 0.003,0.01,0.03,0.1] [--seeds 3] [--adam] [--emit DIR] [--save FILE]
 
 Models (benchmarks/fixbench): every fixture under fixtures/ with an `# expect: NNxxx` marker that fits
 the task (float (N, F) or (N, C, H, W) inputs, a (batch, classes) output), and the generated family
@@ -102,6 +102,7 @@ def main(argv=None) -> None:
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (one torch thread each)")
     parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     parser.add_argument("--emit", default="", help="keep the generated model files in this folder")
+    parser.add_argument("--save", default="", help="pickle the results (plain data: CaseResult per case) to this file")
     args = parser.parse_args(argv)
     default_lrs = "1e-4,3e-4,1e-3,3e-3" if args.adam else "0.003,0.01,0.03,0.1"
     lrs = tuple(float(v) for v in (args.lrs or ("0.01,0.03" if args.quick and not args.adam else default_lrs)).split(","))
@@ -130,6 +131,10 @@ def main(argv=None) -> None:
             results[i] = _run(jobs[i])
             _progress(done, len(jobs), results[i], started)
     wall = time.time() - started
+    if args.save:    # to re-read the numbers, or re-render the report, without re-training
+        import pickle
+
+        Path(args.save).write_bytes(pickle.dumps({"protocol": protocol, "results": results, "wall": wall}))
     _print_report(results, args, protocol, wall, folder)
     print(f"\n({wall:.0f} s wall, {time.process_time() - cpu + _children_cpu():.0f} s CPU)")
     if not args.emit:
