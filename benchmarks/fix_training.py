@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.fixbench import report  # noqa: E402
+from benchmarks.fixbench import report, summary  # noqa: E402
 from benchmarks.fixbench.cases import Case, faulty_fixtures, run_case  # noqa: E402
 from benchmarks.fixbench.models import family, twins  # noqa: E402
 from benchmarks.fixbench.train import Protocol  # noqa: E402
@@ -103,7 +103,14 @@ def main(argv=None) -> None:
     parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     parser.add_argument("--emit", default="", help="keep the generated model files in this folder")
     parser.add_argument("--save", default="", help="pickle the results (plain data: CaseResult per case) to this file")
+    parser.add_argument("--load", default="", help="print the report of results saved with --save; train nothing")
     args = parser.parse_args(argv)
+    if args.load:
+        import pickle
+
+        saved = pickle.loads(Path(args.load).read_bytes())
+        _print_report(saved["results"], args, saved["protocol"], saved["wall"], None)
+        return
     default_lrs = "1e-4,3e-4,1e-3,3e-3" if args.adam else "0.003,0.01,0.03,0.1"
     lrs = tuple(float(v) for v in (args.lrs or ("0.01,0.03" if args.quick and not args.adam else default_lrs)).split(","))
     if args.quick and args.adam and not args.lrs:
@@ -188,6 +195,18 @@ def _print_report(results, args, protocol, wall, folder) -> None:
     print(f"\n{h}Losses, with the diagnosis")
     for line in report.loss_list(main_results, protocol.seeds):
         print(line)
+    print(f"\n{h}Done means (issue 15): unsafe beats naive on mean accuracy; no fixed model worse than broken")
+    for line in summary.verdict(main_results, protocol.seeds):
+        print(f"  {line}")
+    hurt = summary.twins_hurt(results, protocol.seeds)
+    print("  healthy twins a fix made clearly worse: " + (f"{len(hurt)}: " + "; ".join(hurt) if hurt else "none"))
+    if args.markdown:
+        print(f"\n{h}Per fault (mean accuracy over the models at each arm's best learning rate)\n")
+        for line in summary.fault_table(main_results):
+            print(line)
+        print(f"\n{h}Per model (mean ±std over the seeds @ the learning rate chosen)\n")
+        for line in summary.model_table(main_results):
+            print(line)
     print(f"\n{h}What each fix did (+ applied, x failed, u skipped as unsafe, - not fixable)")
     for line in report.logs(main_results):
         print(line)

@@ -7,4 +7,5 @@ arms.py       the arms one model is trained in: before, fix, fix --unsafe, the n
 train.py      training at a learning-rate grid over seeds, and the per-model comparison
 diagnose.py   where a fixed arm loses: dead units, findings left, alternatives tried by hand
 report.py     the tables, the aggregates and the loss list
+summary.py    the done-means verdict and the README tables (per fault, per model with what the fixer did)
 """
