@@ -7,8 +7,9 @@ the weights the user would have, and the seed spread measures data order only - 
 sees re-running the same model, which is the noise a fix's effect has to stand out of.
 
 Every arm gets the same steps, batch size, data order per seed and learning-rate grid; the grid is
-searched with seed 0 and the other seeds run at its best learning rate (Grid). A run whose loss
-goes non-finite stops there (it has diverged; its parameters are NaN) and is scored as it is.
+searched with seed 0 and the other seeds run at its best learning rate (Grid; the next best where another
+seed diverges there). A run whose loss goes non-finite stops there (it has diverged; its parameters are
+NaN) and is scored as it is.
 """
 from __future__ import annotations
 
@@ -120,9 +121,21 @@ def _rank(a: AtLr) -> tuple:
 
 
 def train_grid(model, split: Split, p: Protocol, lrs=None) -> Grid:
+    """Every learning rate with seed 0; the other seeds at the best one. A learning rate at which another
+    seed diverges is not the best one (a user would not keep a rate that blows up on a reshuffle): the
+    next best is tried, down the ranking, among those where seed 0 stayed finite (seen: the 6x64 MLP
+    with zero weights, Kaiming re-initialized by the fix, scores best at 0.1 with seed 0 on digits,
+    seeds 1-2 diverge there and the mean is 37%, while at 0.03 it trains to 89%). Where every one
+    diverges, the first choice stands."""
     grid = Grid([AtLr(lr, [train_once(copy.deepcopy(model), split, lr, 0, p)]) for lr in lrs or p.lrs])
-    best = max(grid.at, key=_rank)
-    best.runs += [train_once(copy.deepcopy(model), split, best.lr, seed, p) for seed in range(1, p.seeds)]
+    ranked = sorted(grid.at, key=_rank, reverse=True)
+    candidates = [a for a in ranked if math.isfinite(a.runs[0].loss)] or ranked[:1]
+    for best in candidates:
+        best.runs += [train_once(copy.deepcopy(model), split, best.lr, seed, p) for seed in range(1, p.seeds)]
+        if all(math.isfinite(r.loss) for r in best.runs):
+            break
+    else:
+        best = candidates[0]
     grid.chosen = best.lr
     return grid
 
