@@ -132,20 +132,30 @@ def main(argv=None) -> None:
             for done, (i, r) in enumerate(pool.imap_unordered(_indexed, [(i, jobs[i]) for i in order]), 1):
                 results[i] = r
                 _progress(done, len(jobs), r, started)
+                _save_partial(args.save, results, protocol, started)
     else:
         _worker_init()
         for done, i in enumerate(order, 1):
             results[i] = _run(jobs[i])
             _progress(done, len(jobs), results[i], started)
+            _save_partial(args.save, results, protocol, started)
     wall = time.time() - started
-    if args.save:    # to re-read the numbers, or re-render the report, without re-training
-        import pickle
-
-        Path(args.save).write_bytes(pickle.dumps({"protocol": protocol, "results": results, "wall": wall}))
+    _save_partial(args.save, results, protocol, started)
     _print_report(results, args, protocol, wall, folder)
     print(f"\n({wall:.0f} s wall, {time.process_time() - cpu + _children_cpu():.0f} s CPU)")
     if not args.emit:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _save_partial(save: str, results: list, protocol, started: float) -> None:
+    """The results so far (the finished cases), rewritten after every case: a run stopped early keeps
+    them; --load reads them like a finished run's."""
+    if not save:
+        return
+    import pickle
+
+    done = [r for r in results if r is not None]
+    Path(save).write_bytes(pickle.dumps({"protocol": protocol, "results": done, "wall": time.time() - started}))
 
 
 def _indexed(item):
