@@ -29,6 +29,8 @@ import torch.nn.functional as F
 import nnlint
 from nnlint.loader import load_target
 
+ROOT = Path(__file__).resolve().parents[2]
+
 ARMS = ("before", "fix", "unsafe", "naive", "source")
 
 
@@ -43,6 +45,11 @@ class Arm:
 
 
 def load(path: Path):
+    """The file's model, built with the RNG seeded first: every arm of a model starts from the same
+    weights even where the file does not seed its own init (13 fixtures build with torch's default init
+    unseeded: loop_*, optimizer_*, mode_adam_l2_weight_decay; unseeded, each arm got its own draw and a
+    fix that applied nothing still "changed" the model)."""
+    torch.manual_seed(0)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         return load_target(str(path))
 
@@ -109,6 +116,10 @@ def fixed_in_source(path: Path) -> Arm:
     except Exception as exc:
         return Arm("source", None, error=f"{type(exc).__name__}: {exc}"[:200])
     fixed = path.with_name(f"{path.stem}_srcfix.py")
+    if fixed.parent == ROOT / "fixtures":    # never beside a fixture: in a folder of its own, same imports
+        import tempfile
+
+        fixed = Path(tempfile.mkdtemp(prefix="fixbench-src-")) / fixed.name
     fixed.write_text(run.fixed)
     try:
         model = load(fixed).model
