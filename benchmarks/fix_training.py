@@ -1,323 +1,228 @@
-"""Does `nnlint fix` help? Train each faulty fixture model before and after the fix, for the same steps,
-on the same data in the same order, from the same seed, and compare the loss and the test accuracy.
+"""Does `nnlint fix` rescue training? Train every faulty fixture and a generated family of broken MLPs
+and CNNs as built, after `nnlint.fix` (safe fixes), after `nnlint.fix(unsafe=True)`, after the naive
+hand fix (ReLU + Kaiming everywhere, the reference to beat) and after the source fixer (`nnlint fix FILE
+--unsafe-fixes`), each at its own best learning rate, and compare held-out accuracy.
 
-    python benchmarks/fix_training.py [--steps 300] [--lrs 0.003,0.01,0.03,0.1] [--seeds 3] [--adam]
-                                      [--safe-only] [--only dead_relu,tanh] [--markdown]
+    nice python benchmarks/fix_training.py [--quick] [--markdown] [--jobs 2] [--only sigmoid,exp]
+        [--tasks digits,xor] [--fixture-tasks digits] [--no-fixtures] [--no-generated] [--source generated]
+        [--steps 300] [--lrs 0.003,0.01,0.03,0.1] [--seeds 3] [--adam] [--emit DIR] [--save FILE]
 
-The task is scikit-learn's bundled digits (1797 8x8 images, 10 classes, no network needed) when
-scikit-learn is installed, else a synthetic task of the same shape (10 noisy 8x8 prototypes). Each model
-sees it in the shape and the style of its fixture's own sample batch: images are resized to the fixture's
-H x W and repeated over its channels, flat inputs are resized to its feature count and standardized per
-feature, and the values are mapped to the sample batch's overall mean and std (so the uncentered-input
-and raw-pixel fixtures really get uncentered or raw-scaled data). A classifier is trained with
-cross-entropy on the labels (modulo its number of outputs). A model whose output is a tanh (a policy's
-actions) is trained as in behaviour cloning: MSE to a fixed target vector per digit, and a prediction is
-right when the nearest target is its digit's. The fix is `nnlint.fix(model, first training batch,
-unsafe=True)` (`--safe-only`: without unsafe fixes), i.e. what a user gets by fixing on real data;
-"before" trains the model exactly as the fixture builds it.
+Models (benchmarks/fixbench): every fixture under fixtures/ with an `# expect: NNxxx` marker that fits
+the task (float (N, F) or (N, C, H, W) inputs, a (batch, classes) output), and the generated family
+(fixbench/mutations.py: 11 faults planted in MLPs of depth 3/6/11 x width 5/16/64 and CNNs of depth
+3/6 x 4/16 channels), each with its healthy twin (checked: fix must leave it alone; trained as built:
+the ceiling). Tasks (fixbench/tasks.py): digits, and a synthetic XOR-like task on which a linear model
+sits at chance. Training (fixbench/train.py): SGD momentum 0.9 (or Adam), batch 64, every learning rate
+of the grid, 3 seeds; the seed orders the data, the init is fixed per model. A fixed arm "clearly"
+loses when it is under by more than 2 points and 2 standard errors over the seeds.
 
-Training: SGD with momentum 0.9 (or Adam), batch 64, at every learning rate of a small grid, 3 seeds each
-(the seed orders the data; the fixture's init and the fix's re-inits are fixed), averaged: a faulty init
-mostly shows as a model that only trains at some learning rates, or not at all, so each model is reported
-at its own best learning rate (a fixed one would favour whichever model its scale happens to suit).
-Reported: the mean training loss over the last 10% of steps, the mean over the first 20% (how fast
-training gets going), accuracy on the 360 held-out images (8 at a time, as a model serves them), and at
-how many learning rates of the grid the model trains at all (test accuracy over twice chance).
-A script, not a test: about 25 minutes on 2 CPU cores (`--seeds 1`: about 8).
+--quick: 1 seed, 2 learning rates, a subset (about 2 minutes on two busy cores). The full run is 189
+cases; measured on 2026-12-01 on two cores shared at load 12-16, even `--steps 150 --lrs 0.01,0.03,0.1`
+needed about 75 minutes of wall time split over several invocations (--only, --tasks, --no-fixtures,
+--no-generated; --save rewrites the finished cases after every case, --load re-renders them), so give it
+a quiet machine. benchmarks/README.md ("Fixes that rescue training") has the results and how they were run.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import math
-import re
+import multiprocessing
+import os
+import shutil
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
-
-import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import nnlint  # noqa: E402
-from nnlint.loader import load_target  # noqa: E402
+from benchmarks.fixbench import report, summary  # noqa: E402
+from benchmarks.fixbench.cases import Case, faulty_fixtures, run_case  # noqa: E402
+from benchmarks.fixbench.models import family, twins  # noqa: E402
+from benchmarks.fixbench.train import Protocol  # noqa: E402
+
+QUICK_GENERATED = {"xor": ["mlp11x5_sigmoid", "mlp6x16_exp", "mlp3x16_dead", "mlp11x16_deep", "mlp3x64_huge",
+                           "cnn3x4_raw"],
+                   "digits": ["mlp11x5_tanh", "mlp6x64_tiny"]}
+QUICK_FIXTURES = ["init_zero_all_layers.py", "activation_sigmoid_hidden.py"]
 
 
-# ---------------------------------------------------------------------------------------------
-# The task
+def cases_of(args) -> list[Case]:
+    only = [o for o in args.only.split(",") if o]
+
+    def wanted(name: str) -> bool:
+        return not only or any(o in name for o in only)
+
+    cases = []
+    tasks = [t for t in args.tasks.split(",") if t]
+    if not args.no_generated:
+        specs = [s for s in family() if wanted(s.name)]
+        for task in tasks:
+            chosen = [s for s in specs if not args.quick or s.name in QUICK_GENERATED.get(task, [])]
+            cases += [Case(task, spec=s, source=args.source in ("generated", "all")) for s in chosen]
+            cases += [Case(task, spec=t, twin=True) for t in twins(chosen)]
+    if not args.no_fixtures:
+        names = QUICK_FIXTURES if args.quick else faulty_fixtures(only)
+        for task in [t for t in args.fixture_tasks.split(",") if t and t in tasks]:
+            cases += [Case(task, fixture=n, source=args.source == "all") for n in names if wanted(n)]
+    return cases
 
 
-def digits() -> tuple[torch.Tensor, torch.Tensor, str]:
-    """(images N x 8 x 8 in [0, 16], labels N) and the task's name."""
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)   # small models: one thread each, and --jobs processes side by side
+    sys.path.insert(0, str(ROOT))
+
+
+def _run(job):
+    case, folder, protocol, diagnose = job
     try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        return synthetic_digits(), "synthetic 8x8 digits (scikit-learn not installed)"
-    data = load_digits()
-    x = torch.tensor(data.data, dtype=torch.float32).view(-1, 8, 8)
-    return (x, torch.tensor(data.target, dtype=torch.long)), "scikit-learn digits"
+        return run_case(case, folder, protocol, diagnose)
+    except Exception as exc:   # one broken case must not lose the others' hours
+        from benchmarks.fixbench.cases import CaseResult
 
-
-def synthetic_digits(n: int = 1797) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ten 8x8 prototypes with pixel values in [0, 16], plus noise and a random shift of a pixel."""
-    g = torch.Generator().manual_seed(0)
-    prototypes = (torch.rand(10, 8, 8, generator=g) > 0.6).float() * 16
-    labels = torch.randint(0, 10, (n,), generator=g)
-    x = prototypes[labels] + 3 * torch.randn(n, 8, 8, generator=g)
-    shifts = torch.randint(-1, 2, (n, 2), generator=g)
-    x = torch.stack([torch.roll(img, tuple(s.tolist()), dims=(0, 1)) for img, s in zip(x, shifts)])
-    return x.clamp(0, 16), labels
-
-
-def shaped_like(images: torch.Tensor, example: torch.Tensor) -> torch.Tensor:
-    """The 8x8 images in the fixture's input shape (N, F) or (N, C, H, W), with its overall mean/std."""
-    n = images.shape[0]
-    if example.dim() == 4:
-        c, h, w = example.shape[1:]
-        x = F.interpolate(images[:, None], size=(h, w), mode="bilinear", align_corners=False).repeat(1, c, 1, 1)
-    elif example.dim() == 2:
-        features = example.shape[1]
-        side = int(math.isqrt(features))
-        if side * side == features:
-            x = F.interpolate(images[:, None], size=(side, side), mode="bilinear", align_corners=False).reshape(n, -1)
-        else:
-            x = F.interpolate(images.reshape(n, 1, -1), size=features, mode="linear", align_corners=False)[:, 0]
-        # per feature, as a tabular pipeline's StandardScaler does (a constant pixel stays 0): the flat
-        # fixtures' batches are standardized features, and only a fixture's own fault should show
-        mean, std = x.mean(0), x.std(0)
-        x = torch.where(std > 1e-6, (x - mean) / std.clamp_min(1e-6), torch.zeros_like(x))
-    else:
-        raise ValueError(f"input of shape {tuple(example.shape)}")
-    x = (x - x.mean()) / x.std()   # images: per channel, which is overall here (one channel, repeated)
-    return x * example.float().std() + example.float().mean()
-
-
-# ---------------------------------------------------------------------------------------------
-# One model
-
-
-def load(path: Path):
-    with contextlib.redirect_stdout(io.StringIO()):
-        return load_target(str(path))
-
-
-def outputs_of(model, example: torch.Tensor) -> int:
-    model.eval()
-    with torch.no_grad():
-        out = model(example[:2])
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] < 2:
-        raise ValueError("the output is not (batch, classes) or (batch, actions)")
-    return out.shape[1]
-
-
-def bounded(model, example: torch.Tensor) -> bool:
-    """True for a model whose output comes out of a tanh: a policy's actions or a bounded regression, not
-    class scores. Read from the check's own trace (the op that makes the model's output), not guessed
-    from output values: a model with vanishing activations has small outputs too."""
-    from nnlint.trace.graph import Graph
-
-    graph = Graph.of(nnlint.check(model, example[:16]).trace)
-    return any(graph.is_model_output(op) and op.kind == "tanh" for op in graph.ops)
-
-
-@dataclass
-class Task:
-    """How a model is trained and scored. A classifier: cross-entropy on the digit labels, accuracy of
-    the argmax. A bounded (tanh) head: each digit gets a fixed target vector in [-0.8, 0.8]^outputs (the
-    action a policy should take for it, as in behaviour cloning), the loss is the MSE to it, and a
-    prediction is right when the nearest target is its digit's."""
-
-    targets: Optional[torch.Tensor] = None      # (10, outputs) for a bounded head
-
-    @staticmethod
-    def for_model(model, example: torch.Tensor, outputs: int) -> "Task":
-        if not bounded(model, example):
-            return Task()
-        g = torch.Generator().manual_seed(0)
-        return Task(torch.rand(10, outputs, generator=g) * 1.6 - 0.8)
-
-    @property
-    def name(self) -> str:
-        return "classify" if self.targets is None else "regress"
-
-    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(out, y) if self.targets is None else F.mse_loss(out, self.targets[y])
-
-    def predict(self, out: torch.Tensor) -> torch.Tensor:
-        return out.argmax(1) if self.targets is None else torch.cdist(out, self.targets).argmin(1)
-
-
-def train(model, x, y, x_test, y_test, steps: int, lr: float, adam: bool = False, batch: int = 64,
-          task: Task = Task(), seed: int = 0) -> tuple[float, float, float]:
-    """Final training loss (mean over the last 10% of steps), test accuracy, and the early training loss
-    (mean over the first 20% of steps: how fast it gets going)."""
-    torch.manual_seed(seed)
-    order = torch.randperm(x.shape[0])
-    opt = torch.optim.Adam(model.parameters(), lr=lr) if adam else torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    model.train()
-    losses = []
-    for step in range(steps):
-        start = (step * batch) % (x.shape[0] - batch)
-        idx = order[start:start + batch]
-        loss = task.loss(model(x[idx]), y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    tail = losses[-max(steps // 10, 1):]
-    head = losses[:max(steps // 5, 1)]
-    model.eval()
-    with torch.no_grad():
-        # a few images at a time, as a model serves them: an eval output that depends on the batch
-        # (BatchNorm on batch statistics) shows, as it would in use, instead of hiding in one big batch
-        predicted = torch.cat([task.predict(model(x_test[i:i + EVAL_BATCH]))
-                               for i in range(0, x_test.shape[0], EVAL_BATCH)])
-    accuracy = (predicted == y_test).float().mean().item()
-    return sum(tail) / len(tail), accuracy, sum(head) / len(head)
-
-
-EVAL_BATCH = 8
-
-
-def codes(report) -> str:
-    found = sorted({d.code for d in report.diagnostics if d.severity in ("error", "warning")})
-    return ",".join(found) or "-"
-
-
-@dataclass
-class Run:
-    """One learning rate, averaged over the seeds."""
-
-    lr: float
-    loss: float
-    accuracy: float
-    early: float
-
-    @staticmethod
-    def mean(lr: float, results: list[tuple[float, float, float]]) -> "Run":
-        # a NaN loss in any seed makes the mean NaN: a run that diverges once is not a run that trains
-        return Run(lr, *(sum(r[i] for r in results) / len(results) for i in range(3)))
-
-
-@dataclass
-class Comparison:
-    task: str
-    fixed: str
-    left: str
-    before: list[Run]
-    after: list[Run]
-
-    @staticmethod
-    def best(runs: list[Run]) -> Run:
-        return max(runs, key=lambda r: (r.accuracy, -r.loss if r.loss == r.loss else -math.inf))
-
-
-def run_fixture(path: Path, data, steps: int, lrs: list[float], adam: bool, seeds: int = 1,
-                unsafe: bool = True) -> Comparison:
-    """Train the fixture's model as built and as fixed, at every learning rate of the grid, once per
-    seed (the seed orders the data; the fixture's init and the fix's named re-inits do not change)."""
-    images, labels = data
-    loaded = load(path)
-    example = loaded.batch
-    if not isinstance(example, torch.Tensor) or not example.is_floating_point() or example.dim() not in (2, 4):
-        raise ValueError("its batch is not a float (N, F) or (N, C, H, W) tensor")
-    outputs = outputs_of(loaded.model, example)
-    task = Task.for_model(loaded.model, example, outputs)
-    x_all = shaped_like(images, example)
-    y_all = labels if task.targets is not None else labels % outputs
-    split = x_all.shape[0] - 360
-    x, y, x_test, y_test = x_all[:split], y_all[:split], x_all[split:], y_all[split:]
-    before, after, fixed, left = [], [], "-", "-"
-    for lr in lrs:
-        runs_before, runs_after = [], []
-        for seed in range(seeds):
-            model = load(path).model
-            runs_before.append(train(model, x, y, x_test, y_test, steps, lr, adam, task=task, seed=seed))
-            model = load(path).model
-            result = nnlint.fix(model, x[:64], unsafe=unsafe)
-            fixed = ",".join(sorted({o.diagnostic.code for o in result.applied})) or "-"
-            left = codes(result.report)
-            runs_after.append(train(model, x, y, x_test, y_test, steps, lr, adam, task=task, seed=seed))
-        before.append(Run.mean(lr, runs_before))
-        after.append(Run.mean(lr, runs_after))
-    return Comparison(task.name, fixed, left, before, after)
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-def faulty_fixtures(only: list[str]) -> list[Path]:
-    paths = []
-    for path in sorted((ROOT / "fixtures").glob("*.py")):
-        if not re.search(r"#\s*expect:\s*NN\d", path.read_text()):
-            continue
-        if only and not any(o in path.stem for o in only):
-            continue
-        paths.append(path)
-    return paths
-
-
-def fmt_loss(v: float) -> str:
-    return "nan" if v != v else f"{v:.3f}"
-
-
-COLUMNS = ("fixture", "task", "fixed", "left", "loss before", "loss after", "early loss",
-           "acc before", "acc after", "trains at")
-
-
-def row(path: Path, c: Comparison) -> tuple[str, ...]:
-    b, a = Comparison.best(c.before), Comparison.best(c.after)
-    chance = 2.0 / 10
-    return (path.stem, c.task, c.fixed, c.left,
-            f"{fmt_loss(b.loss)} [{b.lr:g}]", f"{fmt_loss(a.loss)} [{a.lr:g}]",
-            f"{fmt_loss(b.early)} -> {fmt_loss(a.early)}", f"{b.accuracy:.1%}", f"{a.accuracy:.1%}",
-            f"{sum(r.accuracy > chance for r in c.before)} -> {sum(r.accuracy > chance for r in c.after)}")
+        result = CaseResult(case)
+        result.skipped = f"crashed: {type(exc).__name__}: {exc}"[:200]
+        return result
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 seed, 2 learning rates, a subset of the models")
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--lrs", default="0.003,0.01,0.03,0.1", help="the learning-rate grid")
-    parser.add_argument("--seeds", type=int, default=3, help="runs per learning rate, averaged")
+    parser.add_argument("--lrs", default="", help="the learning-rate grid (default: 0.003,0.01,0.03,0.1; Adam 1e-4..3e-3)")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per learning rate (default 3; --quick 1)")
     parser.add_argument("--adam", action="store_true", help="Adam instead of SGD with momentum 0.9")
-    parser.add_argument("--safe-only", action="store_true", help="apply only the safe fixes (no --unsafe-fixes)")
-    parser.add_argument("--only", default="", help="comma-separated parts of fixture names")
-    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    parser.add_argument("--only", default="", help="comma-separated parts of model names")
+    parser.add_argument("--tasks", default="digits,xor")
+    parser.add_argument("--fixture-tasks", default="digits,xor", help="the tasks the fixtures are trained on")
+    parser.add_argument("--no-fixtures", action="store_true")
+    parser.add_argument("--no-generated", action="store_true")
+    parser.add_argument("--source", choices=("none", "generated", "all"), default="generated",
+                        help="which models also go through the source fixer (nnlint fix FILE --unsafe-fixes)")
+    parser.add_argument("--no-diagnose", action="store_true", help="skip the diagnostics of the losses")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes (one torch thread each)")
+    parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
+    parser.add_argument("--emit", default="", help="keep the generated model files in this folder")
+    parser.add_argument("--save", default="", help="pickle the results (plain data: CaseResult per case) to this file")
+    parser.add_argument("--load", default="", help="print the report of results saved with --save; train nothing")
     args = parser.parse_args(argv)
-    lrs = [float(v) for v in args.lrs.split(",")]
-    (images, labels), task = digits()
-    optimizer = "Adam" if args.adam else "SGD (momentum 0.9)"
-    print(f"task: {task}, {images.shape[0] - 360} training / 360 test images; {args.steps} steps of {optimizer}, "
-          f"batch 64, at each learning rate of {lrs}, {args.seeds} seed(s) each, averaged; "
-          f"{'safe fixes only' if args.safe_only else 'safe and unsafe fixes'}\n"
-          "task: classify = cross-entropy on the digit; regress = a tanh head fit by MSE to a target vector per digit\n"
-          "loss / acc: at each model's best learning rate (in brackets); early loss: mean over the first 20% "
-          "of steps, at that lr; trains at: learning rates of the grid where test accuracy beats 2x chance\n")
-    widths = (32, 8, 18, 8, 16, 16, 16, 10, 9, 9)
-    if args.markdown:
-        print("| " + " | ".join(COLUMNS) + " |")
-        print("|" + "---|" * len(COLUMNS))
+    if args.load:
+        import pickle
+
+        saved = pickle.loads(Path(args.load).read_bytes())
+        _print_report(saved["results"], args, saved["protocol"], saved["wall"], None)
+        return
+    default_lrs = "1e-4,3e-4,1e-3,3e-3" if args.adam else "0.003,0.01,0.03,0.1"
+    lrs = tuple(float(v) for v in (args.lrs or ("0.01,0.03" if args.quick and not args.adam else default_lrs)).split(","))
+    if args.quick and args.adam and not args.lrs:
+        lrs = (3e-4, 1e-3)
+    seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
+    protocol = Protocol(steps=args.steps, lrs=lrs, seeds=seeds, adam=args.adam)
+    cases = cases_of(args)
+    folder = Path(args.emit).resolve() if args.emit else Path(tempfile.mkdtemp(prefix="fixbench-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"{len(cases)} cases; {protocol.steps} steps of {protocol.optimizer}, batch {protocol.batch}, "
+          f"learning rates {list(lrs)}, {seeds} seed(s) each; {args.jobs} job(s); models in {folder}", flush=True)
+    started, cpu = time.time(), time.process_time()
+    jobs = [(c, folder, protocol, not args.no_diagnose) for c in cases]
+    # the slow ones first, so the workers finish together: CNNs, then the deep MLPs
+    order = sorted(range(len(jobs)), key=lambda i: -_cost(cases[i]))
+    results = [None] * len(jobs)
+    if args.jobs > 1:
+        with multiprocessing.get_context("fork").Pool(args.jobs, initializer=_worker_init) as pool:
+            for done, (i, r) in enumerate(pool.imap_unordered(_indexed, [(i, jobs[i]) for i in order]), 1):
+                results[i] = r
+                _progress(done, len(jobs), r, started)
+                _save_partial(args.save, results, protocol, started)
     else:
-        print(" ".join(f"{c:{w}}" for c, w in zip(COLUMNS, widths)))
-        print("-" * (sum(widths) + len(widths) - 1))
-    started = time.time()
-    for path in faulty_fixtures([o for o in args.only.split(",") if o]):
-        try:
-            c = run_fixture(path, (images, labels), args.steps, lrs, args.adam, args.seeds, not args.safe_only)
-        except Exception as exc:   # a fixture this task does not fit (token inputs, an unbounded regression)
-            print(f"{path.stem:32} skipped: {type(exc).__name__}: {str(exc)[:70]}")
-            continue
-        cells = row(path, c)
-        if args.markdown:
-            print("| " + " | ".join(cells) + " |", flush=True)
-        else:
-            print(" ".join(f"{v[:w]:{w}}" for v, w in zip(cells, widths)), flush=True)
-    print(f"\n({time.time() - started:.0f} s)")
+        _worker_init()
+        for done, i in enumerate(order, 1):
+            results[i] = _run(jobs[i])
+            _progress(done, len(jobs), results[i], started)
+            _save_partial(args.save, results, protocol, started)
+    wall = time.time() - started
+    _save_partial(args.save, results, protocol, started)
+    _print_report(results, args, protocol, wall, folder)
+    print(f"\n({wall:.0f} s wall, {time.process_time() - cpu + _children_cpu():.0f} s CPU)")
+    if not args.emit:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _save_partial(save: str, results: list, protocol, started: float) -> None:
+    """The results so far (the finished cases), rewritten after every case: a run stopped early keeps
+    them; --load reads them like a finished run's."""
+    if not save:
+        return
+    import pickle
+
+    done = [r for r in results if r is not None]
+    Path(save).write_bytes(pickle.dumps({"protocol": protocol, "results": done, "wall": time.time() - started}))
+
+
+def _indexed(item):
+    i, job = item
+    return i, _run(job)
+
+
+def _cost(case: Case) -> float:
+    if case.fixture:
+        return 3.0
+    spec = case.spec
+    return (4.0 if spec.family == "cnn" else 1.0) * spec.depth * (spec.width ** 0.5) * (0.3 if case.twin else 1.0)
+
+
+def _children_cpu() -> float:
+    t = os.times()
+    return t.children_user + t.children_system
+
+
+def _progress(done: int, total: int, r, started: float) -> None:
+    if r.skipped:
+        print(f"[{done}/{total}] {r.case.name} [{r.case.task}]: skipped ({r.skipped})", flush=True)
+        return
+    cells = "  ".join(f"{a} {report.cell(r, a)}" for a in r.arms)
+    print(f"[{done}/{total} {time.time() - started:.0f}s] {r.case.name} [{r.case.task}] {r.findings}: {cells}", flush=True)
+
+
+def _print_report(results, args, protocol, wall, folder) -> None:
+    main_results = [r for r in results if r.case.kind != "twin"]
+    twin_results = {(r.case.spec.shape, r.case.task): r for r in results if r.case.kind == "twin"}
+    tasks = {r.case.task: r.task_title for r in results if r.task_title}
+    h = "### " if args.markdown else ""
+    print(f"\n{h}Test accuracy (%) at each arm's best learning rate: mean ±std over {protocol.seeds} seed(s) @lr")
+    print("tasks: " + "; ".join(f"{k} = {v}" for k, v in tasks.items()))
+    print(f"{protocol.steps} steps of {protocol.optimizer}, batch {protocol.batch}, grid {list(protocol.lrs)}; "
+          "before = as built; fix = nnlint.fix (safe); unsafe = nnlint.fix(unsafe=True); naive = every hidden "
+          "activation ReLU + Kaiming, nothing else; source = nnlint fix FILE --unsafe-fixes; twin = the healthy "
+          "twin as built; =arm: the same model as that arm\n")
+    for line in report.table(main_results, twin_results, args.markdown):
+        print(line)
+    print(f"\n{h}Aggregates")
+    for line in report.aggregates(main_results, protocol.seeds):
+        print(line)
+    print(f"\n{h}Healthy twins")
+    for line in report.twin_lines(twin_results.values(), protocol.seeds):
+        print(line)
+    print(f"\n{h}Losses, with the diagnosis")
+    for line in report.loss_list(main_results, protocol.seeds):
+        print(line)
+    print(f"\n{h}Done means (issue 15): unsafe beats naive on mean accuracy; no fixed model worse than broken")
+    for line in summary.verdict(main_results, protocol.seeds):
+        print(f"  {line}")
+    hurt = summary.twins_hurt(results, protocol.seeds)
+    print("  healthy twins a fix made clearly worse: " + (f"{len(hurt)}: " + "; ".join(hurt) if hurt else "none"))
+    if args.markdown:
+        print(f"\n{h}Per fault (mean accuracy over the models at each arm's best learning rate)\n")
+        for line in summary.fault_table(main_results):
+            print(line)
+        print(f"\n{h}Per model (mean ±std over the seeds @ the learning rate chosen)\n")
+        for line in summary.model_table(main_results):
+            print(line)
+    print(f"\n{h}What each fix did (+ applied, x failed, u skipped as unsafe, - not fixable)")
+    for line in report.logs(main_results):
+        print(line)
 
 
 if __name__ == "__main__":
