@@ -227,3 +227,51 @@ def test_the_comment_over_an_added_init_names_the_initializer_it_introduces():
     [d] = nnlint.check(loaded.model, loaded.batch, select=["NN202"]).diagnostics
     assert d.fix.params.spec.initializer == "normal_"
     assert why(d.fix).startswith("std measured on the batch")
+
+
+CONV_LOOP = '''
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, width=16, depth=3):
+        super().__init__()
+        layers = []
+        for i in range(depth):
+            layers += [nn.Conv2d(1 if i == 0 else width, width, 3, padding=1), nn.Dropout(0.5), nn.BatchNorm2d(width), nn.ReLU()]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(width * 64, 4)
+        for m in self.body.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        return self.head(torch.flatten(self.body(x), 1))
+
+
+def build_model():
+    torch.manual_seed(0)
+    return Net()
+
+
+def sample_batch():
+    return torch.randn(32, 1, 8, 8), torch.randint(0, 4, (32,))
+
+
+loss_fn = F.cross_entropy
+'''
+
+
+def test_fixes_that_load_only_one_at_a_time_end_instead_of_retrying_forever(tmp_path):
+    # three layers built by one line in a loop: each edit of it loads alone, the three together do
+    # not; the fixer once retried them together without end (benchmarks/fixbench's cnn3x16_dropout)
+    path = tmp_path / "model.py"
+    path.write_text(CONV_LOOP)
+    run = fix_file(path, unsafe=True)
+    applied = {o.diagnostic.code for o in run.result.applied}
+    assert "NN505" in applied and "nn.Identity()" in run.fixed
+    assert {o.diagnostic.code for o in run.result.not_fixable + run.result.failed} >= {"NN707"}
+    assert path.read_text() == CONV_LOOP

@@ -222,6 +222,11 @@ def _verified_round(source: SourceFile, path: Path, current: Checked, root: Root
                     survivors.append(d)
                 except NNLintError as single:
                     ledger.record(FixOutcome(d, FAILED, f"the edited file fails to load or run: {single}"))
+            if len(survivors) == len(kept):
+                # each loads alone, together they do not (two edits of one call built in a loop): apply
+                # them one after another, each on the text the last left; retrying them together would
+                # never end
+                return _one_at_a_time(source, path, current, root, kept, checker, ledger, original)
             candidates = survivors
             continue
         checked.key = line_key(original, plan.text, str(path))
