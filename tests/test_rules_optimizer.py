@@ -132,7 +132,12 @@ def test_nn804_quiet_on_the_healthy_gallery(case):
 @pytest.mark.parametrize("factory", HEALTHY, ids=[f.__name__ for f in HEALTHY])
 def test_nn804_quiet_on_the_healthy_zoo_with_the_usual_optimizers(factory):
     case = factory()
+    # every optimizer on every model up to 5M parameters; the big ones (ResNet-50, DenseNet, GPT-2)
+    # with the two they are trained with: the suite's time goes to five full checks of each otherwise
+    big = sum(p.numel() for p in case.model.parameters()) > 5_000_000
     for name, make in USUAL.items():
+        if big and name not in ("sgd_momentum", "adamw"):
+            continue
         report = nnlint.check(case.model, case.batch, target=case.target, loss_fn=case.loss_fn,
                               optimizer=make(case.model), select=["NN804"])
         assert report.diagnostics == [], (name, [d.message for d in report.diagnostics])

@@ -63,9 +63,9 @@ class SaturatedActivation(Rule):
             batch = torch.randn(64, 64)
             """, module='1'),
         Healthy("""
-            model = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10))
+            model = nn.Sequential(nn.Linear(32, 64), nn.Tanh(), nn.Linear(64, 10))
             nn.init.xavier_normal_(model[0].weight, gain=nn.init.calculate_gain("tanh"))
-            batch = torch.randn(64, 64)
+            batch = torch.randn(64, 32)   # about 10% in the flat region (64 -> 64 would sit at 19%, the edge)
             """, note="""
             and normalize the inputs; or use a ReLU-family activation.
             """),
