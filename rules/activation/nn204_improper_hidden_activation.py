@@ -98,7 +98,7 @@ class ImproperHiddenActivation(Rule):
                 continue
             consumer = graph.feeds_weight_layer(op)
             feeding = graph.feeding_weight_op(op)
-            if consumer is None or feeding is None or graph.is_formula_gate(op):
+            if consumer is None or feeding is None or graph.is_formula_gate(op) or _routes(graph, op):
                 continue
             site = call_site(trace, op)
             key = (op.module, op.location.line if op.location else -1) if site.functional else (op.module, -1)
@@ -125,6 +125,17 @@ class ImproperHiddenActivation(Rule):
                 fix=ladder[0],
                 escalation=ladder[1:],
             )
+
+
+# What a router does with its softmax: picks the top experts from it (Mixtral, Qwen-MoE, Switch).
+SELECTIONS = {"topk", "sort", "argsort", "argmax", "max", "multinomial"}
+
+
+def _routes(graph: Graph, op: OpRecord) -> bool:
+    """A mixture-of-experts router: the softmax's probabilities are ranked (top-k) to pick experts and
+    then weight their outputs; HF's grouped experts scatter them with the tokens, so the lineage walk
+    would carry them into the next layer as if they were its signal."""
+    return any(o.kind in SELECTIONS for o in graph.walk(op, limit=3))
 
 
 def _why(what: str, width: int) -> str:
