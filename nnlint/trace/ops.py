@@ -123,6 +123,9 @@ def scalar_args(kind: str, args: tuple, kwargs: dict) -> dict:
     if kind in ("softmax", "log_softmax"):
         dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
         return {"dim": dim} if isinstance(dim, int) else {}
+    if kind == "cat":
+        dim = kwargs.get("dim", kwargs.get("axis", args[1] if len(args) > 1 else 0))
+        return {"dim": dim} if isinstance(dim, int) else {}
     if kind == "pow":
         exponent = kwargs.get("exponent", args[1] if len(args) > 1 else None)
         return {"exponent": float(exponent)} if isinstance(exponent, (int, float)) and not isinstance(exponent, bool) else {}
