@@ -123,3 +123,35 @@ def test_eval_mode_collapse_of_small_gamma_batchnorm_is_no_ignored_input():
     report = nnlint.check(model, x, select=["NN702"])
     assert report.trace.probes["ignored_input"].outputs_constant
     assert loud(report) == []
+
+
+class LayerScaledStage(nn.Module):
+    """PoolFormer/MetaFormer: pre-norm blocks x + ls * mlp(norm(x)) with layer scale 1e-5, stages
+    joined by a downsampling conv that feeds the next block's norm and its skip."""
+
+    def __init__(self, channels: int, blocks: int = 2):
+        super().__init__()
+        self.norms = nn.ModuleList(nn.GroupNorm(1, channels) for _ in range(blocks))
+        self.fc1 = nn.ModuleList(nn.Conv2d(channels, 4 * channels, 1) for _ in range(blocks))
+        self.fc2 = nn.ModuleList(nn.Conv2d(4 * channels, channels, 1) for _ in range(blocks))
+        self.ls = nn.ParameterList(nn.Parameter(torch.full((channels, 1, 1), 1e-5)) for _ in range(blocks))
+
+    def forward(self, x):
+        for norm, fc1, fc2, ls in zip(self.norms, self.fc1, self.fc2, self.ls):
+            x = x + ls * fc2(F.gelu(fc1(norm(x))))
+        return x
+
+
+def layer_scaled_metaformer() -> nn.Module:
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 16, 7, stride=4, padding=2), LayerScaledStage(16),
+                             nn.Conv2d(16, 32, 3, stride=2, padding=1), LayerScaledStage(32),
+                             nn.Conv2d(32, 64, 3, stride=2, padding=1), LayerScaledStage(64),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.LayerNorm(64), nn.Linear(64, 10))
+
+
+def test_layer_scaled_branches_are_no_gradient_reference():
+    x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    report = nnlint.check(layer_scaled_metaformer(), x, select=["NN404", "NN405"])
+    assert loud(report) == []
