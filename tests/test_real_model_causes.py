@@ -155,3 +155,30 @@ def test_layer_scaled_branches_are_no_gradient_reference():
     x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     report = nnlint.check(layer_scaled_metaformer(), x, select=["NN404", "NN405"])
     assert loud(report) == []
+
+
+class TalkingHeadAttention(nn.Module):
+    """timm CaiT's attention: the heads' scores mixed by Linears before and after the softmax."""
+
+    def __init__(self, d: int = 32, heads: int = 4):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj_l, self.proj_w = nn.Linear(heads, heads), nn.Linear(heads, heads)
+        self.proj = nn.Linear(d, d)
+
+    def forward(self, x):
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        attn = q * (d // self.heads) ** -0.5 @ k.transpose(-2, -1)
+        attn = self.proj_l(attn.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).softmax(dim=-1)
+        attn = self.proj_w(attn.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return x + self.proj((attn @ v).transpose(1, 2).reshape(b, n, d))
+
+
+def test_talking_heads_softmax_is_attention_not_a_hidden_activation():
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.LayerNorm(32), TalkingHeadAttention(), nn.LayerNorm(32), nn.Linear(32, 10))
+        x = torch.randn(4, 8, 32)
+    assert loud(nnlint.check(model, x, select=["NN204"])) == []
