@@ -29,6 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")          # nothing may come from th
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import corpus                                          # noqa: E402
+from corpus.optim import DEFAULT as DEFAULT_OPTIMIZER, OPTIMIZERS  # noqa: E402
 from corpus.runner import CheckResult, Row, check_case  # noqa: E402
 
 SEVERITY_LETTER = {"error": "E", "warning": "W", "info": "I"}
@@ -121,6 +122,8 @@ def parse_args(argv=None):
     p.add_argument("--library", action="append", choices=sorted(corpus.LIBRARY_MODULES))
     p.add_argument("--fast", action="store_true", help="only the CI subset")
     p.add_argument("--modes", default="train,eval", help="comma-separated: train, eval (default both)")
+    p.add_argument("--optimizer", default=DEFAULT_OPTIMIZER, choices=sorted(OPTIMIZERS),
+                   help="the optimizer handed to each check (corpus/optim.py; default AdamW with decay groups)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile checks")
     p.add_argument("--json", help="write every row (findings with messages and evidence) here")
     p.add_argument("--list", action="store_true", help="list the selected cases and exit")
@@ -143,7 +146,7 @@ def main(argv=None) -> int:
     rows: list[Row] = []
     started = time.perf_counter()
     for i, case in enumerate(cases, 1):
-        row = check_case(case, modes=modes, compile=not args.no_compile)
+        row = check_case(case, modes=modes, compile=not args.no_compile, optimizer=args.optimizer)
         rows.append(row)
         print(f"[{i:3d}/{len(cases)}] {row_text(row)}", flush=True)
     s = summary(rows)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import partial
 
+import torch
 import transformers
 
 from corpus import Case, inputs, seeded
@@ -50,6 +51,7 @@ class Spec:
     batch: str = "text"
     note: str = ""
     size: int = IMAGE    # image side for "image" batches
+    labels: str = ""     # "lm" | "mlm" | "class" | "seq2seq" | "ctc": the batch carries labels, outputs.loss is the loss
 
 
 SPECS = [
@@ -185,9 +187,35 @@ SPECS = [
          dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_mel_bins=32,
               max_length=64, patch_size=16, frequency_stride=10, time_stride=10), "spectrogram"),
 ]
+# The same architectures trained as their heads are: labels in the batch, so the model computes
+# outputs.loss itself (the loss the objective rules NN601-NN606 read): causal LM (labels = ids, -100
+# at padding, shifted inside), masked LM (every 4th token), sequence/image classification (3 and 10
+# classes), seq2seq (labels shifted to the decoder inputs inside), CTC (short label sequences).
+LABELLED = [
+    Spec("gpt2+labels", "decoder", "GPT2Config", "GPT2LMHeadModel", SPECS[0].kwargs, labels="lm"),
+    Spec("llama+labels", "decoder", "LlamaConfig", "LlamaForCausalLM", LLAMA_LIKE, labels="lm"),
+    Spec("mixtral+labels", "moe", "MixtralConfig", "MixtralForCausalLM",
+         dict(LLAMA_LIKE, num_local_experts=4, num_experts_per_tok=2, output_router_logits=True), labels="lm",
+         note="router aux loss in outputs.loss"),
+    Spec("bert+labels", "encoder", "BertConfig", "BertForSequenceClassification", dict(BERT_LIKE, num_labels=3),
+         labels="class"),
+    Spec("roberta+labels", "encoder", "RobertaConfig", "RobertaForMaskedLM", dict(BERT_LIKE, pad_token_id=1),
+         labels="mlm"),
+    Spec("t5+labels", "encoder-decoder", "T5Config", "T5ForConditionalGeneration", T5_LIKE, "seq2seq",
+         labels="seq2seq"),
+    Spec("bart+labels", "encoder-decoder", "BartConfig", "BartForConditionalGeneration", BART_LIKE, "seq2seq",
+         labels="seq2seq"),
+    Spec("vit+labels", "vision", "ViTConfig", "ViTForImageClassification", dict(VIT_LIKE, num_labels=10), "image",
+         labels="class"),
+    Spec("wav2vec2+labels", "speech", "Wav2Vec2Config", "Wav2Vec2ForCTC", WAV2VEC_LIKE, "waveform", labels="ctc"),
+    Spec("whisper+labels", "speech", "WhisperConfig", "WhisperForConditionalGeneration",
+         next(s for s in SPECS if s.name == "whisper").kwargs, "mel", labels="seq2seq"),
+]
+SPECS = SPECS + LABELLED
+
 # One model per distinct cause in TRIAGE.md among them, so a rule fix shows in CI.
 FAST = {"gpt2", "llama", "bert", "t5", "mixtral", "mamba", "vit", "wav2vec2", "whisper", "bart", "gpt_neo", "albert",
-        "cohere", "modernbert", "dinov2"}
+        "cohere", "modernbert", "dinov2", "gpt2+labels", "bert+labels", "t5+labels"}
 COMPILE = {"gpt2", "llama"}
 
 
@@ -218,10 +246,29 @@ def make_batch(spec: Spec, config) -> dict:
     raise ValueError(f"unknown batch kind {kind!r}")
 
 
+def add_labels(spec: Spec, config, batch: dict) -> dict:
+    """The labels a training script passes for the head (see LABELLED)."""
+    kind = spec.labels
+    if kind == "lm":
+        batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    elif kind == "mlm":
+        labels = torch.full_like(batch["input_ids"], -100)
+        labels[:, ::4] = batch["input_ids"][:, ::4]
+        batch["labels"] = labels
+    elif kind == "class":
+        batch["labels"] = torch.tensor([1, 0] + [2] * (len(next(iter(batch.values()))) - 2))[:len(next(iter(batch.values())))]
+    elif kind == "seq2seq":
+        batch["labels"] = batch.pop("decoder_input_ids")
+    elif kind == "ctc":
+        batch["labels"] = inputs.token_ids(2, 4, config.vocab_size, seed=2)
+    return batch
+
+
 def build(spec: Spec):
     config = getattr(transformers, spec.config)(**spec.kwargs)
     model = seeded(lambda: getattr(transformers, spec.model)(config))
-    return model, make_batch(spec, config)
+    batch = make_batch(spec, config)
+    return model, add_labels(spec, config, batch) if spec.labels else batch
 
 
 BATCH_NOTES = {
@@ -238,7 +285,8 @@ BATCH_NOTES = {
 
 def cases() -> list[Case]:
     return [Case(f"hf/{s.name}", "transformers", s.family, partial(build, s),
-                 note=BATCH_NOTES[s.batch].format(size=s.size) + (f"; {s.note}" if s.note else ""),
+                 note=BATCH_NOTES[s.batch].format(size=s.size) + (f"; {s.labels} labels" if s.labels else "")
+                 + (f"; {s.note}" if s.note else ""),
                  compile=s.name in COMPILE, fast=s.name in FAST, tags=(s.family,))
             for s in SPECS]
 

@@ -18,6 +18,7 @@ from typing import Any, Optional
 import torch
 
 from corpus import Case
+from corpus.optim import DEFAULT as DEFAULT_OPTIMIZER, OPTIMIZERS, state_of
 from corpus.snapshot import Snapshot
 
 MODES = ("train", "eval")
@@ -114,21 +115,26 @@ def tensors(obj, depth: int = 0):
             yield from tensors(v, depth + 1)
 
 
-def run_check(model, batch, mode: str, **check_kwargs) -> CheckResult:
-    """One nnlint.check on the model as it stands, with its snapshot before and after."""
+def run_check(model, batch, mode: str, optimizer: str = DEFAULT_OPTIMIZER, **check_kwargs) -> CheckResult:
+    """One nnlint.check on the model as it stands, with its snapshot before and after; `optimizer`
+    names the one built for it (corpus/optim.py; "none": no optimizer), whose state is compared too."""
     import nnlint
 
     result = CheckResult(mode)
-    before = Snapshot.take(model)
+    make = OPTIMIZERS[optimizer]
+    opt = make(model) if make is not None else None
+    before, opt_before = Snapshot.take(model), state_of(opt)
     started = time.perf_counter()
     try:
-        report = nnlint.check(model, batch, **check_kwargs)
+        report = nnlint.check(model, batch, optimizer=opt, **check_kwargs)
         result.findings = [Finding.of(d) for d in report.diagnostics]
     except Exception as exc:   # recorded and classified; the sweep goes on
         result.crash = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         result.traceback = traceback.format_exc(limit=12)
     result.seconds = time.perf_counter() - started
     result.mutation = before.differences(model)
+    if state_of(opt) != opt_before:
+        result.mutation.append("optimizer state: param_groups or state changed")
     return result
 
 
@@ -182,7 +188,7 @@ def attribute_mutation(case: Case, result: CheckResult) -> None:
     result.mutation = [m for m in result.mutation if m not in own]
 
 
-def check_case(case: Case, modes=MODES, compile: bool = False) -> Row:
+def check_case(case: Case, modes=MODES, compile: bool = False, optimizer: str = DEFAULT_OPTIMIZER) -> Row:
     """Build the case once and check it in each mode (and under torch.compile when asked)."""
     row = Row(case.name, case.library, case.family, case.note)
     started = time.perf_counter()
@@ -195,23 +201,23 @@ def check_case(case: Case, modes=MODES, compile: bool = False) -> Row:
     row.params = sum(p.numel() for p in model.parameters())
     for mode in modes:
         _set_mode(model, mode)
-        result = run_check(model, batch, mode)
+        result = run_check(model, batch, mode, optimizer)
         classify_crash(case, result)
         attribute_mutation(case, result)
         row.checks.append(result)
     if compile and case.compile:
-        row.checks.append(check_compiled(model, batch, row.checks[0] if row.checks else None))
+        row.checks.append(check_compiled(model, batch, row.checks[0] if row.checks else None, optimizer))
     del model, batch
     gc.collect()
     return row
 
 
-def check_compiled(model, batch, eager: Optional[CheckResult]) -> CheckResult:
+def check_compiled(model, batch, eager: Optional[CheckResult], optimizer: str = DEFAULT_OPTIMIZER) -> CheckResult:
     """The same model wrapped in torch.compile, in training mode: nnlint runs it eagerly (force_eager
     stance), so the findings must be the eager ones, named without the wrapper's `_orig_mod.`."""
     model.train()
     compiled = torch.compile(model)
-    result = run_check(compiled, batch, "compile")
+    result = run_check(compiled, batch, "compile", optimizer)
     for f in result.findings:
         f.module = f.module[len(COMPILED_PREFIX):] if f.module.startswith(COMPILED_PREFIX) else f.module
     if result.crash is not None:

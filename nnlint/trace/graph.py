@@ -222,16 +222,19 @@ class Graph:
             if nxt.index in seen:
                 continue
             seen.add(nxt.index)
+            inputs = self.tensor_inputs(nxt)
+            if inputs and not any(s in derived for s in inputs):
+                continue          # reached through indices only (an MoE's expert routing): selects, carries nothing
             if layer(nxt):
                 return nxt
-            own = all(s in derived for s in self.tensor_inputs(nxt))
+            own = all(s in derived for s in inputs)
             if nxt.kind in ("mul", "div") and not own:
                 continue          # a gate: this output modulates another signal
             if nxt.kind in opnames.WEIGHT_OPS and not (own and weights_of_activations):
                 continue          # attention scores: for an activation, no layer; for a layer, its own attention
             if nxt.kind in ("softmax", "log_softmax") and not weights_of_activations:
                 continue          # an activation normalized to probabilities is not a hidden signal
-            derived.update(nxt.outputs)
+            derived.update(vocab.value_outputs(nxt))
             for c in self.next_ops(nxt):
                 heapq.heappush(heap, (c.index, c))
         return None

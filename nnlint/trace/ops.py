@@ -68,6 +68,14 @@ PASSTHROUGH = {
     "masked_fill", "pad", "roll", "cpu", "cuda", "double", "long", "int", "bool",
 }
 
+# Ops whose outputs (all, or all after the first) are positions or counts, not values: what is computed
+# from them selects or routes (an MoE's expert indices, sorted by expert and counted into offsets), it
+# does not carry the input's values on. Value and index: topk, sort, max/min over a dim, ...
+INDEX_AFTER_FIRST = {"topk", "sort", "kthvalue", "mode", "max", "min", "median", "cummax", "cummin", "unique"}
+INDEX_ONLY = {"argmax", "argmin", "argsort", "nonzero", "argwhere", "searchsorted", "bucketize", "histc", "bincount",
+              "one_hot", "eq", "ne", "gt", "ge", "lt", "le", "__eq__", "__gt__", "__ge__", "__lt__", "__le__",
+              "isin", "isnan", "isinf", "isfinite", "logical_not", "logical_and", "logical_or"}
+
 # Factories whose output holds whatever the allocator handed out (torch.empty): nothing reads those
 # values before an in-place op overwrites them, so their statistics mean nothing (and may be NaN).
 UNINITIALIZED = {"empty", "empty_like", "new_empty", "empty_strided"}
@@ -114,6 +122,9 @@ def scalar_args(kind: str, args: tuple, kwargs: dict) -> dict:
         return {"is_causal": causal} if isinstance(causal, bool) else {}
     if kind in ("softmax", "log_softmax"):
         dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+        return {"dim": dim} if isinstance(dim, int) else {}
+    if kind == "cat":
+        dim = kwargs.get("dim", kwargs.get("axis", args[1] if len(args) > 1 else 0))
         return {"dim": dim} if isinstance(dim, int) else {}
     if kind == "pow":
         exponent = kwargs.get("exponent", args[1] if len(args) > 1 else None)

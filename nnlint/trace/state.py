@@ -8,13 +8,21 @@ What a forward+backward can change, and how each is put back:
   existing gradient is neither accumulated into nor replaced;
 - `requires_grad`: recorded and re-set;
 - the RNG of the CPU and of every initialized CUDA device (dropout consumes it).
-Parameters are not copied (a 1B model would double its memory); instead their version counters are
-compared, and an in-place write by the model's own forward is reported.
+- plain attributes of every module (bools, numbers, strings, None): a flag a forward flips, as Hugging
+  Face's RWKV flips `layers_are_rescaled` when it rescales its weights for inference.
+Parameters are not copied by the traced step (a 1B model would double its memory); instead their
+version counters are compared, and an in-place write by the model's own forward is reported. The
+probes, which run the model's eval forward again, capture with `keep_values` (up to
+KEEP_VALUES_BYTES): a model whose own eval forward writes its weights (RWKV divides them by
+2**(block // rescale_every)) is then put back bit for bit.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+KEEP_VALUES_BYTES = 1 << 30   # up to 1 GiB of parameters are copied when asked to keep their values
+_PLAIN = (bool, int, float, str, type(None))
 
 
 @dataclass
@@ -26,9 +34,11 @@ class ModelState:
     param_versions: list[tuple[str, Any, int]] = field(default_factory=list)
     cpu_rng: Any = None
     cuda_rng: Any = None
+    attributes: list[tuple[Any, dict]] = field(default_factory=list)
+    param_values: dict[int, Any] = field(default_factory=dict)   # id(param) -> copy (keep_values only)
 
     @classmethod
-    def capture(cls, model) -> "ModelState":
+    def capture(cls, model, keep_values: bool = False) -> "ModelState":
         import torch
 
         params = list(model.named_parameters(remove_duplicate=True))
@@ -38,7 +48,11 @@ class ModelState:
             requires_grad=[(p, p.requires_grad) for _, p in params],
             param_versions=[(n, p, p._version) for n, p in params],
             cpu_rng=torch.get_rng_state(),
+            attributes=[(m, {k: v for k, v in vars(m).items() if isinstance(v, _PLAIN) and k != "training"})
+                        for m in model.modules()],
         )
+        if keep_values and sum(p.numel() * p.element_size() for _, p in params) <= KEEP_VALUES_BYTES:
+            state.param_values = {id(p): p.detach().clone() for _, p in params}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             state.cuda_rng = torch.cuda.get_rng_state_all()
         return state
@@ -60,6 +74,23 @@ class ModelState:
     def mutated_parameters(self) -> list[str]:
         return [n for n, p, v in self.param_versions if p._version != v]
 
+    def restore_parameters(self) -> list[str]:
+        """Put back the values of the parameters written since the capture (keep_values only); returns
+        the names of those it could not put back."""
+        import torch
+
+        lost = []
+        with torch.no_grad():
+            for n, p, v in self.param_versions:
+                if p._version == v:
+                    continue
+                saved = self.param_values.get(id(p))
+                if saved is None or saved.shape != p.shape:
+                    lost.append(n)
+                else:
+                    p.copy_(saved)
+        return lost
+
     def restore(self) -> None:
         import torch
 
@@ -69,6 +100,10 @@ class ModelState:
                     buf.copy_(saved)
         for module, flag in self.training:
             module.training = flag
+        for module, attrs in self.attributes:
+            for k, v in attrs.items():
+                if getattr(module, k, v) is not v and getattr(module, k, v) != v:
+                    setattr(module, k, v)
         for p, flag in self.requires_grad:
             if p.requires_grad != flag:
                 p.requires_grad_(flag)

@@ -62,3 +62,13 @@ def normalizes(op: OpRecord) -> bool:
 
 def is_activation(op: OpRecord) -> bool:
     return op.kind in opnames.ACTIVATIONS
+
+
+def value_outputs(op: OpRecord) -> list[int]:
+    """The outputs that carry the input's values: not the indices of a topk/sort/max, not a comparison's
+    mask or an argmax (what is computed from those selects, it does not pass the values on)."""
+    if op.kind in opnames.INDEX_ONLY or op.func in opnames.INDEX_ONLY:
+        return []
+    if (op.kind in opnames.INDEX_AFTER_FIRST or op.func in opnames.INDEX_AFTER_FIRST) and len(op.outputs) > 1:
+        return op.outputs[:1]
+    return op.outputs

@@ -36,6 +36,11 @@ class DeadRelu(Rule):
     `zero_init_last`: the block starts as the identity by design): that is the cause, and its fix or
     its intent decides.
 
+    Nor a softplus whose output feeds no weight layer as its signal: a positivity map, such as the
+    step size of a state-space scan (Mamba-2's `dt = softplus(dt + dt_bias)`, `dt_bias` initialized to
+    the inverse softplus of 0.001-0.1, so 62-88% of the heads sit below -2.94 at init by design) or a
+    predicted variance; it scales other signals (`dt * A`, `dt * x`) instead of passing its own on.
+
     ## Options
     - `warning_fraction` (default 0.2): fraction of dead units for a warning.
     - `error_fraction` (default 0.5): fraction of dead units for an error.
@@ -87,6 +92,8 @@ class DeadRelu(Rule):
                 continue   # NaN compares false: a non-finite map is NN002's finding, not dead units
             if z is not None and z.std == 0 and _zeroed_upstream(trace, graph, op):
                 continue   # a zero-initialized norm scale (or layer scale) before it sets it to 0 on purpose
+            if op.kind == "softplus" and graph.feeds_weight_layer(op) is None:
+                continue   # a positivity map (Mamba's step size), not a hidden layer: small values are its init
             unit_dim = op.args.get("unit_dim", len(out.shape) - 1)
             positions = out.numel // max(out.shape[unit_dim], 1) if out.shape else 0
             if positions < self.opts["min_positions"]:

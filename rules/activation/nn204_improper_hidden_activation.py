@@ -4,6 +4,7 @@ from typing import Optional
 
 from nnlint.registry import Faulty, Healthy, Rule
 from nnlint.rulekit import call_site, describe_op, fmt, location_for, swap_ladder
+from nnlint.trace import vocab
 from nnlint.trace.graph import Graph
 from nnlint.trace.records import OpRecord, Trace
 
@@ -27,7 +28,7 @@ class ImproperHiddenActivation(Rule):
     message quotes the signal measured on the batch: its std before and after.
 
     Not reported: attention's softmax (its output weights a value tensor through a matmul of two
-    activations), gates (`x * f(y)`), anything inside an activation formula whose result multiplies
+    activations; with talking heads, CaiT's, a Linear mixes the heads' scores before and after it), gates (`x * f(y)`), anything inside an activation formula whose result multiplies
     the input (GPT-2's tanh GELU has an `x**3` in it), squares inside a norm (RMSNorm's `x.pow(2)`),
     a learned temperature (`logit_scale.exp()` of a parameter), and outputs (a Poisson rate `exp(x)`,
     the final softmax).
@@ -98,7 +99,9 @@ class ImproperHiddenActivation(Rule):
                 continue
             consumer = graph.feeds_weight_layer(op)
             feeding = graph.feeding_weight_op(op)
-            if consumer is None or feeding is None or graph.is_formula_gate(op) or _routes(graph, op):
+            if consumer is None or feeding is None or graph.is_formula_gate(op):
+                continue
+            if what in ("softmax", "log_softmax") and _talking_heads(graph, feeding):
                 continue
             site = call_site(trace, op)
             key = (op.module, op.location.line if op.location else -1) if site.functional else (op.module, -1)
@@ -127,15 +130,15 @@ class ImproperHiddenActivation(Rule):
             )
 
 
-# What a router does with its softmax: picks the top experts from it (Mixtral, Qwen-MoE, Switch).
-SELECTIONS = {"topk", "sort", "argsort", "argmax", "max", "multinomial"}
+def _talking_heads(graph: Graph, feeding: OpRecord) -> bool:
+    """Talking-heads attention (timm's CaiT): the scores `q @ k^T` mixed across heads by a Linear,
+    softmaxed, mixed again, then weighting the values: the layer before the softmax reads the scores
+    directly (through views and a scale), so the softmax is attention's, not a hidden activation."""
+    def direct(o: OpRecord) -> bool:
+        return vocab.is_passthrough(o) or (o.kind in ("mul", "div") and len(graph.tensor_inputs(o)) == 1)
 
-
-def _routes(graph: Graph, op: OpRecord) -> bool:
-    """A mixture-of-experts router: the softmax's probabilities are ranked (top-k) to pick experts and
-    then weight their outputs; HF's grouped experts scatter them with the tokens, so the lineage walk
-    would carry them into the next layer as if they were its signal."""
-    return any(o.kind in SELECTIONS for o in graph.walk(op, limit=3))
+    return graph.first(feeding, lambda o: o.kind == "matmul" and o.weight is None and len(graph.tensor_inputs(o)) == 2,
+                       up=True, through=direct) is not None
 
 
 def _why(what: str, width: int) -> str:

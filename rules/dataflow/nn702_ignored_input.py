@@ -26,6 +26,10 @@ class IgnoredInput(Rule):
     all-zero weight (NN101) or a ReLU layer with every unit off (NN203): those rules report the
     cause. When no input has any influence at all, the model's output is constant: the no-gradient
     findings on its parameters (NN406) are a consequence.
+    Nor a model whose outputs are constant only in eval mode while its traced training step's vary,
+    with BatchNorm layers keeping running statistics: at init those statistics (mean 0, variance 1)
+    do not renormalize, and Hugging Face MobileViT (BatchNorm weights ~ N(0, 0.02)) measures exactly
+    0 logits in eval mode at init; a property of the untrained running statistics, not of forward.
 
     ## Why is this bad?
     Information the model was meant to use is thrown away: an attention mask that is passed but never
@@ -81,6 +85,8 @@ class IgnoredInput(Rule):
         result = trace.probes.get("ignored_input")
         if result is None or not result.tested:
             return
+        if result.outputs_constant and _eval_collapse(trace):
+            return   # constant only in eval mode, where BatchNorm's running statistics are still at init
         for found in result.ignored:
             if found.whole and _cut_off(trace, found.path):
                 continue   # an all-zero layer or an all-off ReLU cuts every path: NN101/NN203 report it
@@ -105,6 +111,21 @@ class IgnoredInput(Rule):
                           "feature_dim": found.feature_dim, "num_features": found.num_features, "how": found.how,
                           "outputs_constant": result.outputs_constant},
             )
+
+
+def _eval_collapse(trace: Trace) -> bool:
+    """The eval-mode outputs are constant, but the traced training step's outputs vary and the model
+    has BatchNorm layers with running statistics: at init those are mean 0 and variance 1, so layers
+    whose scale starts small (Hugging Face MobileViT's BatchNorm weights ~ N(0, 0.02)) shrink the eval
+    signal to exactly 0 after a few dozen of them, while in training each renormalizes by the batch.
+    The probe, run in eval mode, then sees no input influence that training has."""
+    graph = Graph.of(trace)
+    running = any(op.kind == "batch_norm" and (trace.modules.get(op.module) is None
+                                               or trace.modules[op.module].attrs.get("track_running_stats") is not False)
+                  for op in graph.ops)
+    varies = any(op.out is not None and op.out.std > 0 and not op.out.nonfinite
+                 for op in graph.ops if graph.is_model_output(op))
+    return running and varies
 
 
 def _is_image(trace: Trace, path: str) -> bool:

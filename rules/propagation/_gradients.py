@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from nnlint.rulekit import fmt
-from nnlint.trace.vocab import applies_weights, is_weight_layer
+from nnlint.trace.vocab import applies_weights, is_norm, is_passthrough, is_weight_layer
 from nnlint.trace.graph import Graph
 from nnlint.trace.records import OpRecord, Trace
 
@@ -134,10 +134,14 @@ def _before_norm(graph: Graph, op: OpRecord) -> bool:
     """The layer's output meets a normalization before anything else that weighs it: straight, or
     through its activation (ModernBERT's head: dense -> GELU -> LayerNorm). Such a layer is
     scale-invariant, so its relative gradient is set by its own init."""
-    f = graph.follower(op)
+    f, start = graph.follower(op), op
     if f.kind == "activation" and f.op is not None:
-        f = graph.follower(f.op)
-    return f.kind == "norm"
+        start, f = f.op, graph.follower(f.op)
+    if f.kind != "norm":
+        return False
+    # Only when nothing else reads it: a layer on a pre-norm residual stream (PoolFormer's and
+    # ConvNeXt's downsampling convs feed the next block's norm and its skip) keeps its scale there.
+    return all(is_norm(o) for o in graph.walk(start, through=is_passthrough) if not is_passthrough(o))
 
 
 def _feeds_weight_layer(graph: Graph, op: OpRecord) -> bool:

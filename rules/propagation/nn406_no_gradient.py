@@ -239,8 +239,17 @@ def _explained_by_zero_init(graph: Graph, use: OpRecord, blockers: list[tuple[Op
 
 
 # Ops through which a per-channel constant stays a per-channel constant (up to scale): a bias added
-# before them reaches a mean-removing norm unchanged in kind, and the norm takes it out.
+# before them reaches a mean-removing norm unchanged in kind, and the norm takes it out. `cat` keeps
+# each channel's values when it joins channels (HGNetV2 concatenates its layers' outputs before the
+# aggregation conv + BN); along any other dim the constant would cover only part of the positions.
 _AFFINE = {"add", "sub", "mul", "div", "linear", "conv", "matmul", "pool", "mean"}
+
+
+def _keeps_channel_constants(o: OpRecord) -> bool:
+    if o.kind in _AFFINE or vocab.is_passthrough(o):
+        return True
+    dim, shape = o.args.get("dim"), o.out.shape if o.out is not None else ()
+    return o.kind == "cat" and dim is not None and len(shape) >= 3 and dim % len(shape) == 1
 
 
 def _removed_by_a_norm(graph: Graph, use: OpRecord, p: ParamRecord) -> bool:
@@ -250,8 +259,7 @@ def _removed_by_a_norm(graph: Graph, use: OpRecord, p: ParamRecord) -> bool:
     bias-before-norm rule says."""
     if len(p.shape) != 1:
         return False
-    through = lambda o: o.kind in _AFFINE or vocab.is_passthrough(o)   # noqa: E731
-    ends = [o for o in graph.walk(use, through=through) if not through(o)]
+    ends = [o for o in graph.walk(use, through=_keeps_channel_constants) if not _keeps_channel_constants(o)]
     return bool(ends) and all(o.kind in MEAN_REMOVING for o in ends)
 
 

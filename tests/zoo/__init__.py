@@ -11,6 +11,7 @@ from __future__ import annotations
 from .case import ZooCase
 from .convnets import convnext, densenet, efficientnet, mobilenet_v3
 from .mlp import deep_tanh_unit_weights, mlp_kaiming
+from .moe import mixtral
 from .resnet import (resnet18_bn, resnet18_detached_backbone, resnet18_no_norm, resnet18_no_running_stats,
                      resnet18_sgd_weight_decay_everywhere, resnet50_bn, resnet50_no_norm,
                      resnet50_zero_init_residual)
@@ -33,6 +34,7 @@ HEALTHY = [
     densenet,
     lstm_classifier,
     gru_regressor,
+    mixtral,
 ]
 
 FAULTY = [

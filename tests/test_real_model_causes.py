@@ -1,0 +1,184 @@
+"""The causes of false alarms and crashes the real-model corpus found (benchmarks/TRIAGE.md, the
+second sweep), each as a small plain-torch model that behaves as the library model does. Every one
+must stay quiet (no warning or error) and leave the model exactly as it was found.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn                                    # noqa: E402
+import torch.nn.functional as F                         # noqa: E402
+
+import nnlint                                           # noqa: E402
+
+
+def loud(report):
+    return [(d.code, d.module, d.message) for d in report.diagnostics if d.severity != "info"]
+
+
+class StepSizeScan(nn.Module):
+    """Mamba-2's step size: dt = softplus(x_dt + dt_bias), dt_bias the inverse softplus of a step
+    drawn log-uniformly in [0.001, 0.1], so most heads start below softplus's flat edge (-2.94); dt
+    scales the decay exp(dt * A) and the input of a sequential scan, it feeds no weight layer."""
+
+    def __init__(self, d: int = 32, heads: int = 8):
+        super().__init__()
+        self.heads = heads
+        self.in_proj = nn.Linear(d, d + heads)
+        dt = torch.exp(torch.linspace(math.log(1e-3), math.log(1e-1), heads))
+        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, heads + 1, dtype=torch.float)))
+        self.out_proj = nn.Linear(d, d)
+
+    def forward(self, x):                                   # (batch, seq, d)
+        h, dt = self.in_proj(x).split([x.shape[-1], self.heads], dim=-1)
+        dt = F.softplus(dt + self.dt_bias)                  # (batch, seq, heads)
+        decay = torch.exp(dt * -torch.exp(self.A_log))
+        h = h.view(*h.shape[:2], self.heads, -1)
+        state, outs = torch.zeros_like(h[:, 0]), []
+        for t in range(x.shape[1]):
+            state = decay[:, t, :, None] * state + dt[:, t, :, None] * h[:, t]
+            outs.append(state.reshape(x.shape[0], -1))
+        return self.out_proj(torch.stack(outs, 1))
+
+
+class RescalesForInference(nn.Module):
+    """Hugging Face RWKV: the first eval forward divides some weights in place by 2**k (and flips
+    `layers_are_rescaled`), the next training forward multiplies them back."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(16, 32)
+        self.out = nn.Linear(32, 4)
+        self.layers_are_rescaled = False
+
+    def forward(self, x):
+        if self.training == self.layers_are_rescaled:
+            with torch.no_grad():
+                self.out.weight.mul_(2.0) if self.training else self.out.weight.div_(2.0)
+            self.layers_are_rescaled = not self.training
+        return self.out(torch.relu(self.inp(x)))
+
+
+def small_gamma_bn_net(depth: int = 40) -> nn.Module:
+    """Hugging Face MobileViT's init: BatchNorm weights ~ N(0, 0.02). In eval mode at init the running
+    statistics (0, 1) do not renormalize, so 40 such layers take the signal to exactly 0; in training
+    every BatchNorm renormalizes by the batch."""
+    layers: list[nn.Module] = [nn.Conv2d(3, 8, 3, padding=1)]
+    for _ in range(depth):
+        bn = nn.BatchNorm2d(8)
+        nn.init.normal_(bn.weight, std=0.02)
+        layers += [bn, nn.SiLU(), nn.Conv2d(8, 8, 3, padding=1)]
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2)]
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return nn.Sequential(*layers)
+
+
+def _state(model):
+    return ({k: v.clone() for k, v in model.state_dict().items()},
+            {n: dict((k, v) for k, v in vars(m).items() if isinstance(v, (bool, int, float)))
+             for n, m in model.named_modules()})
+
+
+def _same(a, b):
+    return a[1] == b[1] and a[0].keys() == b[0].keys() and all(torch.equal(a[0][k], b[0][k]) for k in a[0])
+
+
+def test_softplus_step_size_of_a_scan_is_not_dead_units():
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = StepSizeScan()
+        x = torch.randn(4, 8, 32)
+    report = nnlint.check(model, x)
+    dead = nnlint.check(model, x, select=["NN203"])
+    assert loud(report) == [] and loud(dead) == []
+    assert sum(1 for o in report.trace.ops if o.kind == "softplus" and o.phase == "train") == 1
+
+
+def test_a_model_that_rescales_its_weights_for_inference_is_put_back():
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = RescalesForInference()
+        x = torch.randn(8, 16)
+    for mode in (True, False):
+        model.train(mode)
+        before = _state(model)
+        report = nnlint.check(model, x)                  # no "nnlint bug" RuntimeError
+        assert _same(before, _state(model)), "weights or the rescaled flag left changed"
+        assert any("writes its own parameters" in n for n in report.trace.notes)
+        assert loud(report) == []
+
+
+def test_eval_mode_collapse_of_small_gamma_batchnorm_is_no_ignored_input():
+    model = small_gamma_bn_net()
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    model.eval()
+    with torch.no_grad():
+        assert torch.count_nonzero(model(x) - model(x.flip(0))) == 0   # the eval output is input-independent
+    model.train()
+    report = nnlint.check(model, x, select=["NN702"])
+    assert report.trace.probes["ignored_input"].outputs_constant
+    assert loud(report) == []
+
+
+class LayerScaledStage(nn.Module):
+    """PoolFormer/MetaFormer: pre-norm blocks x + ls * mlp(norm(x)) with layer scale 1e-5, stages
+    joined by a downsampling conv that feeds the next block's norm and its skip."""
+
+    def __init__(self, channels: int, blocks: int = 2):
+        super().__init__()
+        self.norms = nn.ModuleList(nn.GroupNorm(1, channels) for _ in range(blocks))
+        self.fc1 = nn.ModuleList(nn.Conv2d(channels, 4 * channels, 1) for _ in range(blocks))
+        self.fc2 = nn.ModuleList(nn.Conv2d(4 * channels, channels, 1) for _ in range(blocks))
+        self.ls = nn.ParameterList(nn.Parameter(torch.full((channels, 1, 1), 1e-5)) for _ in range(blocks))
+
+    def forward(self, x):
+        for norm, fc1, fc2, ls in zip(self.norms, self.fc1, self.fc2, self.ls):
+            x = x + ls * fc2(F.gelu(fc1(norm(x))))
+        return x
+
+
+def layer_scaled_metaformer() -> nn.Module:
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 16, 7, stride=4, padding=2), LayerScaledStage(16),
+                             nn.Conv2d(16, 32, 3, stride=2, padding=1), LayerScaledStage(32),
+                             nn.Conv2d(32, 64, 3, stride=2, padding=1), LayerScaledStage(64),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.LayerNorm(64), nn.Linear(64, 10))
+
+
+def test_layer_scaled_branches_are_no_gradient_reference():
+    x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    report = nnlint.check(layer_scaled_metaformer(), x, select=["NN404", "NN405"])
+    assert loud(report) == []
+
+
+class TalkingHeadAttention(nn.Module):
+    """timm CaiT's attention: the heads' scores mixed by Linears before and after the softmax."""
+
+    def __init__(self, d: int = 32, heads: int = 4):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj_l, self.proj_w = nn.Linear(heads, heads), nn.Linear(heads, heads)
+        self.proj = nn.Linear(d, d)
+
+    def forward(self, x):
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        attn = q * (d // self.heads) ** -0.5 @ k.transpose(-2, -1)
+        attn = self.proj_l(attn.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).softmax(dim=-1)
+        attn = self.proj_w(attn.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return x + self.proj((attn @ v).transpose(1, 2).reshape(b, n, d))
+
+
+def test_talking_heads_softmax_is_attention_not_a_hidden_activation():
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.LayerNorm(32), TalkingHeadAttention(), nn.LayerNorm(32), nn.Linear(32, 10))
+        x = torch.randn(4, 8, 32)
+    assert loud(nnlint.check(model, x, select=["NN204"])) == []
