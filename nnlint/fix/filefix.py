@@ -86,6 +86,12 @@ class FileChecker:
         self.factory, self.input_shape, self.device = factory, input_shape, device
         self.select, self.ignore, self.config = select, ignore, config
 
+    def load(self, file: Path):
+        from nnlint.loader import load_target
+
+        with contextlib.redirect_stdout(sys.stderr):
+            return load_target(str(file), factory=self.factory, input_shape=self.input_shape, device=self.device)
+
     def check_file(self, file: Path) -> Checked:
         from nnlint.api import check
         from nnlint.loader import load_target
@@ -170,7 +176,7 @@ def fix_file(path, *, factory: Optional[str] = None, input_shape=None, device=No
     if verify_steps and source.text != original:
         from nnlint.fix.verify import first_update_advice, verify
 
-        before = checker.check_file(path).loaded   # the file as it is, built afresh
+        before = checker.load(path)   # the file as it is, built afresh (no check: only trained)
         result.verification = verify(_setup(before), _setup(current.loaded), verify_steps,
                                      lr_advice=lambda setup: first_update_advice(setup, current.report))
     return SourceFixRun(path, original, source.text, result)

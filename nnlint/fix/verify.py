@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from nnlint.probes.copies import copy_setup, step_of
+from nnlint.probes.copies import DEFAULT_OPTIMIZER, copy_setup, default_optimizer, step_of
 from nnlint.trace.state import seed_all
 
 SEED = 0
@@ -184,15 +184,14 @@ def _train(model, optimizer, batch, objective: Callable, steps: int) -> Curve:
 def _copy(setup: Setup, new_names: set[str]):
     """Deep copies of the model and optimizer (Adam(lr=1e-3) when none is given); parameters a fix added
     join the optimizer in a group of their own."""
-    import torch
 
     from nnlint.trace.inventory import unwrap_optimizer
 
     given = unwrap_optimizer(setup.optimizer) if setup.optimizer is not None else None
     model, optimizer = copy_setup(setup.model, given)
     if optimizer is None:
-        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-        return model, optimizer, "Adam(lr=1e-3), nnlint's default: no optimizer was given"
+        optimizer = default_optimizer(model)
+        return model, optimizer, f"{DEFAULT_OPTIMIZER}, nnlint's default: no optimizer was given"
     held = {id(p) for g in optimizer.param_groups for p in g["params"]}
     added = [p for n, p in model.named_parameters() if n in new_names and p.requires_grad and id(p) not in held]
     if added:
@@ -286,13 +285,11 @@ def first_update_advice(setup: Setup, report=None) -> list[str]:
     an optimizer, of a check of a copy with the default Adam, run for the rules that read the first
     update only."""
     if setup.optimizer is None or report is None:
-        import torch
-
         from nnlint.api import check
         from nnlint.registry import rules_reading
 
         model, optimizer = copy_setup(setup.model)
-        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+        optimizer = default_optimizer(model)
         codes = rules_reading("update_ratio")
         if not codes:
             return []

@@ -46,3 +46,14 @@ def step_of(optimizer) -> Callable[[Optional[Callable]], Any]:
     if getattr(step, "hooked", False) and hasattr(step, "__wrapped__"):
         step = step.__wrapped__
     return lambda closure=None: step(optimizer) if closure is None else step(optimizer, closure)
+
+
+DEFAULT_OPTIMIZER = "Adam(lr=1e-3)"   # what steps a copy when the user gave no optimizer
+
+
+def default_optimizer(model):
+    """The optimizer a probe steps with when the user gave none: Adam(lr=1e-3) over the trainable
+    parameters (the reports say so, as DEFAULT_OPTIMIZER)."""
+    import torch
+
+    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)

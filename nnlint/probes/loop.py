@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from nnlint.probes.base import Probe, ProbeContext, probe
-from nnlint.probes.copies import copy_setup
+from nnlint.probes.copies import copy_setup, default_optimizer
 from nnlint.probes.loopwatch import LoopWatcher
 from nnlint.trace.inventory import unwrap_optimizer
 
@@ -34,12 +34,10 @@ class Loop(Probe):
         return options.loop is not None
 
     def run(self, ctx: ProbeContext) -> Optional[dict[str, Any]]:
-        import torch
-
         given = unwrap_optimizer(ctx.optimizer) if ctx.optimizer is not None else None
         model, optimizer = copy_setup(ctx.model, given)
         if optimizer is None:
-            optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+            optimizer = default_optimizer(model)
             ctx.trace.notes.append("the loop probe ran train() with Adam(lr=1e-3): the file defines no optimizer(model)")
 
         watcher = LoopWatcher(model, optimizer, steps=WATCHED, source="probe").install()

@@ -20,7 +20,7 @@ import warnings
 from typing import Any, Optional
 
 from nnlint.probes.base import Probe, ProbeContext, probe
-from nnlint.probes.copies import copy_setup, step_of
+from nnlint.probes.copies import copy_setup, default_optimizer, step_of
 from nnlint.probes.frozen import declared_frozen
 from nnlint.trace.batch import call_model, iter_tensors
 from nnlint.trace.inventory import unwrap_optimizer
@@ -61,7 +61,7 @@ def _run(ctx: ProbeContext, steps: int, anomaly_at: Optional[int]) -> dict[str, 
     model, optimizer = copy_setup(ctx.model, given)
     default = optimizer is None
     if default:
-        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+        optimizer = default_optimizer(model)
     step = step_of(optimizer)
     model.train()
     names = dict(model.named_parameters())
