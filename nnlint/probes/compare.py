@@ -26,7 +26,12 @@ def largest(t) -> float:
     """The largest finite magnitude (0.0 for none)."""
     import torch
 
-    finite = t[torch.isfinite(t)] if t.is_floating_point() else t
+    if t.numel() == 0:
+        return 0.0
+    top = float(t.abs().max())
+    if (top == top and top != float("inf")) or not t.is_floating_point():
+        return top    # every value finite: no boolean-indexed copy of a language model's logits
+    finite = t[torch.isfinite(t)]
     return float(finite.abs().max()) if finite.numel() else 0.0
 
 
@@ -45,6 +50,13 @@ def delta(a, b, unknown: float = 0.0) -> float:
     `unknown` stands for it (0.0: no dependence can be claimed; inf: none can be ruled out)."""
     import torch
 
+    if a.numel() == 0:
+        return 0.0
+    # The common case in one pass: a finite largest difference means every value of both is finite
+    # (inf - inf and NaN give NaN, inf - x gives inf, and max propagates NaN).
+    fast = float((a - b).abs().max())
+    if fast == fast and fast != float("inf"):
+        return fast
     fin_a, fin_b = torch.isfinite(a), torch.isfinite(b)
     both = fin_a & fin_b
     worst = float((a[both] - b[both]).abs().max()) if bool(both.any()) else 0.0

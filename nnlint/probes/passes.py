@@ -4,7 +4,7 @@ by output. Computed once per check (ProbeContext.shared) and read by every probe
 
 The probe batch is SAMPLES rows of the user's batch. For the first look it is also made small: token
 sequences longer than MAX_TOKENS are cut, image sides longer than MAX_SIDE cropped (on ResNet-50 at
-224 pixels and GPT-2 at 128 tokens this makes a pass cost 1-3% of a training step instead of 8-17%).
+224 pixels and GPT-2 at 128 tokens a pass costs 2-3% of a training step instead of 8-17%).
 What depends on what is structure, not size, so the small batch answers the question; whatever it
 finds is measured again at the batch's own size before it is reported (`at_full_size`), so a model
 that reads only positions past the cut is not taken for one that ignores its input. A model that
@@ -29,7 +29,7 @@ from nnlint.trace.recorder import eager
 from nnlint.trace.state import seed_all
 
 SAMPLES = 2          # rows of the probe batch: sample 0 is changed, sample 1 watched
-MAX_TOKENS = 32      # token sequences are cut to this many positions for the first look
+MAX_TOKENS = 16      # token sequences are cut to this many positions for the first look
 MAX_SIDE = 64        # image sides are cropped to this many pixels for the first look
 SEED = 0
 

@@ -16,6 +16,11 @@ from nnlint.trace.wrappers import is_dtensor
 # size a statistic's sampling error is far below any rule threshold, and the cost stays flat.
 SAMPLE_ABOVE = 1 << 20
 SAMPLE_SIZE = 1 << 18
+# Positions per unit on which the fraction of active positions is counted: its standard error is at
+# most 0.5 / sqrt(8192) = 0.55% (0.11% at the 1% a dead unit is judged by), and counting a ResNet-50
+# stem's map on a grid of that size costs a quarter of counting every position (measured: the count
+# was 0.13 s of a 0.44 s forward at 8x224).
+UNIT_POSITIONS = 1 << 13
 
 
 class PendingStats:
@@ -189,14 +194,18 @@ def active_fraction_per_unit(y, unit_dim: int, pending: PendingStats, store: Cal
         y = y.unsqueeze(0)
         unit_dim = 1
     if unit_dim % y.dim() == 1 and y.dim() >= 3:
-        # A conv map: count on a spatial grid of at most ~64k positions per channel. A dead channel
-        # is silent everywhere, so a regular subsample of positions finds it just as surely.
+        # A conv map: count on a regular spatial grid of at most UNIT_POSITIONS positions per channel
+        # (every sample kept). A dead channel is silent everywhere, so the grid finds it just as surely.
         spatial = y.numel() // (y.shape[0] * y.shape[1])
         stride = 1
-        while y.shape[0] * spatial // (stride ** (y.dim() - 2)) > (1 << 16):
+        while y.shape[0] * spatial // (stride ** (y.dim() - 2)) > UNIT_POSITIONS:
             stride += 1
         if stride > 1:
             y = y[(slice(None), slice(None)) + (slice(None, None, stride),) * (y.dim() - 2)]
+    elif unit_dim % y.dim() == y.dim() - 1 and y.numel() // y.shape[-1] > UNIT_POSITIONS:
+        # Features of a linear layer: every k-th row (token, sample) of the flattened leading dims.
+        rows = y.reshape(-1, y.shape[-1])
+        y = rows[:: -(-rows.shape[0] // UNIT_POSITIONS)]
     dims = unit_dims(y, unit_dim)
     positions = y.numel() // y.shape[unit_dim]
     counts = (y > above).view(torch.uint8).sum(dim=dims, dtype=torch.int32)
