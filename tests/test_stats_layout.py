@@ -1,0 +1,52 @@
+"""The on-the-fly statistics read a tensor in whatever layout the model left it, and sample very large
+maps: the numbers must not depend on either."""
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from nnlint.trace import stats  # noqa: E402
+
+
+def summary(x):
+    pending, out = stats.PendingStats(), []
+    stats.summarize(x, pending, out.append)
+    pending.resolve()
+    return out[0]
+
+
+@pytest.mark.parametrize("layout", [
+    lambda x: x.permute(0, 2, 3, 1),          # channels-last, as ConvNeXt's blocks run
+    lambda x: x.transpose(1, 2),               # attention heads
+    lambda x: x[:, ::2],                       # a slice: not dense in memory
+])
+def test_a_summary_does_not_depend_on_the_layout(layout):
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, 8, 8) * 3 + 1
+    y = layout(x)
+    a, b = summary(y), summary(y.contiguous())
+    assert (a.mean, a.std, a.nonfinite) == pytest.approx((b.mean, b.std, b.nonfinite), rel=1e-5)
+
+
+def test_one_non_finite_value_anywhere_in_a_permuted_map_is_seen():
+    x = torch.randn(2, 8, 16, 16)
+    x[1, 5, 3, 7] = math.inf
+    assert summary(x.permute(0, 2, 3, 1)).nonfinite
+
+
+def test_dead_units_are_found_on_the_sampled_positions_of_a_large_map():
+    torch.manual_seed(0)
+    conv = torch.randn(8, 16, 64, 64)
+    conv[:, 3] = -1.0                                           # channel 3 never fires
+    rows = torch.randn(8, 32, 32, 24)
+    rows[..., 7] = -1.0                                         # feature 7 never fires
+    rows[..., 9] = torch.where(torch.rand(8, 32, 32) < 0.3, 1.0, -1.0)   # feature 9 on 30% of positions
+    for y, dim, dead in ((conv, 1, 3), (rows, -1, 7)):
+        pending, out = stats.PendingStats(), []
+        stats.active_fraction_per_unit(y, dim, pending, out.append)
+        pending.resolve()
+        active = out[0]
+        assert active[dead] == 0.0
+        assert min(a for i, a in enumerate(active) if i != dead) > 0.25
+    assert active[9] == pytest.approx(0.3, abs=0.035)            # 2048 positions: standard error 1%
