@@ -55,3 +55,33 @@ def test_the_comparisons_fast_path_agrees_with_the_careful_one_on_non_finite_val
     assert compare.largest(torch.tensor([-4.0, 2.0])) == 4.0
     assert compare.largest(torch.tensor([-4.0, math.inf, math.nan])) == 4.0          # finite values only
     assert compare.largest(torch.tensor([])) == 0.0
+
+
+class WithLabels(torch.nn.Module):
+    """A Hugging Face-style model: the batch's labels are read only by the loss in forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        self.seen = []
+
+    def forward(self, x, labels):
+        if not self.training:
+            self.seen.append((x.detach().clone(), labels.clone()))
+        logits = self.net(x)
+        return {"loss": torch.nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+
+def test_no_probe_pass_changes_an_input_the_model_reads_only_as_a_loss_target():
+    import nnlint
+
+    torch.manual_seed(0)
+    model = WithLabels()
+    batch = {"x": torch.randn(6, 6), "labels": torch.tensor([0, 1, 2, 0, 1, 2])}
+    report = nnlint.check(model, batch, select=["NN701", "NN702"])
+    assert not report.diagnostics, report.diagnostics
+    probe_passes = model.seen
+    assert probe_passes, "the dependence probes did not run"
+    # every pass keeps sample 0's and 1's labels; the float input of sample 0 is still varied
+    assert all(torch.equal(labels, batch["labels"][: len(labels)]) for _, labels in probe_passes)
+    assert any(not torch.equal(x[0], batch["x"][0]) for x, _ in probe_passes)

@@ -44,6 +44,9 @@ class Input:
     is_float: bool
     donor: Optional[int]      # a row of the batch whose values differ from sample 0's; None: all rows equal
     timed: bool = False       # dim 1 is the sequence of the main sequence input
+    # Only a loss target (a Hugging Face batch's labels, nnlint.trace.lossprobe): changing it changes
+    # nothing but the loss, a scalar no comparison reads, so no pass changes it.
+    loss_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,9 @@ class Layout:
 
     @property
     def variants(self) -> list[Variant]:
-        out = [Variant(i.path, (i.index,)) for i in self.inputs if i.batched and not i.is_float and i.donor is not None]
-        floats = tuple(i.index for i in self.inputs if i.batched and i.is_float and i.donor is not None)
+        varied = [i for i in self.inputs if i.batched and i.donor is not None and not i.loss_only]
+        out = [Variant(i.path, (i.index,)) for i in varied if not i.is_float]
+        floats = tuple(i.index for i in varied if i.is_float)
         if floats:
             out.append(Variant("float inputs" if len(floats) > 1 else self.inputs[floats[0]].path, floats))
         return out
@@ -83,7 +87,9 @@ class Pass:
     varied: bool = True       # False: the donor's values equal sample 0's where they were taken
 
 
-def layout(batch, causal: bool) -> Optional[Layout]:
+def layout(batch, causal: bool, model_inputs: Optional[set[str]] = None) -> Optional[Layout]:
+    """The probe batch's rows and inputs. `model_inputs`: the paths of the batch's tensors the traced
+    step saw the model read (trace.inputs: those it saw only as loss targets are left out of it)."""
     tensors = list(named_tensors(batch))
     leading = [t.shape[0] for _, t in tensors if t.dim() > 0]
     if not leading:
@@ -102,7 +108,8 @@ def layout(batch, causal: bool) -> Optional[Layout]:
         if donor is not None and donor not in rows:
             rows.append(donor)
         inputs.append(Input(path, index, batched, t.is_floating_point(), donor,
-                            timed=seq_len is not None and batched and t.dim() >= 2 and t.shape[1] == seq_len))
+                            timed=seq_len is not None and batched and t.dim() >= 2 and t.shape[1] == seq_len,
+                            loss_only=model_inputs is not None and path not in model_inputs))
     return Layout(size, k, rows, inputs, seq_len, causal and seq_len is not None and seq_len >= 2)
 
 
@@ -172,7 +179,7 @@ class Dependence:
     def _first_that_runs(cls, ctx) -> Optional["Dependence"]:
         if ctx.step is not None:
             raise ProbeSkipped("the check ran a training step (step=), so the model's own inputs are not known")
-        lay = layout(ctx.batch, recognise(ctx).causal)
+        lay = layout(ctx.batch, recognise(ctx).causal, {r.path for r in ctx.trace.inputs} or None)
         if lay is None:
             return None
         error: Optional[Exception] = None
