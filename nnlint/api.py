@@ -50,6 +50,7 @@ def check(
     from nnlint.probes.base import ProbeContext, ProbeOptions, all_probes, needs_gradients, run_probes, wanted_probes
     from nnlint.progress import Progress
     from nnlint.trace.batch import materialize_batch
+    from nnlint.trace.collector import old_objects_frozen
     from nnlint.trace.lossprobe import raise_unexplained
     from nnlint.trace.tracer import run_trace
     from nnlint.trace.wrappers import user_model
@@ -69,7 +70,7 @@ def check(
     modules = sum(1 for _ in model.modules()) if hasattr(model, "modules") else 0
     probes = wanted_probes({part for cls in rules for part in cls.reads} & set(all_probes()), options)
     gradients: Optional[dict] = {} if optimizer is not None and needs_gradients(probes) else None
-    with Progress(type(model).__name__, modules, enabled=progress) as shown:
+    with old_objects_frozen(), Progress(type(model).__name__, modules, enabled=progress) as shown:
         trace = run_trace(model, batch, target=target, loss_fn=loss_fn, optimizer=optimizer,
                           train_transform=train_transform, source_origins=source_origins, step=step, progress=shown,
                           keep_gradients=gradients)
