@@ -17,11 +17,11 @@ of the grid, 3 seeds; the seed orders the data, the init is fixed per model. The
 0 (the other seeds run at it), or with --lr-on-mean on the mean over all seeds (1.8x the training). A
 fixed arm "clearly" loses when it is under by more than 2 points and 2 standard errors over the seeds.
 
---quick: 1 seed, 2 learning rates, a subset (about 2 minutes on two busy cores). The full run is 189
-cases; measured on 2026-12-01 on two cores shared at load 12-16, even `--steps 150 --lrs 0.01,0.03,0.1`
-needed about 75 minutes of wall time split over several invocations (--only, --tasks, --no-fixtures,
---no-generated; --save rewrites the finished cases after every case, --load re-renders them), so give it
-a quiet machine. benchmarks/README.md ("Fixes that rescue training") has the results and how they were run.
+--quick: 1 seed, 2 learning rates, a subset (about 2 minutes on two busy cores). The full run is 190
+cases; measured on 2026-12-01 on two shared cores, `--steps 150 --lrs 0.01,0.03,0.1` took about 75
+minutes of wall time at load 12-16 (split over several invocations: --only, --tasks, --no-fixtures,
+--no-generated; --save rewrites the finished cases after every case, --load re-renders them) and 18
+minutes in one invocation at load 3-5, so give it a quiet machine. benchmarks/README.md ("Fixes that rescue training") has the results and how they were run.
 """
 from __future__ import annotations
 
