@@ -160,3 +160,31 @@ def fans(shape: tuple[int, ...]) -> tuple[int, int]:
     for s in shape[2:]:
         receptive *= s
     return shape[1] * receptive, shape[0] * receptive
+
+
+# The bounded nonlinearities whose output std does not scale with their input's: a larger pre-activation
+# std saturates them (tanh's output std tends to 1, sigmoid's to 0.5) instead of passing on.
+BOUNDED = {"tanh": math.tanh, "sigmoid": lambda z: 0.5 * (1.0 + math.tanh(0.5 * z))}
+
+
+def bounded_output_std(nonlinearity: str, z_std: float) -> Optional[float]:
+    """The std of f(z) for z ~ N(0, z_std^2), for a bounded nonlinearity (tanh, sigmoid), by quadrature
+    over +-8 std (a 401-point Simpson rule: 1e-6 accurate, no NumPy); None for the others, whose output
+    std scales with their input's (ReLU-family exactly, the rest to first order)."""
+    f = BOUNDED.get(nonlinearity)
+    if f is None:
+        return None
+    if not z_std > 0:
+        return 0.0
+    n, lo = 400, -8.0
+    h = 16.0 / n
+    m1 = m2 = 0.0
+    for i in range(n + 1):
+        u = lo + i * h
+        w = (1 if i in (0, n) else 4 if i % 2 else 2) * math.exp(-0.5 * u * u)
+        y = f(z_std * u)
+        m1 += w * y
+        m2 += w * y * y
+    norm = h / 3 / math.sqrt(2 * math.pi)
+    m1, m2 = m1 * norm, m2 * norm
+    return math.sqrt(max(m2 - m1 * m1, 0.0))

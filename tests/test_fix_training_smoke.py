@@ -23,7 +23,7 @@ from benchmarks.fixbench import arms  # noqa: E402
 from benchmarks.fixbench.models import Spec, write  # noqa: E402
 from benchmarks.fixbench.mutations import BY_NAME  # noqa: E402
 from benchmarks.fixbench.tasks import Objective, Split, generated_inputs, xor  # noqa: E402
-from benchmarks.fixbench.train import Protocol, fingerprint, train_once  # noqa: E402
+from benchmarks.fixbench.train import Protocol, fingerprint, train_grid, train_once  # noqa: E402
 
 STEPS, LR = 100, 0.03
 CHANCE = 0.25
@@ -80,3 +80,10 @@ def test_the_healthy_twin_is_left_exactly_as_it_was(tmp_path, data):
     assert fixed.applied == [], fixed.log
     assert fingerprint(fixed.model) == fingerprint(as_built)
     assert accuracy(as_built, split) > CHANCE + 0.30   # and it is a model that learns the task
+
+
+def test_the_learning_rate_chosen_on_the_mean_runs_every_seed_at_every_rate(tmp_path, data):
+    path, split, _ = model_file(tmp_path, data, "mlp", 3, 16, "healthy")
+    grid = train_grid(arms.load(path).model, split, Protocol(steps=20, lrs=(0.01, 0.1), seeds=2, on_mean=True))
+    assert [len(a.runs) for a in grid.at] == [2, 2]                      # no rate judged on one data order
+    assert grid.best.accuracy == max(a.accuracy for a in grid.at)

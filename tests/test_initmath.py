@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 import nnlint
-from nnlint.initmath import InitSpec, correct_init, expected_std, fans
+from nnlint.initmath import InitSpec, bounded_output_std, correct_init, expected_std, fans
 
 WIDTH = 64
 # name -> (module factory, the slope its init uses, the family the message names, the gain-correct std)
@@ -78,3 +78,14 @@ def test_the_runtime_kwargs_give_torch_the_std_initmath_computes():
 def test_expected_std_of_a_nonlinearity_nnlint_does_not_know_is_xavier_linear():
     assert expected_std(100, 50, "softsign") == pytest.approx(math.sqrt(2 / 150))
     assert correct_init("softsign").family == "Xavier"
+
+
+def test_bounded_output_std_is_the_std_of_tanh_and_sigmoid_of_a_gaussian():
+    torch.manual_seed(0)
+    z = torch.randn(2_000_000, dtype=torch.float64)
+    for s in (0.05, 1.0, 5 / 3, 4.0):
+        assert bounded_output_std("tanh", s) == pytest.approx(float(torch.tanh(s * z).std()), rel=2e-3)
+        assert bounded_output_std("sigmoid", s) == pytest.approx(float(torch.sigmoid(s * z).std()), rel=2e-3)
+    assert bounded_output_std("tanh", 1e-3) == pytest.approx(1e-3, rel=1e-5)       # linear near 0
+    assert bounded_output_std("sigmoid", 1e-3) == pytest.approx(1e-3 / 4, rel=1e-5)
+    assert bounded_output_std("relu", 1.0) is None                                  # scales with its input

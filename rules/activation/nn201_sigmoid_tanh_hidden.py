@@ -5,6 +5,8 @@ from nnlint.rulekit import call_site, describe_op, location_for, swap_ladder
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
 
+from nnlint.rules.activation._saturation import reported_fraction
+
 
 class SigmoidTanhHidden(Rule):
     """## What it does
@@ -81,8 +83,7 @@ class SigmoidTanhHidden(Rule):
 
 
 def _saturated_sites(trace) -> set[tuple[str, int]]:
-    out = set()
-    for op in trace.ops_in("train"):
-        if op.kind in opnames.SATURATING and op.stats.get("saturated", 0.0) > 0.2:
-            out.add((op.module, op.index))
-    return out
+    """The activations NN202 reports as saturated (its default thresholds)."""
+    graph = Graph.of(trace)
+    return {(op.module, op.index) for op in trace.ops_in("train")
+            if op.kind in opnames.SATURATING and reported_fraction(trace, graph, op) is not None}
