@@ -182,3 +182,31 @@ def test_talking_heads_softmax_is_attention_not_a_hidden_activation():
         model = nn.Sequential(nn.LayerNorm(32), TalkingHeadAttention(), nn.LayerNorm(32), nn.Linear(32, 10))
         x = torch.randn(4, 8, 32)
     assert loud(nnlint.check(model, x, select=["NN204"])) == []
+
+
+class ChannelLayerScaleBlock(nn.Module):
+    """torchvision ConvNeXt's block: the branch scaled by `layer_scale`, a per-channel gain stored
+    as a (C, 1, 1) tensor (3-D, so not a vector by its ndim) at 1e-6."""
+
+    def __init__(self, c: int = 32):
+        super().__init__()
+        self.dwconv = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        self.norm = nn.GroupNorm(1, c)
+        self.pw1, self.pw2 = nn.Conv2d(c, 4 * c, 1), nn.Conv2d(4 * c, c, 1)
+        self.layer_scale = nn.Parameter(torch.full((c, 1, 1), 1e-6))
+
+    def forward(self, x):
+        return x + self.layer_scale * self.pw2(F.gelu(self.pw1(self.norm(self.dwconv(x)))))
+
+
+def test_a_channel_gain_stored_as_c11_is_no_weight_for_the_update_ratio():
+    # AdamW's first step moves each value by lr: a gain at 1e-6 moves 1000x its norm by design
+    # (ConvNeXt's recipe trains it at lr 4e-3); the ratio is a weight matrix's, not a per-channel gain's
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 32, 4, stride=4), ChannelLayerScaleBlock(), ChannelLayerScaleBlock(),
+                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+        x = torch.randn(4, 3, 32, 32)
+    report = nnlint.check(model, x, optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3), select=["NN804"])
+    assert loud(report) == []
+    assert report.trace.probes["update_ratio"]["params"]      # measured, and the weights judged
