@@ -210,3 +210,25 @@ def test_a_channel_gain_stored_as_c11_is_no_weight_for_the_update_ratio():
     report = nnlint.check(model, x, optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3), select=["NN804"])
     assert loud(report) == []
     assert report.trace.probes["update_ratio"]["params"]      # measured, and the weights judged
+
+
+def test_a_squeeze_layer_whose_expand_layer_feeds_the_sigmoid_gate_does_not_explode():
+    # torchvision EfficientNet-B6's features.3.0 SE: Conv2d(240, 10) at Kaiming fan_out gains 10.4x on
+    # the pooled vector's RMS; the expand layer's sigmoid bounds the gate in [0, 1] (here 240 -> 2: 18x)
+    from functools import partial
+    from zoo.case import images, seeded
+    from zoo.convnets import (Conv2dNormActivation, InvertedResidual, MobileNet, _mbconv_se, _uniform_by_fan_out,
+                              init_mobile_net)
+
+    class SEStage(MobileNet):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(Conv2dNormActivation(3, 40, 3, stride=2, activation_layer=nn.SiLU),
+                                          InvertedResidual(40, 240, 72, 5, 2, nn.SiLU, partial(_mbconv_se, squeeze=2)))
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.classifier = nn.Sequential(nn.Dropout(p=0.2, inplace=True), nn.Linear(72, 10))
+            init_mobile_net(self, linear=_uniform_by_fan_out)
+
+    with seeded(1):
+        model = SEStage()
+    assert loud(nnlint.check(model, images(4, 64, seed=1), select=["NN402"])) == []
