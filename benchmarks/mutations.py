@@ -392,9 +392,13 @@ def _inputs_mutation(fn, codes: set[str], what: str):
             raise NotApplicable("no floating-point input (token ids)")
         mutated = _map_float_inputs(batch, fn)
         change = _relative_change_at_head(model, batch, mutated, anatomy)
-        if change < INVARIANT:
-            raise NotApplicable(f"{what} changes what the head reads by {change:.1e} of its norm after model.eval(): "
-                                "a per-sample normalization after the first layer makes the model invariant to it")
+        # against another input of the same statistics (negated): an eval-mode signal that collapsed at
+        # init (EfficientNet's head reads nearly a constant) is no invariance to the input's scale
+        other = _relative_change_at_head(model, batch, _map_float_inputs(batch, lambda x: -x), anatomy)
+        if change < INVARIANT * other:
+            raise NotApplicable(f"{what} changes what the head reads by {change:.1e} of its norm after model.eval() "
+                                f"(a negated input: {other:.1e}): a per-sample normalization after the first layer "
+                                "makes the model invariant to it")
         return Mutant(model, mutated, frozenset(codes), frozenset(), what)
     return apply
 
