@@ -251,9 +251,11 @@ def _swap_activations(make: Callable[[], nn.Module], codes: set[str], label: str
 
 
 def _gate_activation(anatomy: list[Leaf], index: int) -> bool:
-    """The activation right after a gated weight layer (SwiGLU's act_fn after gate_proj)."""
+    """The activation right after a gated weight layer (SwiGLU's act_fn after gate_proj), or one that
+    reads half of a projection split in two (fused experts: `gate, up = linear(x, w).chunk(2)`,
+    Mixtral's in transformers 5, whose 3-D expert weights are no weight-layer modules)."""
     before = anatomy[index - 1] if index > 0 else None
-    return before is not None and gated(anatomy, before)
+    return anatomy[index].split_half or (before is not None and gated(anatomy, before))
 
 
 def negative_bias(model, batch, anatomy):
@@ -380,12 +382,39 @@ def remove_norms(model, batch, anatomy):
                   frozenset(), what)
 
 
+# Below this relative change of what the head reads (eval mode), the model is invariant to the change.
+INVARIANT = 1e-3
+
+
 def _inputs_mutation(fn, codes: set[str], what: str):
     def apply(model, batch, anatomy):
         if not _float_inputs(batch):
             raise NotApplicable("no floating-point input (token ids)")
-        return Mutant(model, _map_float_inputs(batch, fn), frozenset(codes), frozenset(), what)
+        mutated = _map_float_inputs(batch, fn)
+        change = _relative_change_at_head(model, batch, mutated, anatomy)
+        # against another input of the same statistics (negated): an eval-mode signal that collapsed at
+        # init (EfficientNet's head reads nearly a constant) is no invariance to the input's scale
+        other = _relative_change_at_head(model, batch, _map_float_inputs(batch, lambda x: -x), anatomy)
+        if change < INVARIANT * other:
+            raise NotApplicable(f"{what} changes what the head reads by {change:.1e} of its norm after model.eval() "
+                                f"(a negated input: {other:.1e}): a per-sample normalization after the first layer "
+                                "makes the model invariant to it")
+        return Mutant(model, mutated, frozenset(codes), frozenset(), what)
     return apply
+
+
+def _relative_change_at_head(model: nn.Module, batch, mutated, anatomy: list[Leaf]) -> float:
+    """||h' - h|| / ||h|| for the head's input h, in eval mode (running statistics, as at inference: a
+    BatchNorm at init does not absorb an input's scale, a GroupNorm per channel, as in Wav2Vec2's feature
+    encoder, does)."""
+    head = next((leaf.name for leaf in reversed(anatomy) if leaf.kind == "weight"), None)
+    probe = copy.deepcopy(model).eval()
+    a, b = _input_of(probe, batch, head), _input_of(probe, mutated, head)
+    if a is None or b is None or a.shape != b.shape:
+        return math.inf
+    a, b = a.double(), b.double()
+    norm = a.norm().item()
+    return (b - a).norm().item() / norm if norm > 0 else math.inf
 
 
 def no_running_stats(model, batch, anatomy):

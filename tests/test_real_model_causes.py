@@ -182,3 +182,53 @@ def test_talking_heads_softmax_is_attention_not_a_hidden_activation():
         model = nn.Sequential(nn.LayerNorm(32), TalkingHeadAttention(), nn.LayerNorm(32), nn.Linear(32, 10))
         x = torch.randn(4, 8, 32)
     assert loud(nnlint.check(model, x, select=["NN204"])) == []
+
+
+class ChannelLayerScaleBlock(nn.Module):
+    """torchvision ConvNeXt's block: the branch scaled by `layer_scale`, a per-channel gain stored
+    as a (C, 1, 1) tensor (3-D, so not a vector by its ndim) at 1e-6."""
+
+    def __init__(self, c: int = 32):
+        super().__init__()
+        self.dwconv = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        self.norm = nn.GroupNorm(1, c)
+        self.pw1, self.pw2 = nn.Conv2d(c, 4 * c, 1), nn.Conv2d(4 * c, c, 1)
+        self.layer_scale = nn.Parameter(torch.full((c, 1, 1), 1e-6))
+
+    def forward(self, x):
+        return x + self.layer_scale * self.pw2(F.gelu(self.pw1(self.norm(self.dwconv(x)))))
+
+
+def test_a_channel_gain_stored_as_c11_is_no_weight_for_the_update_ratio():
+    # AdamW's first step moves each value by lr: a gain at 1e-6 moves 1000x its norm by design
+    # (ConvNeXt's recipe trains it at lr 4e-3); the ratio is a weight matrix's, not a per-channel gain's
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 32, 4, stride=4), ChannelLayerScaleBlock(), ChannelLayerScaleBlock(),
+                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+        x = torch.randn(4, 3, 32, 32)
+    report = nnlint.check(model, x, optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3), select=["NN804"])
+    assert loud(report) == []
+    assert report.trace.probes["update_ratio"]["params"]      # measured, and the weights judged
+
+
+def test_a_squeeze_layer_whose_expand_layer_feeds_the_sigmoid_gate_does_not_explode():
+    # torchvision EfficientNet-B6's features.3.0 SE: Conv2d(240, 10) at Kaiming fan_out gains 10.4x on
+    # the pooled vector's RMS; the expand layer's sigmoid bounds the gate in [0, 1] (here 240 -> 2: 18x)
+    from functools import partial
+    from zoo.case import images, seeded
+    from zoo.convnets import (Conv2dNormActivation, InvertedResidual, MobileNet, _mbconv_se, _uniform_by_fan_out,
+                              init_mobile_net)
+
+    class SEStage(MobileNet):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(Conv2dNormActivation(3, 40, 3, stride=2, activation_layer=nn.SiLU),
+                                          InvertedResidual(40, 240, 72, 5, 2, nn.SiLU, partial(_mbconv_se, squeeze=2)))
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.classifier = nn.Sequential(nn.Dropout(p=0.2, inplace=True), nn.Linear(72, 10))
+            init_mobile_net(self, linear=_uniform_by_fan_out)
+
+    with seeded(1):
+        model = SEStage()
+    assert loud(nnlint.check(model, images(4, 64, seed=1), select=["NN402"])) == []

@@ -42,6 +42,7 @@ class Leaf:
     type: str
     order: int            # first call, in execution order
     input_id: int = 0     # id() of its first input tensor: weight layers that share it run in parallel
+    split_half: bool = False   # its input is one half of a tensor split in two (a fused GLU's gate)
 
 
 def gated(anatomy: list["Leaf"], leaf: "Leaf") -> bool:
@@ -56,6 +57,7 @@ def leaves(model: nn.Module, batch, call) -> list[Leaf]:
     model's mode and RNG state are put back)."""
     order: dict[str, int] = {}
     first_input: dict[str, int] = {}
+    halves: set[str] = set()
     alive: list[torch.Tensor] = []        # inputs kept alive for the pass, so no two share an id()
 
     def seen(name: str, args) -> None:    # returns None: a hook's return value replaces the output
@@ -63,6 +65,9 @@ def leaves(model: nn.Module, batch, call) -> list[Leaf]:
         if name not in first_input:
             x = args[0] if args and isinstance(args[0], torch.Tensor) else None
             first_input[name] = 0 if x is None else id(x)
+            if x is not None and x._base is not None and x.dim() and x._base.dim() == x.dim() \
+                    and x._base.shape[-1] == 2 * x.shape[-1]:
+                halves.add(name)
             if x is not None:
                 alive.append(x)
 
@@ -70,7 +75,7 @@ def leaves(model: nn.Module, batch, call) -> list[Leaf]:
                for name, module in model.named_modules() if next(module.children(), None) is None and name]
     observed_forward(model, batch, call, handles)
     modules = dict(model.named_modules())
-    return [Leaf(n, kind_of(modules[n]), type(modules[n]).__name__, i, first_input[n])
+    return [Leaf(n, kind_of(modules[n]), type(modules[n]).__name__, i, first_input[n], n in halves)
             for n, i in sorted(order.items(), key=lambda kv: kv[1])]
 
 

@@ -25,7 +25,12 @@ class UpdateRatio(Rule):
     (no `loss_fn`), the gradient's scale is not the user's: the probe also steps on 4x the gradient, and
     only an update that does not follow the gradient's scale (Adam, Adafactor, Lion: normalized) is
     judged; SGD's needs the real loss. Weights that received no gradient (NN406), are all zero (a
-    zero-initialized output layer), or are in no parameter group (NN801) are not judged.
+    zero-initialized output layer), or are in no parameter group (NN801) are not judged, nor
+    per-channel vectors stored with singleton dims: torchvision ConvNeXt's `layer_scale` is (C, 1, 1)
+    at 1e-6, and AdamW's first step at lr 1e-3 moves it by lr per value, 1e3x its norm, by design (the
+    scale is meant to grow; ConvNeXt's recipe is AdamW lr 4e-3). Measured on the real-model corpus
+    (benchmarks/TRIAGE.md, Z1): 3-4 such warnings per torchvision ConvNeXt, its weights' own ratios
+    0.018-0.05.
 
     ## Why is this bad?
     The learning rate is the first hyperparameter to get right, and a wrong one fails silently: at
@@ -92,7 +97,8 @@ class UpdateRatio(Rule):
         if data.get("loss_is_surrogate") and (response is None or response > 2.0):
             return   # the surrogate's gradient scale set this update (SGD): not the user's step
         # lr 0 is NN803's; its update is 0 by definition
-        judged = [p for p in data["params"] if p.get("ratio") is not None and p.get("group") is not None and p.get("lr")]
+        judged = [p for p in data["params"] if p.get("ratio") is not None and p.get("group") is not None and p.get("lr")
+                  and not _channel_vector(trace, p["name"])]
         if not judged:
             return
         low, high, target = self.opts["low"], self.opts["high"], self.opts["target"]
@@ -125,6 +131,14 @@ class UpdateRatio(Rule):
                           "rows": p.get("rows"), "of_rows": p.get("of_rows"), "finding": finding,
                           "loss_is_surrogate": bool(data.get("loss_is_surrogate"))},
             )
+
+
+def _channel_vector(trace, name: str) -> bool:
+    """A per-channel gain or bias stored with singleton dims (torchvision ConvNeXt's `layer_scale`,
+    (C, 1, 1)): one value per row, a vector whatever its ndim. Its first Adam step is lr per value by
+    design, 1000x a 1e-6 layer scale's norm; the update/weight ratio is a weight matrix's measure."""
+    record = trace.params.get(name)
+    return record is not None and len(record.shape) >= 2 and record.numel == record.shape[0]
 
 
 def _round(x: float) -> float:

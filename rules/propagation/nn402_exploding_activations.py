@@ -25,7 +25,10 @@ class ExplodingActivations(Rule):
     The chains are NN401's: layers inside residual branches, layers re-scaled by a normalization before
     the next weight layer, the model's last layer and the residual stream's own growth (NN403's) are
     left out. So is a layer that feeds tanh or sigmoid: there a too-large layer saturates the
-    activation (NN202) and the next layer still sees values in [-1, 1]. Non-finite activations are
+    activation (NN202) and the next layer still sees values in [-1, 1]; and a layer whose next weight
+    layer feeds one: a squeeze-and-excitation reduce layer (torchvision EfficientNet-B6's
+    `features.3.0.block.2.fc1`, Conv2d(240, 10) at Kaiming fan_out, gains 10.4x on the pooled vector's
+    RMS, benchmarks/TRIAGE.md Z2), whose expand layer's sigmoid gates the features in [0, 1]. Non-finite activations are
     reported only when the model's output is non-finite as well (a mask filled with
     `torch.finfo(float32).min` is finite, and an inf that a mask absorbs never reaches the loss).
 
@@ -89,10 +92,17 @@ class ExplodingActivations(Rule):
         max_growth = self.opts["max_growth"]
         graph = structure.graph
 
+        def bounded_next(op) -> bool:
+            # The next weight layer feeds tanh/sigmoid: an SE block's reduce layer, whose expand layer
+            # feeds the sigmoid gate. Its growth ends one layer later in [0, 1]; nothing explodes.
+            nxt = graph.reaches_weight_layer(op)
+            return nxt is not None and graph.nonlinearity_after(nxt)[0] in BOUNDED
+
         def bad(link):
             # Into tanh/sigmoid a too-large layer saturates (NN202) instead of exploding: the
             # activations the next layer sees stay bounded.
-            return link.factor > max_growth and graph.nonlinearity_after(link.op)[0] not in BOUNDED
+            return link.factor > max_growth and graph.nonlinearity_after(link.op)[0] not in BOUNDED \
+                and not bounded_next(link.op)
 
         for drift in drifting_chains(structure, bad, shrinking=False):
             worst = drift.worst
