@@ -232,3 +232,40 @@ def test_a_squeeze_layer_whose_expand_layer_feeds_the_sigmoid_gate_does_not_expl
     with seeded(1):
         model = SEStage()
     assert loud(nnlint.check(model, images(4, 64, seed=1), select=["NN402"])) == []
+
+
+class _DenseHead(torch.nn.Module):
+    """RetinaNet's classification head in miniature: class logits biased to the focal-loss prior
+    (p = 0.01), the sigmoid applied inside the loss the model computes in training mode. `hidden`
+    puts the same offset sigmoid before another layer, where a unit held there learns nothing."""
+
+    def __init__(self, hidden: bool):
+        super().__init__()
+        self.hidden = hidden
+        self.trunk = torch.nn.Linear(16, 32)
+        self.cls_logits = torch.nn.Linear(32, 8)
+        torch.nn.init.normal_(self.cls_logits.weight, std=0.01)
+        torch.nn.init.constant_(self.cls_logits.bias, -math.log((1 - 0.01) / 0.01))
+        self.after = torch.nn.Linear(8, 8)
+
+    def forward(self, x, targets):
+        logits = self.cls_logits(torch.relu(self.trunk(x)))
+        if self.hidden:
+            logits = self.after(torch.sigmoid(logits))
+            return torch.nn.functional.mse_loss(logits, targets)
+        p = torch.sigmoid(logits)
+        ce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        p_t = p * targets + (1 - p) * (1 - targets)
+        return (ce * (1 - p_t) ** 2).mean()
+
+
+def test_an_output_sigmoid_at_the_focal_loss_prior_is_no_saturation_but_a_hidden_one_is():
+    import nnlint
+
+    torch.manual_seed(0)
+    batch = (torch.randn(32, 16), (torch.rand(32, 8) < 0.01).float())
+    output = nnlint.check(_DenseHead(hidden=False), batch, select=["NN202"])
+    assert not output.diagnostics, output.diagnostics
+    hidden = nnlint.check(_DenseHead(hidden=True), batch, select=["NN202"])
+    assert len(hidden.diagnostics) == 1 and "sigmoid" in hidden.diagnostics[0].message
+    assert hidden.diagnostics[0].evidence["saturated_fraction"] > 0.99

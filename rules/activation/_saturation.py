@@ -19,7 +19,21 @@ def reported_fraction(trace, graph, op, warning_fraction: float = WARNING_FRACTI
         return None
     if frac <= error_fraction and _at_design_point(trace, op, graph.feeding_weight_op(op), design_margin):
         return None
+    if _prior_offset(op) and graph.reaches_weight_layer(op) is None:
+        return None
     return frac
+
+
+def _prior_offset(op) -> bool:
+    """The pre-activations sit in the flat region as a constant offset (|mean| beyond it, std under 1):
+    an output sigmoid at a prior bias, such as the focal-loss prior of RetinaNet/FCOS's class logits
+    (bias -log(0.99/0.01) = -4.6, std 0.02-0.32: every anchor starts at p = 0.01 by design, Lin et al.
+    2017; TRIAGE.md P). Only where the output feeds no weight layer: a hidden unit held there learns
+    nothing."""
+    from nnlint.trace.ops import FLAT_REGION
+
+    z = op.stats.get("in")
+    return z is not None and abs(z.mean) > FLAT_REGION.get(op.kind, float("inf")) and z.std < 1.0
 
 
 def _at_design_point(trace, op, feeding, margin: float) -> bool:

@@ -47,6 +47,12 @@ class SaturatedActivation(Rule):
     weights or un-scaled inputs put the RMS past the margin and are reported as before (std 1 weights:
     8x the design std; inputs at 3x: 3x).
 
+    Nor for a sigmoid/tanh that feeds no weight layer (an output, a loss's own sigmoid) held in the flat
+    region by a constant offset (|mean| past the threshold, std under 1): a prior bias. torchvision's
+    RetinaNet v1/v2 and FCOS start their class logits at the focal-loss prior -log(0.99/0.01) = -4.6
+    (std 0.02-0.32), so every anchor begins at p = 0.01 by design (Lin et al. 2017); they were reported
+    as errors (100% saturated). A hidden unit held there still is (TRIAGE.md P).
+
     ## Options
     - `warning_fraction` (default 0.2): fraction of saturated pre-activations for a warning.
     - `error_fraction` (default 0.5): fraction for an error.
