@@ -51,7 +51,7 @@ class SaturatedActivation(Rule):
     region by a constant offset (|mean| past the threshold, std under 1): a prior bias. torchvision's
     RetinaNet v1/v2 and FCOS start their class logits at the focal-loss prior -log(0.99/0.01) = -4.6
     (std 0.02-0.32), so every anchor begins at p = 0.01 by design (Lin et al. 2017); they were reported
-    as errors (100% saturated). A hidden unit held there still is (TRIAGE.md P).
+    as errors (100% saturated). A hidden unit held there still is (benchmarks/TRIAGE.md P).
 
     ## Options
     - `warning_fraction` (default 0.2): fraction of saturated pre-activations for a warning.
