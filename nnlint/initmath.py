@@ -151,6 +151,17 @@ def symmetric_std(fan: int, nonlinearity: str, slope: Optional[float] = None) ->
     return expected_std(fan, fan, nonlinearity, slope)
 
 
+def is_weight_matrix(shape: tuple[int, ...]) -> bool:
+    """Two dims or more, and more than one value per output row: a per-channel gain or bias stored with
+    singleton dims (torchvision ConvNeXt's `layer_scale`, (C, 1, 1)) is a vector whatever its ndim."""
+    if len(shape) < 2:
+        return False
+    n = 1
+    for s in shape:
+        n *= s
+    return n != shape[0]
+
+
 def fans(shape: tuple[int, ...]) -> tuple[int, int]:
     """(fan_in, fan_out) of a weight, as torch.nn.init._calculate_fan_in_and_fan_out computes them."""
     if len(shape) < 2:

@@ -85,3 +85,17 @@ def test_no_probe_pass_changes_an_input_the_model_reads_only_as_a_loss_target():
     # every pass keeps sample 0's and 1's labels; the float input of sample 0 is still varied
     assert all(torch.equal(labels, batch["labels"][: len(labels)]) for _, labels in probe_passes)
     assert any(not torch.equal(x[0], batch["x"][0]) for x, _ in probe_passes)
+
+
+def test_the_update_probe_samples_weight_matrices_not_per_channel_gains_stored_as_c11():
+    from nnlint.initmath import is_weight_matrix
+    from nnlint.probes.update_ratio import sampled_weights
+
+    assert is_weight_matrix((8, 4)) and is_weight_matrix((8, 3, 3, 3)) and is_weight_matrix((1, 8))
+    assert not is_weight_matrix((8, 1, 1)) and not is_weight_matrix((8,))
+    conv = torch.nn.Conv2d(3, 8, 3)
+    layer_scale = torch.nn.Parameter(torch.full((8, 1, 1), 1e-6))   # torchvision ConvNeXt's
+    named = {id(conv.weight): "conv.weight", id(conv.bias): "conv.bias", id(layer_scale): "layer_scale"}
+    optimizer = torch.optim.AdamW([conv.weight, conv.bias, layer_scale])
+    gradients = {n: torch.ones(1) for n in named.values()}
+    assert sampled_weights(optimizer, gradients, named, limit=16) == {id(conv.weight)}

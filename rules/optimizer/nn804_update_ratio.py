@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import statistics
 
+from nnlint.initmath import is_weight_matrix
 from nnlint.pyexpr import module_expr
 from nnlint.registry import Faulty, Healthy, Rule
 from nnlint.rulekit import fmt
@@ -134,11 +135,11 @@ class UpdateRatio(Rule):
 
 
 def _channel_vector(trace, name: str) -> bool:
-    """A per-channel gain or bias stored with singleton dims (torchvision ConvNeXt's `layer_scale`,
-    (C, 1, 1)): one value per row, a vector whatever its ndim. Its first Adam step is lr per value by
-    design, 1000x a 1e-6 layer scale's norm; the update/weight ratio is a weight matrix's measure."""
+    """A per-channel gain or bias stored with singleton dims (initmath.is_weight_matrix). Its first Adam
+    step is lr per value by design, 1000x a 1e-6 layer scale's norm; the update/weight ratio is a weight
+    matrix's measure."""
     record = trace.params.get(name)
-    return record is not None and len(record.shape) >= 2 and record.numel == record.shape[0]
+    return record is not None and len(record.shape) >= 2 and not is_weight_matrix(tuple(record.shape))
 
 
 def _round(x: float) -> float:
