@@ -86,10 +86,10 @@ def _lr(group) -> Optional[float]:
 def sampled_weights(optimizer, gradients: dict[str, Any], named: dict[int, str], limit: int) -> set[int]:
     """The weight matrices (initmath.is_weight_matrix: not a (C, 1, 1) gain) with a gradient whose update
     is measured: at most `limit`, evenly spread through the model's order, holding at most BUDGET of
-    the model's parameter values (the largest dropped first; at least two kept). The ratio is a property of the learning rate and the
-    optimizer more than of one layer, and every other parameter's step is skipped: the probe stays a
-    small fraction of a training step (a 38M-value tied embedding alone costs GPT-2's check 0.3x a
-    step to update)."""
+    the model's parameter values (the largest dropped first; at least two kept). The ratio is a property
+    of the learning rate and the optimizer more than of one layer, and every other parameter's step is
+    skipped: the probe stays a small fraction of a training step (a 38M-value tied embedding alone costs
+    GPT-2's check 0.3x a step to update)."""
     order = {n: i for i, n in enumerate(named.values())}
     params = {id(p): p for g in optimizer.param_groups for p in g["params"]}.values()
     total = sum(p.numel() for p in params) or 1
