@@ -114,12 +114,12 @@ def run_probes(names: Iterable[str], ctx: ProbeContext) -> float:
 
     started = time.perf_counter()
     probes = all_probes()
+    writes = ParameterWrites(ctx.model)   # empty again after each restore()
     for name in sorted(set(names)):
         p = probes.get(name)
         if p is None or not p.wanted(ctx.options):
             continue
         state = ModelState.capture(ctx.model)
-        writes = ParameterWrites(ctx.model)
         try:
             with writes:
                 ctx.trace.probes[name] = p.run(ctx)

@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from nnlint.trace.ops import func_name
+
 _PLAIN = (bool, int, float, str, type(None))
 
 
@@ -158,7 +160,7 @@ _NOT_WRITES = {"requires_grad_", "share_memory_", "retain_grad", "_fix_weakref",
 
 
 def _writes_in_place(func, kwargs) -> bool:
-    name = getattr(func, "__name__", "") or ""
+    name = func_name(func)
     if kwargs.get("out") is not None:
         return True
     if name.startswith("__"):

@@ -5,6 +5,7 @@ import math
 from typing import Optional
 
 from nnlint.initmath import correct_init
+from nnlint.trace.ops import FLAT_REGION
 
 WARNING_FRACTION, ERROR_FRACTION, DESIGN_MARGIN = 0.2, 0.5, 1.15
 
@@ -30,8 +31,6 @@ def _prior_offset(op) -> bool:
     (bias -log(0.99/0.01) = -4.6, std 0.02-0.32: every anchor starts at p = 0.01 by design, Lin et al.
     2017; TRIAGE.md P). Only where the output feeds no weight layer: a hidden unit held there learns
     nothing."""
-    from nnlint.trace.ops import FLAT_REGION
-
     z = op.stats.get("in")
     return z is not None and abs(z.mean) > FLAT_REGION.get(op.kind, float("inf")) and z.std < 1.0
 
