@@ -269,3 +269,36 @@ def test_an_output_sigmoid_at_the_focal_loss_prior_is_no_saturation_but_a_hidden
     hidden = nnlint.check(_DenseHead(hidden=True), batch, select=["NN202"])
     assert len(hidden.diagnostics) == 1 and "sigmoid" in hidden.diagnostics[0].message
     assert hidden.diagnostics[0].evidence["saturated_fraction"] > 0.99
+
+
+class _LayerDropEncoder(torch.nn.Module):
+    """Hugging Face's LayerDrop (WavLM, Wav2Vec2): in training each layer is skipped when a random draw
+    falls under `layerdrop`; here 1.0 for the second layer, so it is always skipped in training."""
+
+    def __init__(self, layerdrop: float):
+        super().__init__()
+        self.layers = torch.nn.ModuleList([torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)])
+        self.layerdrop = layerdrop
+        self.head = torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        for i, layer in enumerate(self.layers):
+            if self.training and i == 1 and torch.rand([]) < self.layerdrop:
+                continue
+            x = torch.relu(layer(x))
+        return self.head(x)
+
+
+def test_a_layer_layerdrop_skipped_by_chance_is_not_an_unused_module():
+    import nnlint
+
+    torch.manual_seed(0)
+    skipped = nnlint.check(_LayerDropEncoder(layerdrop=1.0), torch.randn(16, 8), select=["NN705"])
+    assert not skipped.diagnostics, skipped.diagnostics
+
+    class NeverCalled(_LayerDropEncoder):
+        def __init__(self):
+            super().__init__(layerdrop=0.0)
+            self.spare = torch.nn.Linear(8, 8)       # built and forgotten: still reported
+    unused = nnlint.check(NeverCalled(), torch.randn(16, 8), select=["NN705"])
+    assert [d.module for d in unused.diagnostics] == ["spare"]

@@ -29,6 +29,14 @@ def unused_modules(trace: Trace) -> list[str]:
     return [name for name in trace.modules if name and unused(name) and name.rpartition(".")[0] in lively]
 
 
+def _skipped_by_a_draw(name: str, drawing: set[str]) -> bool:
+    """A module around `name` drew a random number in the training forward (LayerDrop: Hugging Face's
+    WavLM, Wav2Vec2 and others skip each layer when `torch.rand([]) < layerdrop`): a layer the eval
+    forward calls was skipped by chance on this pass, not left unused."""
+    parts = name.split(".")
+    return any(".".join(parts[:n]) in drawing for n in range(len(parts)))
+
+
 class UnusedModule(Rule):
     """## What it does
     Finds modules with trainable parameters that the training forward never calls, and whose
@@ -37,7 +45,9 @@ class UnusedModule(Rule):
     nothing about those parameters: this is the cause.
 
     Not reported: frozen modules (`requires_grad=False`), modules inside a TorchScript or C++ region
-    the tracer cannot see into.
+    the tracer cannot see into, and a module the eval forward calls where a module around it drew a
+    random number in the training forward: LayerDrop skipped it by chance (Hugging Face WavLM at its
+    config's layerdrop 0.1 lost a layer in one corpus sweep of two, found 2026-12-02).
 
     ## Why is this bad?
     A layer that is defined but never used never trains; usually the forward does not do what its
@@ -92,7 +102,10 @@ class UnusedModule(Rule):
 
     def check(self, trace: Trace):
         eval_called = {c.module for c in trace.calls if c.phase == "eval"}
+        drawing = {op.module for op in trace.ops_in("train") if op.kind == "random"}
         for name in unused_modules(trace):
+            if name in eval_called and _skipped_by_a_draw(name, drawing):
+                continue
             rec = trace.modules[name]
             params = [p for p in trace.params.values() if p.requires_grad and not p.tied_to
                       and (p.module == name or p.module.startswith(name + "."))]
