@@ -258,17 +258,35 @@ def judged_input(trace: Trace, rec) -> bool:
     carried = lambda o: o.kind in SIGNAL_CARRIERS or vocab.is_passthrough(o)   # noqa: E731
     if not graph.reaches(rec.serial, vocab.is_weight_layer, through=carried):
         return False
-    firsts = []   # the weight layers that read the input first, with no weight layer before them
+    return not _first_layers_feed(graph, rec, lambda o: o.kind == "instance_norm")
+
+
+def input_scale_absorbed(trace: Trace, rec) -> bool:
+    """True when every weight layer that reads the input first feeds a per-sample normalization
+    (LayerNorm, GroupNorm, RMSNorm, InstanceNorm; ConvNeXt's and PoolFormer's stems). Then
+    `norm(W (s x) + b) = norm(W x + b / s)`: the output and W's gradients do not depend on the input's
+    overall scale, only the stem bias's relative weight does (timm's is zero at init). Measured in
+    benchmarks/TRIAGE.md (X6): x255 moves ConvNeXt-atto's head input by 2.7e-7 of its norm. A
+    BatchNorm does not count: at eval, until its running statistics catch up, it does not absorb the
+    scale. The offset is not absorbed either (W c differs per channel), so NN301 still judges it."""
+    return _first_layers_feed(Graph.of(trace), rec, vocab.is_per_sample_norm)
+
+
+def _first_layers_feed(graph: Graph, rec, is_norm) -> bool:
+    """Whether every weight layer that reads the input with no weight layer before it feeds, through
+    views only, an op `is_norm` accepts."""
+    firsts = []
     for consumer in graph.consumers.get(rec.serial, ()):
         reached = [consumer] if vocab.is_weight_layer(consumer) else \
             graph.walk(consumer, through=lambda o: not vocab.is_weight_layer(o))
         firsts += [o for o in reached if vocab.is_weight_layer(o)]
-    return not all(_followed_by_instance_norm(graph, o) for o in firsts)
-
-
-def _followed_by_instance_norm(graph: Graph, op: OpRecord) -> bool:
-    nxt = graph.first(op, lambda o: not vocab.is_passthrough(o), through=vocab.is_passthrough)
-    return nxt is not None and nxt.kind == "instance_norm"
+    if not firsts:
+        return False
+    for op in firsts:
+        nxt = graph.first(op, lambda o: not vocab.is_passthrough(o), through=vocab.is_passthrough)
+        if nxt is None or not is_norm(nxt):
+            return False
+    return True
 
 
 def input_normalized_by_model(trace: Trace, rec) -> bool:

@@ -55,6 +55,18 @@ def is_norm(op: OpRecord) -> bool:
     return not is_passthrough(op) and not is_weight_layer(op) and is_norm_type(op.module_type)
 
 
+# The normalizations whose statistics are taken per sample, never across the batch.
+_PER_SAMPLE_NORM_OPS = opnames.NORM_OPS - {"batch_norm"}
+
+
+def is_per_sample_norm(op: OpRecord) -> bool:
+    """A LayerNorm, GroupNorm, RMSNorm or InstanceNorm, or an op of a hand-written one (HF ConvNeXt's
+    channels-first LayerNorm, T5LayerNorm): what it divides by comes from the sample itself."""
+    if op.kind in opnames.NORM_OPS:
+        return op.kind in _PER_SAMPLE_NORM_OPS
+    return is_norm(op) and "BatchNorm" not in (op.module_type or "")
+
+
 def normalizes(op: OpRecord) -> bool:
     """A normalization, or a softmax (it re-scales its input to probabilities)."""
     return is_norm(op) or op.kind in ("softmax", "log_softmax")

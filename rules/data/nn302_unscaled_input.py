@@ -3,12 +3,16 @@ from __future__ import annotations
 import statistics
 
 from nnlint.registry import Chart, Faulty, Healthy, Rule
-from nnlint.rulekit import fmt, input_location, judged_input, normalize_call, normalize_input_fix
+from nnlint.rulekit import fmt, input_location, input_scale_absorbed, judged_input, normalize_call, normalize_input_fix
 
 
 def _off_scale(options: dict, mean: float, std: float) -> bool:
     return not options["min_std"] <= std <= options["max_std"]
 
+
+# Below this input std, a per-sample norm after the first layer no longer divides the scale out: the
+# variance it sees approaches its eps (1e-6 to 1e-5).
+_ABSORBED_MIN_STD = 0.01
 
 STD_CHART = Chart("input_std", "Std per {unit}", "", x_label="{unit}", y_label="std", flag=_off_scale)
 
@@ -78,7 +82,8 @@ class UnscaledInput(Rule):
             median = statistics.median(live)
             ratio = max(live) / min(live)
             what = "channel" if rec.channel_dim == 1 and len(rec.summary.shape) >= 3 else "feature"
-            if median < self.opts["min_std"] or median > self.opts["max_std"]:
+            if (median < self.opts["min_std"] or median > self.opts["max_std"]) and \
+                    not (median > _ABSORBED_MIN_STD and input_scale_absorbed(trace, rec)):
                 problem = (f"{rec.path}: typical {what} std is {fmt(median)} (expected about 1, accepted "
                            f"[{self.opts['min_std']}, {self.opts['max_std']}])")
             elif ratio > self.opts["max_scale_ratio"]:
