@@ -302,3 +302,48 @@ def test_a_layer_layerdrop_skipped_by_chance_is_not_an_unused_module():
             self.spare = torch.nn.Linear(8, 8)       # built and forgotten: still reported
     unused = nnlint.check(NeverCalled(), torch.randn(16, 8), select=["NN705"])
     assert [d.module for d in unused.diagnostics] == ["spare"]
+
+
+class MatchedDetector(nn.Module):
+    """SSD's loss in miniature (benchmarks/TRIAGE.md, Q): two feature levels each with a head, their
+    anchors concatenated, and a loss that reads only the anchors a matcher picked (`logits[mask]`).
+    On this batch the matcher picks none of the coarse level's anchors: its head's gradient is exactly
+    zero, and another batch picks them."""
+
+    def __init__(self, dead_coarse: bool = False):
+        super().__init__()
+        self.fine, self.coarse = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, stride=4, padding=1)
+        self.fine_head, self.coarse_head = nn.Conv2d(8, 4, 1), nn.Conv2d(8, 4, 1)
+        if dead_coarse:              # a real fault: every unit of the coarse level's ReLU is off
+            nn.init.constant_(self.coarse.bias, -100.0)
+
+    def forward(self, x, picked):
+        f = torch.relu(self.fine(x))
+        c = torch.relu(self.coarse(f))
+        anchors = torch.cat([self.fine_head(f).flatten(2), self.coarse_head(c).flatten(2)], dim=2)
+        scores = anchors.permute(0, 2, 1).reshape(-1, 4)
+        return F.cross_entropy(scores[picked], torch.zeros(int(picked.sum()), dtype=torch.long))
+
+
+def _detector_batch():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 16, 16)
+    picked = torch.zeros(2 * (256 + 16), dtype=torch.bool)
+    picked[:40] = True               # fine-level anchors of the first image only
+    return x, picked
+
+
+def test_a_head_a_matched_loss_did_not_select_on_this_batch_is_an_info_not_a_dead_path():
+    torch.manual_seed(0)
+    report = nnlint.check(MatchedDetector(), _detector_batch(), select=["NN406"])
+    found = [d for d in report.diagnostics if d.code == "NN406"]
+    assert found and all(d.severity == "info" and "picked none of its outputs" in d.message for d in found)
+    assert {d.module for d in found} >= {"coarse_head"}
+    assert not loud(report)
+
+
+def test_a_dead_relu_before_a_matched_loss_is_still_a_warning():
+    torch.manual_seed(0)
+    report = nnlint.check(MatchedDetector(dead_coarse=True), _detector_batch(), select=["NN406"])
+    warned = {d.module for d in report.diagnostics if d.code == "NN406" and d.severity == "warning"}
+    assert "coarse_head" in warned or "coarse" in warned

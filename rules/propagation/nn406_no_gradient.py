@@ -9,7 +9,7 @@ from nnlint.rules.propagation._gradients import short_location
 from nnlint.rules.structure.nn705_unused_module import unused_modules
 from nnlint.trace import ops as opnames
 from nnlint.trace import vocab
-from nnlint.trace.graph import Graph
+from nnlint.trace.graph import WALK_LIMIT, Graph
 from nnlint.trace.records import OpRecord, ParamRecord, Trace
 from nnlint.trace.structure import Structure
 
@@ -34,6 +34,10 @@ class NoGradient(Rule):
       `embeddings.mask_token`) is an info.
     - **Exactly zero**: the gradient flows but is zero everywhere (warning): a dead path, e.g. every
       unit of the ReLU after it is inactive (NN203).
+    - **Not selected**: exactly zero, and every path from the parameter to the loss goes through an
+      index by a tensor (`logits[mask]`, `gather`) with no inactive ReLU on the way (info): a matched or
+      sampled loss picked none of its outputs on this batch. torchvision SSD300/SSDlite's heads of the
+      coarsest maps on a 2-box batch (benchmarks/TRIAGE.md, Q); another batch selects them.
 
     Zero gradients are expected, and not reported, when an exactly-zero factor from elsewhere multiplies
     what the parameter feeds: the last layer of a residual branch or its last norm weight set to zero
@@ -124,7 +128,8 @@ class NoGradient(Rule):
                 if use is not None and (_explained_by_zero_init(graph, use, blockers, p.name)
                                         or _removed_by_a_norm(graph, use, p)):
                     continue
-                findings[p.name] = Finding(p, "zero", use)
+                unselected = use is not None and _dead_cause_op(graph, [use]) is None and _only_through_selection(graph, use)
+                findings[p.name] = Finding(p, "unselected" if unselected else "zero", use)
         for module, group in _group_by_module(trace, findings):
             yield self._report(trace, graph, module, group)
 
@@ -154,6 +159,12 @@ class NoGradient(Rule):
                        f"{'them' if plural else 'it'} or delete {'them' if plural else 'it'} (or requires_grad_(False) "
                        "if kept on purpose)")
             severity = "warning"
+        elif kinds == {"unselected"}:
+            message = (f"{what} {get} an exactly-zero gradient: every path from {_label(module)} to the loss goes "
+                       "through an index or gather that picked none of its outputs on this batch (a matched or "
+                       "sampled loss: anchor matching, hard-negative mining). Expected when that layer's outputs "
+                       "are seldom chosen; another batch, or more targets per sample, selects them")
+            severity = "info"
         elif kinds == {"unread"}:
             message = (f"{what} {get} no gradient: {_label(module)} runs in forward but does not read "
                        f"{'them' if plural else 'it'} on this batch; expected if {'they are' if plural else 'it is'} "
@@ -171,7 +182,7 @@ class NoGradient(Rule):
 @dataclass
 class Finding:
     param: ParamRecord
-    kind: str                     # "unused" | "cut" | "zero"
+    kind: str                     # "unused" | "unread" | "cut" | "zero" | "unselected"
     use: Optional[OpRecord]       # the first training-pass op that reads the parameter
 
 
@@ -274,19 +285,53 @@ def _detach_after(graph: Graph, uses: list[OpRecord]) -> Optional[OpRecord]:
     return None
 
 
+def _dead_cause_op(graph: Graph, uses: list[OpRecord]) -> Optional[tuple[OpRecord, bool]]:
+    """An all-inactive ReLU next to the parameters, the usual source of exactly-zero gradients, and
+    whether it is downstream (no gradient comes back through it) rather than feeding them (a weight's
+    gradient is dL/dy times its input, and the input is all zeros)."""
+    for up in (False, True):
+        for use in uses:
+            dead = graph.first(use, is_all_off_relu, up=up)
+            if dead is not None:
+                return dead, not up
+    return None
+
+
 def _dead_cause(graph: Graph, uses: list[OpRecord]) -> str:
-    """Name an all-inactive ReLU next to the parameters, the usual source of exactly-zero gradients:
-    downstream (no gradient comes back through it) or feeding them (a weight's gradient is
-    dL/dy times its input, and the input is all zeros)."""
-    for use in uses:
-        dead = graph.first(use, is_all_off_relu)
-        if dead is not None:
-            return f"every unit of {_op_name(dead)} is inactive on this batch, so no gradient passes it back (see NN203)"
-    for use in uses:
-        dead = graph.first(use, is_all_off_relu, up=True)
-        if dead is not None:
-            return f"the layer's input is all zeros, as every unit of {_op_name(dead)} is inactive on this batch (see NN203)"
-    return "the gradient that reaches them is zero everywhere (a dead path: an inactive ReLU, a multiplication by zero, a constant output)"
+    found = _dead_cause_op(graph, uses)
+    if found is None:
+        return "the gradient that reaches them is zero everywhere (a dead path: an inactive ReLU, a multiplication by zero, a constant output)"
+    dead, downstream = found
+    if downstream:
+        return f"every unit of {_op_name(dead)} is inactive on this batch, so no gradient passes it back (see NN203)"
+    return f"the layer's input is all zeros, as every unit of {_op_name(dead)} is inactive on this batch (see NN203)"
+
+
+# Ops that pick some elements of a tensor by an index tensor: a loss that matches or samples outputs
+# (SSD's anchor matcher and hard-negative mining) reads its logits through them.
+_SELECTIONS = {"__getitem__", "index_select", "gather", "masked_select", "take", "take_along_dim"}
+
+
+def _is_selection(graph: Graph, op: OpRecord) -> bool:
+    """An index by a tensor (`x[mask]`, `x[idx]`, gather): a second tensor operand is the index. A
+    slice or an int index (`x[:, 0]`) has none."""
+    return op.func in _SELECTIONS and len(graph.tensor_inputs(op)) >= 2
+
+
+def _only_through_selection(graph: Graph, use: OpRecord) -> bool:
+    """Every path from the parameter's use to the model's outputs meets a selection by a tensor index:
+    a zero gradient is then what a loss that selected none of these outputs gives, not a dead path.
+    (torchvision SSD300/SSDlite's coarsest heads on a 2-box batch, benchmarks/TRIAGE.md Q.)"""
+    if graph.is_model_output(use):
+        return False
+    met, seen = False, 0
+    for o in graph.walk(use, through=lambda o: not _is_selection(graph, o)):
+        seen += 1
+        if _is_selection(graph, o):
+            met = True
+        elif graph.is_model_output(o):
+            return False
+    return met and seen < WALK_LIMIT     # a walk cut at its limit proves nothing
 
 
 
