@@ -14,7 +14,7 @@ from nnlint.fix.kinds.normalize_input import NormalizeInput, NormalizeInputParam
 from nnlint.fix.kinds.reinit import Reinit, ReinitParams
 from nnlint.fix.kinds.swap_activation import SwapActivation, SwapActivationParams
 from nnlint.fix.specs import LayerInit
-from nnlint.initmath import correct_init
+from nnlint.initmath import correct_init, is_weight_matrix
 from nnlint.trace import ops as opnames
 from nnlint.trace import vocab
 from nnlint.trace.graph import Graph
@@ -145,7 +145,44 @@ def describe_op(trace: Trace, op: OpRecord) -> str:
 
 
 def ops_using(graph: Graph, param: str) -> list[OpRecord]:
+    """The weight layers that read this parameter as their weight (the tracer keeps row statistics for
+    those parameters only)."""
     return [o for o in graph.ops if o.weight == param]
+
+
+def layers_weighted_by(graph: Graph, param: str) -> list[OpRecord]:
+    """The weight layers whose weight this parameter is: as itself, else as a source of a weight
+    computed in forward (benchmarks/TRIAGE.md, X4). For what a parameter's own values say (all zero)."""
+    direct = ops_using(graph, param)
+    p = graph.trace.params.get(param)
+    if direct or p is None or not is_weight_matrix(p.shape):
+        return direct      # a gain stored as (C, 1, 1, 1) scales the computed weight, it is not it
+    return [o for o in graph.ops if param in computed_weight_sources(graph, o)]
+
+
+def computed_weight_sources(graph: Graph, op: OpRecord) -> set[str]:
+    """The parameters a linear/conv's weight operand is computed from, when it is computed from
+    parameters alone: timm's StdConv/ScaledStdConv standardize `self.weight` with F.batch_norm in
+    forward, a weight_norm or spectral_norm parametrization rescales it. Their values are what the
+    parameters make them: an all-zero or a constant weight standardizes to an all-zero one. Empty for
+    a layer that reads a parameter directly, or a weight computed from the batch (a hypernetwork)."""
+    if op.kind not in ("linear", "conv") or len(op.inputs) < 2 or op.inputs[1] in graph.param_serials:
+        return set()   # no weight operand, or a parameter itself (op.weight may name the bias then)
+    inputs = set(graph.trace.input_serials)
+    sources, queue, seen = set(), [op.inputs[1]], set()
+    while queue and len(seen) < 256:
+        s = queue.pop()
+        if s in seen:
+            continue
+        seen.add(s)
+        if s in inputs:
+            return set()
+        producer = graph.producer.get(s)
+        if s in graph.param_serials:
+            sources.add(graph.param_serials[s])
+        elif producer is not None:
+            queue.extend(producer.inputs)
+    return sources if not queue else set()
 
 
 def is_all_off_relu(op: OpRecord) -> bool:

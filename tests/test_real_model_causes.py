@@ -347,3 +347,43 @@ def test_a_dead_relu_before_a_matched_loss_is_still_a_warning():
     report = nnlint.check(MatchedDetector(dead_coarse=True), _detector_batch(), select=["NN406"])
     warned = {d.module for d in report.diagnostics if d.code == "NN406" and d.severity == "warning"}
     assert "coarse_head" in warned or "coarse" in warned
+
+
+class ScaledStdConv2d(nn.Conv2d):
+    """timm's ScaledStdConv2d (NF-Nets, NF-RegNet): the weight is standardized in forward with
+    F.batch_norm and scaled by a per-channel gain stored as (C, 1, 1, 1), so the conv reads a computed
+    tensor, never the parameter (benchmarks/TRIAGE.md, X4)."""
+
+    def __init__(self, cin, cout, k):
+        super().__init__(cin, cout, k, padding=k // 2)
+        self.gain = nn.Parameter(torch.ones(cout, 1, 1, 1))
+        self.scale = (cin * k * k) ** -0.5
+
+    def forward(self, x):
+        w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None,
+                         weight=(self.gain * self.scale).view(-1), training=True, momentum=0.0, eps=1e-6)
+        return F.conv2d(x, w.reshape_as(self.weight), self.bias, padding=self.padding)
+
+
+def nf_net(fault=None):
+    torch.manual_seed(0)
+    model = nn.Sequential(ScaledStdConv2d(3, 16, 3), nn.SiLU(), ScaledStdConv2d(16, 16, 3), nn.SiLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+    with torch.no_grad():
+        if fault == "zero":
+            model[0].weight.zero_()
+        elif fault == "constant":
+            model[0].weight.fill_(0.3)
+    return model
+
+
+@pytest.mark.parametrize("fault, code", [("zero", "NN101"), ("constant", "NN102")])
+def test_a_standardized_weight_is_judged_on_the_parameter_it_is_computed_from(fault, code):
+    report = nnlint.check(nf_net(fault), torch.randn(8, 3, 16, 16), select=["NN101", "NN102"])
+    found = [(d.code, d.module, d.evidence["param"]) for d in report.diagnostics]
+    assert found == [(code, "0", "0.weight")]     # not the gain, not the healthy second conv
+
+
+def test_a_healthy_standardized_conv_and_its_unit_gains_are_quiet():
+    report = nnlint.check(nf_net(), torch.randn(8, 3, 16, 16), select=["NN101", "NN102"])
+    assert report.diagnostics == []

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from nnlint.pyexpr import module_expr
 from nnlint.registry import Faulty, Healthy, Rule
-from nnlint.rulekit import is_all_off_relu, is_intentional_zero_layer, ops_using, reinit_fix
+from nnlint.rulekit import is_all_off_relu, is_intentional_zero_layer, layers_weighted_by, ops_using, reinit_fix
 from nnlint.trace.graph import Graph
 
 
@@ -81,7 +81,7 @@ class ZeroWeights(Rule):
             partly = not p.all_zero and p.zero_rows >= max(self.opts["min_rows"], self.opts["min_fraction"] * p.shape[0])
             if not (p.all_zero or partly):
                 continue
-            uses = ops_using(graph, name)
+            uses = layers_weighted_by(graph, name) if p.all_zero else ops_using(graph, name)
             if not uses or all(is_intentional_zero_layer(graph, op) for op in uses):
                 continue
             if partly:
@@ -96,7 +96,6 @@ class ZeroWeights(Rule):
                 evidence={"param": name, "shape": list(p.shape), "std": 0.0, "followed_by": nonlin},
                 fix=reinit_fix(trace, p.module, nonlin, slope),
             )
-
 
     def _partly_zero(self, trace, graph: Graph, p, use):
         nonlin, _ = graph.nonlinearity_after(use)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from nnlint.registry import Faulty, Healthy, Rule
-from nnlint.rulekit import fmt, ops_using, reinit_fix
+from nnlint.rulekit import fmt, layers_weighted_by, reinit_fix
 from nnlint.trace.graph import Graph
 
 
@@ -48,7 +48,7 @@ class SymmetricWeights(Rule):
         for name, p in trace.params.items():
             if not p.rows_identical or p.all_zero or not p.requires_grad or len(p.shape) < 2 or p.tied_to:
                 continue
-            uses = ops_using(graph, name)
+            uses = layers_weighted_by(graph, name)
             if not uses or all(graph.reaches_weight_layer(op) is None for op in uses):
                 continue
             nonlin, slope = graph.nonlinearity_after(uses[0])
