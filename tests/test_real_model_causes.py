@@ -387,3 +387,44 @@ def test_a_standardized_weight_is_judged_on_the_parameter_it_is_computed_from(fa
 def test_a_healthy_standardized_conv_and_its_unit_gains_are_quiet():
     report = nnlint.check(nf_net(), torch.randn(8, 3, 16, 16), select=["NN101", "NN102"])
     assert report.diagnostics == []
+
+
+class MaxViTStage(nn.Module):
+    """torchvision MaxViT's stem and first MBConv (benchmarks/TRIAGE.md, J): every conv at std 0.02,
+    a stem conv with no norm after it, and a downsampling block whose shortcut (avgpool + 1x1 conv) is
+    added to a pre-normalized branch, then a pre-normalized block with an identity skip. The normalized
+    branch sets the first block's output scale."""
+
+    def __init__(self, branch_norm: bool = True):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.GELU(),
+                                  nn.Conv2d(32, 32, 3, padding=1))
+        self.proj = nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(32, 64, 1))
+        norm = nn.BatchNorm2d if branch_norm else (lambda c: nn.Identity())
+        self.branch = nn.Sequential(norm(32), nn.Conv2d(32, 128, 1), nn.GELU(),
+                                    nn.Conv2d(128, 128, 3, stride=2, padding=1), norm(128), nn.GELU(),
+                                    nn.Conv2d(128, 64, 1))
+        self.block2 = nn.Sequential(nn.BatchNorm2d(64), nn.Conv2d(64, 128, 1), nn.GELU(), nn.Conv2d(128, 64, 1))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = self.proj(x) + self.branch(x)
+        return self.head(x + self.block2(x))
+
+
+def test_a_small_shortcut_beside_a_normalized_branch_does_not_shrink_the_stream():
+    torch.manual_seed(0)
+    model = MaxViTStage()
+    report = nnlint.check(model, torch.randn(8, 3, 32, 32), select=["NN103", "NN401"])
+    assert loud(report) == []
+
+
+def test_a_small_shortcut_beside_an_unnormalized_branch_still_compounds_with_the_stem():
+    torch.manual_seed(0)
+    report = nnlint.check(MaxViTStage(branch_norm=False), torch.randn(8, 3, 32, 32), select=["NN103"])
+    assert {d.module for d in report.diagnostics if d.code == "NN103"} >= {"stem.3", "proj.1"}

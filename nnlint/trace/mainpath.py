@@ -63,13 +63,22 @@ class MainPath:
         """A weight layer whose output scale matters for the next layer: outside residual branches,
         not the model's last layer, not re-scaled by a normalization before the next weight layer,
         and not all-zero or constant (NN101/NN102 report those)."""
-        if not is_weight_layer(op) or op.index in self.branch_op_indices:
+        if not is_weight_layer(op) or op.index in self.branch_op_indices or op.index in self.shortcut_ops_beside_norms:
             return False
         if op.index not in self._main_path:
             p = self.trace.params.get(op.weight)
             self._main_path[op.index] = not (p is None or p.all_zero or p.rows_identical) \
                 and self.graph.reaches_weight_layer(op) is not None and not self._normalized_downstream(op)
         return self._main_path[op.index]
+
+    @cached_property
+    def shortcut_ops_beside_norms(self) -> frozenset[int]:
+        """The ops of projection shortcuts added to a branch that holds a normalization: P(x) + f(norm(x))
+        takes its scale from the normalized branch, so P's own scale does not set the stream's (MaxViT's
+        avgpool + 1x1 conv at std 0.02 beside a pre-normalized MBConv: the stream runs 0.3, 0.08,
+        0.12 ... 0.47, it does not collapse; benchmarks/TRIAGE.md, J)."""
+        return frozenset(o.index for block in self.blocks if block.projection and self.branch_norms(block)
+                         for o in block.skip_ops)
 
     def _normalized_downstream(self, op: OpRecord) -> bool:
         """Every path from the layer meets a normalization before another weight layer or the output. A

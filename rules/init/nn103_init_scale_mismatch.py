@@ -114,7 +114,10 @@ class InitScaleMismatch(Rule):
 
     def check(self, trace):
         graph = Graph.of(trace)
-        in_branch = Structure.of(trace).branch_op_indices
+        structure = Structure.of(trace)
+        # Layers whose too-small scale does not carry on: inside a residual branch, or a shortcut beside a
+        # normalized branch (which sets the block output's scale)
+        scale_set_elsewhere = structure.branch_op_indices | structure.shortcut_ops_beside_norms
         embedding_params = {o.weight for o in graph.ops if o.kind == "embedding" and o.weight}
         candidates: list[Mismatch] = []
         chains = _Chains()
@@ -135,7 +138,7 @@ class InitScaleMismatch(Rule):
                 continue
             if downstream.normalized_everywhere:
                 continue
-            if m.too_small and (final or op.index in in_branch):
+            if m.too_small and (final or op.index in scale_set_elsewhere):
                 continue
             if final and not downstream.reaches_output:
                 continue
