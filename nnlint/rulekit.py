@@ -311,7 +311,7 @@ def input_scale_absorbed(trace: Trace, rec) -> bool:
 
 def _first_layers_feed(graph: Graph, rec, is_norm) -> bool:
     """Whether every weight layer that reads the input with no weight layer before it feeds, through
-    views only, an op `is_norm` accepts."""
+    views only, nothing but ops `is_norm` accepts."""
     firsts = []
     for consumer in graph.consumers.get(rec.serial, ()):
         reached = [consumer] if vocab.is_weight_layer(consumer) else \
@@ -320,8 +320,9 @@ def _first_layers_feed(graph: Graph, rec, is_norm) -> bool:
     if not firsts:
         return False
     for op in firsts:
-        nxt = graph.first(op, lambda o: not vocab.is_passthrough(o), through=vocab.is_passthrough)
-        if nxt is None or not is_norm(nxt):
+        # every reader, not the first one: MLP-Mixer's stem feeds a pre-norm and the residual stream
+        readers = [o for o in graph.walk(op, through=vocab.is_passthrough) if not vocab.is_passthrough(o)]
+        if not readers or not all(is_norm(o) for o in readers):
             return False
     return True
 

@@ -428,3 +428,41 @@ def test_a_small_shortcut_beside_an_unnormalized_branch_still_compounds_with_the
     torch.manual_seed(0)
     report = nnlint.check(MaxViTStage(branch_norm=False), torch.randn(8, 3, 32, 32), select=["NN103"])
     assert {d.module for d in report.diagnostics if d.code == "NN103"} >= {"stem.3", "proj.1"}
+
+
+class RefinementLoop(nn.Module):
+    """RAFT's update block in miniature (benchmarks/TRIAGE.md, R): flow starts at zero and one motion
+    encoder (conv + ReLU modules) runs once per iteration. On the first call it reads the all-zero flow,
+    so its output is its bias and every channel with a negative bias is silent; on the later calls the
+    flow is not zero."""
+
+    def __init__(self, bias: float = 0.0):
+        super().__init__()
+        self.context = nn.Conv2d(3, 2, 3, padding=1)
+        self.encoder = nn.Sequential(nn.Conv2d(2, 16, 3, padding=1), nn.ReLU())   # reads the flow alone
+        self.flow_head = nn.Conv2d(16, 2, 3, padding=1)
+        with torch.no_grad():
+            self.encoder[0].bias.copy_(torch.linspace(-0.3, 0.3, 16) + bias)
+
+    def forward(self, x):
+        ctx = self.context(x)
+        flow = torch.zeros(x.shape[0], 2, *x.shape[2:])
+        for _ in range(4):
+            flow = flow + self.flow_head(self.encoder(flow)) + ctx   # the update also reads the images
+        return flow
+
+
+def test_units_silent_only_on_a_loop_s_first_call_are_not_dead():
+    torch.manual_seed(0)
+    model = RefinementLoop()
+    report = nnlint.check(model, torch.randn(4, 3, 16, 16), select=["NN203"])
+    assert loud(report) == []
+
+
+def test_units_silent_at_every_call_of_a_loop_are_dead_once_over_all_calls():
+    torch.manual_seed(0)
+    model = RefinementLoop(bias=-100.0)
+    report = nnlint.check(model, torch.randn(4, 3, 16, 16), select=["NN203"])
+    found = [d for d in report.diagnostics if d.code == "NN203"]
+    assert len(found) == 1 and found[0].module == "encoder.1" and found[0].evidence["calls"] == 4
+    assert found[0].evidence["dead_fraction"] == 1.0

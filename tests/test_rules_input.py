@@ -81,3 +81,24 @@ def test_features_on_different_scales_are_still_reported_before_a_layernorm():
     batch = torch.randn(64, 8) * torch.tensor([1000.0, 1, 1, 1, 1, 1, 1, 1])
     found = codes(model, batch)
     assert found["NN302"].evidence["scale_ratio"] > 500
+
+
+class MixerStem(nn.Module):
+    """MLP-Mixer's patch embedding: its output feeds the first block's LayerNorm *and* the residual
+    stream, which carries the input's scale on past the norm."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 4, stride=4)
+        self.norm = nn.LayerNorm(16)
+        self.mix = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.stem(x).flatten(2).transpose(1, 2)
+        x = x + self.mix(self.norm(x))
+        return self.head(x.mean(1))
+
+
+def test_a_stem_that_also_feeds_the_residual_stream_keeps_the_input_scale():
+    assert "NN302" in codes(MixerStem(), images(60.0))

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections import Counter
+
 from nnlint.registry import Chart, Faulty, Healthy, Rule
 from nnlint.rulekit import describe_op, location_for, pct, reinit_fix, swap_fix
 from nnlint.trace import ops as opnames
@@ -28,8 +30,10 @@ class DeadRelu(Rule):
     is dead for good. A large share of dead units at init wastes the layer, and usually means a bias
     that is too negative, weights too large or badly centered inputs.
 
-    Measured per call site: a ReLU module called several times (torchvision's ResNet calls one
-    `self.relu` three times per block) is judged at each call.
+    Measured per unit: a ReLU module called several times after different layers (torchvision's ResNet
+    calls one `self.relu` three times per block) is judged at each call; one called after the same
+    layer again and again (a refinement loop: RAFT's update block) is judged over all those calls, as
+    a unit is dead only if it is silent at every one of them.
 
     Not reported when the layer feeding the activation is all-zero or constant (NN101/NN102), or when
     the pre-activation is exactly constant (a zero-initialized norm scale before it, timm's
@@ -83,6 +87,11 @@ class DeadRelu(Rule):
 
     def check(self, trace):
         graph = Graph.of(trace)
+        for calls in _calls_of_one_unit_set(graph, self._judged(trace, graph)).values():
+            yield from self._judge(trace, graph, calls)
+
+    def _judged(self, trace, graph: Graph):
+        """The activation calls to judge, each with its units' active fractions and positions."""
         for op in graph.ops:
             if op.kind not in opnames.ALIVE_ABOVE:
                 continue
@@ -96,39 +105,66 @@ class DeadRelu(Rule):
                 continue   # a positivity map (Mamba's step size), not a hidden layer: small values are its init
             unit_dim = op.args.get("unit_dim", len(out.shape) - 1)
             positions = out.numel // max(out.shape[unit_dim], 1) if out.shape else 0
-            if positions < self.opts["min_positions"]:
-                continue
-            dead = sum(1 for a in active if a < self.opts["active_below"])
-            frac = dead / len(active)
-            if frac <= self.opts["warning_fraction"]:
-                continue
-            severity = "error" if frac > self.opts["error_fraction"] else "warning"
-            unit = "channels" if unit_dim == 1 and len(out.shape) >= 3 else "units"
+            yield op, active, positions, unit_dim
+
+    def _judge(self, trace, graph: Graph, calls: list):
+        op, _, _, unit_dim = calls[0]
+        positions = sum(c[2] for c in calls)
+        if positions < self.opts["min_positions"]:
+            return
+        # A unit's share of active positions over every call with these weights
+        active = [sum(c[1][u] * c[2] for c in calls) / positions for u in range(len(calls[0][1]))]
+        dead = sum(1 for a in active if a < self.opts["active_below"])
+        frac = dead / len(active)
+        if frac <= self.opts["warning_fraction"]:
+            return
+        severity = "error" if frac > self.opts["error_fraction"] else "warning"
+        unit = "channels" if unit_dim == 1 and len(op.out.shape) >= 3 else "units"
+        feeding = graph.feeding_weight_op(op)
+        if feeding is not None and _degenerate(trace, feeding.weight):
+            return   # an all-zero or constant layer upstream (NN101/NN102) is the cause: report that
+        fix = None
+        if feeding is not None and feeding.weight is not None:
+            fix = reinit_fix(trace, feeding.module, op.kind, graph.activation_slope(op),
+                             why="and a small positive bias, 0.01, so that every unit starts active", bias=DEAD_BIAS)
+        # Where a re-init cannot keep the units alive (a layer a few units wide), a LeakyReLU's units
+        # cannot die: the ladder's next step, for the activations the swap knows.
+        escalation = [swap_fix(trace, graph, op, "leaky_relu")] if op.kind in SWAPPABLE else []
+        flat = opnames.ALIVE_ABOVE[op.kind]
+        never = "never activate" if flat == 0 else f"sit in the flat region (pre-activation < {flat:g}, derivative under 5% of its peak)"
+        over = f" over its {len(calls)} calls" if len(calls) > 1 else ""
+        yield self.diagnostic(
+            op.module,
+            f"{pct(frac)} of {describe_op(trace, op)} {unit} ({dead}/{len(active)}) {never} on this batch{over} "
+            f"(out of it on under {pct(self.opts['active_below'])} of {positions} positions): they pass (almost) no gradient"
+            + (f"; re-init {feeding.module} with {fix.params.call(feeding.module)} and a small positive bias "
+               f"({DEAD_BIAS:g})" if fix is not None else ""),
+            severity=severity,
+            location=location_for(trace, op.module, op),
+            evidence={"dead_fraction": frac, "dead_units": dead, "units": len(active), "positions": positions,
+                      "call_index": op.call_index, "calls": len(calls),
+                      "feeding_layer": feeding.module if feeding else None},
+            fix=fix,
+            escalation=escalation,
+        )
+
+
+def _calls_of_one_unit_set(graph: Graph, judged) -> dict:
+    """The calls grouped by the units they measure: one activation module fed by the same weight layer
+    (a refinement loop runs both once per iteration: RAFT's motion encoder reads an all-zero flow on the
+    first of them, so its units are judged over every call, benchmarks/TRIAGE.md, R). One `self.relu`
+    after different layers (torchvision's ResNet) measures different units: separate groups."""
+    judged = list(judged)
+    calls = Counter(op.module for op, *_ in judged)
+    groups: dict = {}
+    for op, active, positions, unit_dim in judged:
+        key: tuple = (op.index,)
+        if op.module and calls[op.module] > 1:   # the walk up only where a module runs more than once
             feeding = graph.feeding_weight_op(op)
-            if feeding is not None and _degenerate(trace, feeding.weight):
-                continue   # an all-zero or constant layer upstream (NN101/NN102) is the cause: report that
-            fix = None
             if feeding is not None and feeding.weight is not None:
-                fix = reinit_fix(trace, feeding.module, op.kind, graph.activation_slope(op),
-                                 why="and a small positive bias, 0.01, so that every unit starts active", bias=DEAD_BIAS)
-            # Where a re-init cannot keep the units alive (a layer a few units wide), a LeakyReLU's units
-            # cannot die: the ladder's next step, for the activations the swap knows.
-            escalation = [swap_fix(trace, graph, op, "leaky_relu")] if op.kind in SWAPPABLE else []
-            flat = opnames.ALIVE_ABOVE[op.kind]
-            never = "never activate" if flat == 0 else f"sit in the flat region (pre-activation < {flat:g}, derivative under 5% of its peak)"
-            yield self.diagnostic(
-                op.module,
-                f"{pct(frac)} of {describe_op(trace, op)} {unit} ({dead}/{len(active)}) {never} on this batch "
-                f"(out of it on under {pct(self.opts['active_below'])} of {positions} positions): they pass (almost) no gradient"
-                + (f"; re-init {feeding.module} with {fix.params.call(feeding.module)} and a small positive bias "
-                   f"({DEAD_BIAS:g})" if fix is not None else ""),
-                severity=severity,
-                location=location_for(trace, op.module, op),
-                evidence={"dead_fraction": frac, "dead_units": dead, "units": len(active), "positions": positions,
-                          "call_index": op.call_index, "feeding_layer": feeding.module if feeding else None},
-                fix=fix,
-                escalation=escalation,
-            )
+                key = (op.module, op.kind, feeding.weight, len(active))
+        groups.setdefault(key, []).append((op, active, positions, unit_dim))
+    return groups
 
 
 def _zeroed_upstream(trace, graph: Graph, op) -> bool:
