@@ -466,3 +466,41 @@ def test_units_silent_at_every_call_of_a_loop_are_dead_once_over_all_calls():
     found = [d for d in report.diagnostics if d.code == "NN203"]
     assert len(found) == 1 and found[0].module == "encoder.1" and found[0].evidence["calls"] == 4
     assert found[0].evidence["dead_fraction"] == 1.0
+
+
+class ConvGRURefiner(nn.Module):
+    """RAFT-small's update block in miniature (benchmarks/TRIAGE.md, T): the hidden state starts as
+    tanh of an un-normalized context encoder (saturated), and a hand-written ConvGRU updates it."""
+
+    def __init__(self, gated: bool = True):
+        super().__init__()
+        self.gated = gated
+        self.context = nn.Conv2d(3, 8, 3, padding=1)
+        nn.init.normal_(self.context.weight, std=1.0)             # its tanh saturates
+        self.convz, self.convq = nn.Conv2d(16, 8, 3, padding=1), nn.Conv2d(16, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 2, 3, padding=1)
+
+    def forward(self, x):
+        h = torch.tanh(self.context(x))
+        inp = torch.relu(self.context(x))
+        for _ in range(2):
+            hx = torch.cat([h, inp], dim=1)
+            q = torch.tanh(self.convq(hx))
+            if self.gated:
+                z = torch.sigmoid(self.convz(hx))
+                h = (1 - z) * h + z * q
+            else:
+                h = q + self.convz(hx)
+        return self.head(h)
+
+
+def test_a_hand_written_gru_state_is_not_a_hidden_tanh_layer():
+    torch.manual_seed(0)
+    report = nnlint.check(ConvGRURefiner(), torch.randn(4, 3, 16, 16), select=["NN201", "NN202"])
+    assert loud(report) == []
+
+
+def test_a_saturated_tanh_no_gate_multiplies_is_still_reported():
+    torch.manual_seed(0)
+    report = nnlint.check(ConvGRURefiner(gated=False), torch.randn(4, 3, 16, 16), select=["NN201", "NN202"])
+    assert {d.code for d in report.diagnostics if d.severity != "info"} >= {"NN202"}

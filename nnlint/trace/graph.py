@@ -275,6 +275,33 @@ class Graph:
                 return shape is None or out is None or tuple(out.shape) == tuple(shape)
         return False
 
+    def is_gated_state(self, op: OpRecord) -> bool:
+        """True for tanh/sigmoid whose output a sigmoid gate multiplies: the state or candidate of a
+        hand-written GRU/LSTM, `h = (1 - z) * h + z * tanh(q)` (RAFT's ConvGRU, whose hidden state
+        starts as `tanh(context)`). Bounded by design, as inside nn.GRU. Only the few ops right after
+        it, and right before the gate's other operand, are looked at."""
+        carried = set(op.outputs)     # the activation's value, through views (a gate computed from it counts)
+        for nxt in self.walk(op, through=vocab.is_passthrough, limit=16):
+            if vocab.is_passthrough(nxt):
+                carried.update(nxt.outputs)
+            if nxt.kind != "mul":
+                continue
+            for s in nxt.inputs:
+                if s in carried or s in self.param_serials:
+                    continue
+                src = self.producer.get(s)
+                for _ in range(3):    # through `1 - z` and views
+                    if src is None or src.kind == "sigmoid":
+                        break
+                    if src.kind not in ("sub", "rsub", "add") and not vocab.is_passthrough(src):
+                        src = None
+                        break
+                    ins = self.tensor_inputs(src)
+                    src = self.producer.get(ins[0]) if len(ins) == 1 else None
+                if src is not None and src.kind == "sigmoid" and src is not op:
+                    return True
+        return False
+
     # -- reach --
     def ancestors(self, serial: int, limit: int = 100000) -> set[int]:
         """Serials this tensor was computed from (parameters excluded)."""

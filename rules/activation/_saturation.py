@@ -16,7 +16,7 @@ def reported_fraction(trace, graph, op, warning_fraction: float = WARNING_FRACTI
     and, under `error_fraction`, beyond what the gain-correct init of the layer feeding it gives on
     unit-RMS inputs (NN202's docstring has the evidence)."""
     frac = op.stats.get("saturated")
-    if frac is None or frac <= warning_fraction or graph.is_formula_gate(op):
+    if frac is None or frac <= warning_fraction or graph.is_formula_gate(op) or graph.is_gated_state(op):
         return None
     if frac <= error_fraction and _at_design_point(trace, op, graph.feeding_weight_op(op), design_margin):
         return None

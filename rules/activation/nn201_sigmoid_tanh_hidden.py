@@ -18,7 +18,9 @@ class SigmoidTanhHidden(Rule):
     so gradients shrink layer by layer; sigmoid's output is also not zero-centered. ReLU-family
     activations train deep networks faster and more reliably.
 
-    Not reported: sigmoid/tanh as a gate (`x * torch.sigmoid(g)`, SE blocks, GLU, LSTM/GRU gates), inside
+    Not reported: sigmoid/tanh as a gate (`x * torch.sigmoid(g)`, SE blocks, GLU, LSTM/GRU gates), as the
+    state or candidate a sigmoid gate multiplies (a hand-written GRU: RAFT's ConvGRU, whose hidden state
+    starts as `tanh(context)`, benchmarks/TRIAGE.md T), inside
     an activation formula that multiplies its input (GPT-2's tanh GELU, hand-written Swish or Mish), and
     at the output. Info on its own; raised to warning when NN202 finds the same activation saturated.
 
@@ -61,7 +63,7 @@ class SigmoidTanhHidden(Rule):
             if op.kind not in opnames.SATURATING:
                 continue
             consumer = graph.feeds_weight_layer(op)
-            if consumer is None or graph.is_formula_gate(op):
+            if consumer is None or graph.is_formula_gate(op) or graph.is_gated_state(op):
                 continue
             key = (op.module, op.location.line if op.location else -1) if call_site(trace, op).functional else (op.module, -1)
             if key in reported:

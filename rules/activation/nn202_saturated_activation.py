@@ -32,6 +32,9 @@ class SaturatedActivation(Rule):
 
     Not reported for tanh/sigmoid inside an activation formula that multiplies its own input
     (`0.5 * x * (1 + tanh(...))`, Swish, Mish): saturation there is the formula working as intended.
+    Nor for the state or candidate of a hand-written GRU/LSTM, which a sigmoid gate multiplies
+    (`(1 - z) * h + z * tanh(q)`; RAFT's ConvGRU state `tanh(context)`): bounded by design, as
+    inside nn.GRU (benchmarks/TRIAGE.md, T).
 
     Not reported either (below the error fraction) where the saturation is what the gain-correct init
     gives: the pre-activations' RMS is at most `design_margin` times what the feeding layer's Xavier
