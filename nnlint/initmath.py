@@ -162,6 +162,16 @@ def is_weight_matrix(shape: tuple[int, ...]) -> bool:
     return n != shape[0]
 
 
+# Under this fraction of 1/sqrt(fan_in) (LeCun's scale, the smallest gain-correct std), a weight starts
+# at about zero on purpose: BEiT's head (trunc_normal 0.02 x head_init_scale 1e-3), timm ViT's cls_token
+# (std 1e-6). What its first steps do is overwrite that zero, whatever the learning rate.
+NEAR_ZERO = 1e-2
+
+
+def starts_near_zero(std: float, fan_in: int) -> bool:
+    return fan_in > 0 and std < NEAR_ZERO / math.sqrt(fan_in)
+
+
 def fans(shape: tuple[int, ...]) -> tuple[int, int]:
     """(fan_in, fan_out) of a weight, as torch.nn.init._calculate_fan_in_and_fan_out computes them."""
     if len(shape) < 2:

@@ -212,6 +212,37 @@ def test_a_channel_gain_stored_as_c11_is_no_weight_for_the_update_ratio():
     assert report.trace.probes["update_ratio"]["params"]      # measured, and the weights judged
 
 
+class TinyViT(nn.Module):
+    """timm's ViT at init: a cls_token at std 1e-6, and (BEiT) a head scaled by head_init_scale 1e-3."""
+
+    def __init__(self, d: int = 32, head_scale: float = 1e-3):
+        super().__init__()
+        self.patch = nn.Conv2d(3, d, 8, stride=8)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, d) * 1e-6)
+        self.block = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+        self.head = nn.Linear(d, 10)
+        with torch.no_grad():
+            self.head.weight.mul_(head_scale)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = x + self.block(x)
+        return self.head(x[:, 0])
+
+
+@pytest.mark.parametrize("lr, head_scale, loud_expected", [(1e-3, 1e-3, False), (10.0, 1.0, True)])
+def test_weights_that_start_at_about_zero_have_no_update_ratio_to_judge(lr, head_scale, loud_expected):
+    torch.manual_seed(0)
+    model = TinyViT(head_scale=head_scale)
+    report = nnlint.check(model, torch.randn(4, 3, 32, 32), optimizer=torch.optim.AdamW(model.parameters(), lr=lr),
+                          select=["NN804"])
+    flagged = {d.evidence.get("param") for d in report.diagnostics if d.severity != "info"}
+    assert "cls_token" not in flagged
+    assert ("head.weight" in flagged) == loud_expected      # the near-zero head is quiet, a real one is not
+    assert bool(flagged) == loud_expected                   # lr 10 still rewrites the real weights every step
+
+
 def test_a_squeeze_layer_whose_expand_layer_feeds_the_sigmoid_gate_does_not_explode():
     # torchvision EfficientNet-B6's features.3.0 SE: Conv2d(240, 10) at Kaiming fan_out gains 10.4x on
     # the pooled vector's RMS; the expand layer's sigmoid bounds the gate in [0, 1] (here 240 -> 2: 18x)

@@ -20,7 +20,7 @@ import math
 
 from typing import Any, Optional
 
-from nnlint.initmath import is_weight_matrix
+from nnlint.initmath import is_weight_matrix, starts_near_zero
 from nnlint.probes.base import Probe, ProbeContext, probe
 from nnlint.probes.copies import shadow_optimizer, step_of
 from nnlint.trace.inventory import unwrap_optimizer
@@ -48,7 +48,8 @@ class UpdateRatio(Probe):
         named = {id(p): n for n, p in ctx.model.named_parameters()}
         group_of = {id(p): i for i, g in enumerate(optimizer.param_groups) for p in g["params"]}
         embeddings = frozenset(n for n, m in ctx.trace.modules.items() if "Embedding" in m.type)
-        updates = _updates(optimizer, ctx.gradients, named, 1.0, embeddings)
+        sampled = sampled_weights(optimizer, ctx.gradients, named, SAMPLED, ctx.trace.params)
+        updates = _updates(optimizer, ctx.gradients, named, 1.0, embeddings, only=sampled)
         out: dict[str, Any] = {"optimizer": type(optimizer).__name__, "loss_is_surrogate": ctx.trace.loss_is_surrogate,
                                "lrs": [_lr(g) for g in optimizer.param_groups], "params": [], "scale_response": None}
         if not updates:
@@ -83,9 +84,21 @@ def _lr(group) -> Optional[float]:
         return None
 
 
-def sampled_weights(optimizer, gradients: dict[str, Any], named: dict[int, str], limit: int) -> set[int]:
-    """The weight matrices (initmath.is_weight_matrix: not a (C, 1, 1) gain) with a gradient whose update
-    is measured: at most `limit`, evenly spread through the model's order, holding at most BUDGET of
+def has_scale_to_keep(shape: tuple[int, ...], record=None) -> bool:
+    """A weight whose update/weight ratio says how fast training rewrites its scale: a weight matrix
+    (initmath.is_weight_matrix: not a per-channel gain stored as (C, 1, 1), such as ConvNeXt's
+    `layer_scale` at 1e-6), and not one that starts at about zero on purpose (initmath.starts_near_zero:
+    ViT's cls_token at std 1e-6, BEiT's head at 1e-3 of its init). Those have no scale yet: their first
+    Adam step is lr per value, 50-1000x their norm, by design."""
+    if not is_weight_matrix(tuple(shape)):
+        return False
+    return record is None or not starts_near_zero(record.std, record.fan_in)
+
+
+def sampled_weights(optimizer, gradients: dict[str, Any], named: dict[int, str], limit: int,
+                    records: Optional[dict] = None) -> set[int]:
+    """The weights with a scale to keep (`has_scale_to_keep`, by their ParamRecord in `records`) and a
+    gradient whose update is measured: at most `limit`, evenly spread through the model's order, holding at most BUDGET of
     the model's parameter values (the largest dropped first; at least two kept). The ratio is a property
     of the learning rate and the optimizer more than of one layer, and every other parameter's step is
     skipped: the probe stays a small fraction of a training step (a 38M-value tied embedding alone costs
@@ -93,8 +106,9 @@ def sampled_weights(optimizer, gradients: dict[str, Any], named: dict[int, str],
     order = {n: i for i, n in enumerate(named.values())}
     params = {id(p): p for g in optimizer.param_groups for p in g["params"]}.values()
     total = sum(p.numel() for p in params) or 1
-    weights = sorted((p for p in params if named.get(id(p)) in gradients and is_weight_matrix(tuple(p.shape))
-                      and p.is_floating_point()),
+    records = records or {}
+    weights = sorted((p for p in params if named.get(id(p)) in gradients and p.is_floating_point()
+                      and has_scale_to_keep(tuple(p.shape), records.get(named[id(p)]))),
                      key=lambda p: order[named[id(p)]])
     if len(weights) > limit:
         weights = [weights[i] for i in sorted({round(i * (len(weights) - 1) / (limit - 1)) for i in range(limit)})]

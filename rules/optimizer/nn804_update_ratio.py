@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import statistics
 
-from nnlint.initmath import is_weight_matrix
+from nnlint.probes.update_ratio import has_scale_to_keep
 from nnlint.pyexpr import module_expr
 from nnlint.registry import Faulty, Healthy, Rule
 from nnlint.rulekit import fmt
@@ -32,6 +32,10 @@ class UpdateRatio(Rule):
     scale is meant to grow; ConvNeXt's recipe is AdamW lr 4e-3). Measured on the real-model corpus
     (benchmarks/TRIAGE.md, Z1): 3-4 such warnings per torchvision ConvNeXt, its weights' own ratios
     0.018-0.05.
+    Nor weights that start at about zero on purpose (std under 1e-2 / sqrt(fan_in),
+    `initmath.starts_near_zero`): timm ViT/DeiT's `cls_token` (std 1e-6, "1027x its norm") and BEiT's
+    head (trunc_normal 0.02 x `head_init_scale` 1e-3, "50x") in the timm sweep of 2026-12-02; what
+    their first steps do is replace that zero.
 
     ## Why is this bad?
     The learning rate is the first hyperparameter to get right, and a wrong one fails silently: at
@@ -99,7 +103,7 @@ class UpdateRatio(Rule):
             return   # the surrogate's gradient scale set this update (SGD): not the user's step
         # lr 0 is NN803's; its update is 0 by definition
         judged = [p for p in data["params"] if p.get("ratio") is not None and p.get("group") is not None and p.get("lr")
-                  and not _channel_vector(trace, p["name"])]
+                  and _has_scale_to_keep(trace, p["name"])]
         if not judged:
             return
         low, high, target = self.opts["low"], self.opts["high"], self.opts["target"]
@@ -134,12 +138,9 @@ class UpdateRatio(Rule):
             )
 
 
-def _channel_vector(trace, name: str) -> bool:
-    """A per-channel gain or bias stored with singleton dims (initmath.is_weight_matrix). Its first Adam
-    step is lr per value by design, 1000x a 1e-6 layer scale's norm; the update/weight ratio is a weight
-    matrix's measure."""
+def _has_scale_to_keep(trace, name: str) -> bool:
     record = trace.params.get(name)
-    return record is not None and len(record.shape) >= 2 and not is_weight_matrix(tuple(record.shape))
+    return record is None or has_scale_to_keep(record.shape, record)
 
 
 def _round(x: float) -> float:
