@@ -93,12 +93,15 @@ def apply_suggested(model, batch, code: str) -> list[str]:
         if params is None:
             continue
         layer = model.get_submodule(d.fix.target)
-        kwargs = {k: params[k] for k in ("nonlinearity", "mode", "a", "gain") if k in params}
+        spec = params.spec                       # a ReinitParams: the message's own init call
         with torch.no_grad():
-            getattr(torch.nn.init, params["initializer"])(layer.weight, **kwargs)
-            if getattr(layer, "bias", None) is not None and params.get("zero_bias"):
-                layer.bias.zero_()
-        applied.append(f"{d.code} {d.fix.target} (by hand: {params['initializer']})")
+            getattr(torch.nn.init, spec.initializer)(getattr(layer, params.param), **spec.runtime_kwargs())
+            if getattr(layer, "bias", None) is not None:
+                if params.bias is not None:
+                    layer.bias.fill_(params.bias)
+                elif params.zero_bias:
+                    layer.bias.zero_()
+        applied.append(f"{d.code} {d.fix.target} (by hand: {spec.initializer})")
     return applied
 
 
