@@ -309,9 +309,9 @@ def input_scale_absorbed(trace: Trace, rec) -> bool:
     return _first_layers_feed(Graph.of(trace), rec, vocab.is_per_sample_norm)
 
 
-def _first_layers_feed(graph: Graph, rec, is_norm) -> bool:
+def _first_layers_feed(graph: Graph, rec, accepts) -> bool:
     """Whether every weight layer that reads the input with no weight layer before it feeds, through
-    views only, nothing but ops `is_norm` accepts."""
+    views only, nothing but ops `accepts` takes (a kind of normalization)."""
     firsts = []
     for consumer in graph.consumers.get(rec.serial, ()):
         reached = [consumer] if vocab.is_weight_layer(consumer) else \
@@ -322,7 +322,7 @@ def _first_layers_feed(graph: Graph, rec, is_norm) -> bool:
     for op in firsts:
         # every reader, not the first one: MLP-Mixer's stem feeds a pre-norm and the residual stream
         readers = [o for o in graph.walk(op, through=vocab.is_passthrough) if not vocab.is_passthrough(o)]
-        if not readers or not all(is_norm(o) for o in readers):
+        if not readers or not all(accepts(o) for o in readers):
             return False
     return True
 

@@ -16,13 +16,20 @@ def reported_fraction(trace, graph, op, warning_fraction: float = WARNING_FRACTI
     and, under `error_fraction`, beyond what the gain-correct init of the layer feeding it gives on
     unit-RMS inputs (NN202's docstring has the evidence)."""
     frac = op.stats.get("saturated")
-    if frac is None or frac <= warning_fraction or graph.is_formula_gate(op) or graph.is_gated_state(op):
+    if frac is None or frac <= warning_fraction or bounded_on_purpose(graph, op):
         return None
     if frac <= error_fraction and _at_design_point(trace, op, graph.feeding_weight_op(op), design_margin):
         return None
     if _prior_offset(op) and graph.reaches_weight_layer(op) is None:
         return None
     return frac
+
+
+def bounded_on_purpose(graph, op) -> bool:
+    """A sigmoid/tanh that is not a hidden layer's nonlinearity: inside an activation formula that
+    multiplies its own input (GELU-tanh, Swish, Mish), or the state or candidate a sigmoid gate
+    multiplies (a hand-written GRU/LSTM). NN201 and NN202 leave both alone."""
+    return graph.is_formula_gate(op) or graph.is_gated_state(op)
 
 
 def _prior_offset(op) -> bool:

@@ -5,7 +5,7 @@ from nnlint.rulekit import call_site, describe_op, location_for, swap_ladder
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
 
-from nnlint.rules.activation._saturation import reported_fraction
+from nnlint.rules.activation._saturation import bounded_on_purpose, reported_fraction
 
 
 class SigmoidTanhHidden(Rule):
@@ -63,7 +63,7 @@ class SigmoidTanhHidden(Rule):
             if op.kind not in opnames.SATURATING:
                 continue
             consumer = graph.feeds_weight_layer(op)
-            if consumer is None or graph.is_formula_gate(op) or graph.is_gated_state(op):
+            if consumer is None or bounded_on_purpose(graph, op):
                 continue
             key = (op.module, op.location.line if op.location else -1) if call_site(trace, op).functional else (op.module, -1)
             if key in reported:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 from nnlint.registry import Chart, Faulty, Healthy, Rule
 from nnlint.rulekit import describe_op, location_for, pct, reinit_fix, swap_fix
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
+from nnlint.trace.records import OpRecord
 from nnlint.trace.vocab import applies_weights
 
 
@@ -105,15 +107,15 @@ class DeadRelu(Rule):
                 continue   # a positivity map (Mamba's step size), not a hidden layer: small values are its init
             unit_dim = op.args.get("unit_dim", len(out.shape) - 1)
             positions = out.numel // max(out.shape[unit_dim], 1) if out.shape else 0
-            yield op, active, positions, unit_dim
+            yield Call(op, active, positions, unit_dim)
 
-    def _judge(self, trace, graph: Graph, calls: list):
-        op, _, _, unit_dim = calls[0]
-        positions = sum(c[2] for c in calls)
+    def _judge(self, trace, graph: Graph, calls: list["Call"]):
+        op, unit_dim = calls[0].op, calls[0].unit_dim
+        positions = sum(c.positions for c in calls)
         if positions < self.opts["min_positions"]:
             return
         # A unit's share of active positions over every call with these weights
-        active = [sum(c[1][u] * c[2] for c in calls) / positions for u in range(len(calls[0][1]))]
+        active = [sum(c.active[u] * c.positions for c in calls) / positions for u in range(len(calls[0].active))]
         dead = sum(1 for a in active if a < self.opts["active_below"])
         frac = dead / len(active)
         if frac <= self.opts["warning_fraction"]:
@@ -149,21 +151,31 @@ class DeadRelu(Rule):
         )
 
 
-def _calls_of_one_unit_set(graph: Graph, judged) -> dict:
+@dataclass
+class Call:
+    """One activation call to judge: its units' active fractions over its positions."""
+
+    op: OpRecord
+    active: list[float]
+    positions: int
+    unit_dim: int
+
+
+def _calls_of_one_unit_set(graph: Graph, judged) -> dict[tuple, list[Call]]:
     """The calls grouped by the units they measure: one activation module fed by the same weight layer
     (a refinement loop runs both once per iteration: RAFT's motion encoder reads an all-zero flow on the
     first of them, so its units are judged over every call, benchmarks/TRIAGE.md, R). One `self.relu`
     after different layers (torchvision's ResNet) measures different units: separate groups."""
     judged = list(judged)
-    calls = Counter(op.module for op, *_ in judged)
-    groups: dict = {}
-    for op, active, positions, unit_dim in judged:
-        key: tuple = (op.index,)
-        if op.module and calls[op.module] > 1:   # the walk up only where a module runs more than once
-            feeding = graph.feeding_weight_op(op)
+    runs = Counter(c.op.module for c in judged)
+    groups: dict[tuple, list[Call]] = {}
+    for c in judged:
+        key: tuple = (c.op.index,)
+        if c.op.module and runs[c.op.module] > 1:   # the walk up only where a module runs more than once
+            feeding = graph.feeding_weight_op(c.op)
             if feeding is not None and feeding.weight is not None:
-                key = (op.module, op.kind, feeding.weight, len(active))
-        groups.setdefault(key, []).append((op, active, positions, unit_dim))
+                key = (c.op.module, c.op.kind, feeding.weight, len(c.active))
+        groups.setdefault(key, []).append(c)
     return groups
 
 
