@@ -46,6 +46,9 @@ class InitSpec:
     kwargs: tuple[tuple[str, Any], ...] = ()
     gain_of: Optional[str] = None
     why: str = field(default="", compare=False)       # a few words for the source comment
+    # the std was measured on the batch for what runs around the layer (measured_normal): among fixes of
+    # equal priority it wins over a named init, which only knows the layer and its activation
+    measured: bool = False
 
     @property
     def family(self) -> str:
@@ -149,6 +152,21 @@ def symmetric_std(fan: int, nonlinearity: str, slope: Optional[float] = None) ->
     fan_out the backward-preserving one (Kaiming's mode="fan_out", torchvision's choice). Both are
     correct, so a rule accepts any std between them."""
     return expected_std(fan, fan, nonlinearity, slope)
+
+
+def measured_normal(std: float, why: str) -> InitSpec:
+    """`normal_(std=...)` with a std measured on the batch (3 significant figures, so the code reads
+    `std=0.0231`): where no named init's gain fits what follows the layer."""
+    return InitSpec("normal_", (("std", float(f"{std:.3g}")),), why=why, measured=True)
+
+
+def second_moment_std(fan_in: int, gain_after: float) -> float:
+    """The weight std that gives the next layer an input of the same mean square as this layer's, where
+    the ops between them (activation, pooling, dropout) turn an output of mean square m into
+    `gain_after * m`: Var(W x) = fan_in * std^2 * E[x^2] for zero-mean independent weights, so
+    std = 1 / sqrt(gain_after * fan_in). Kaiming's sqrt(2 / fan_in) is this with a ReLU alone
+    (gain_after 1/2); a max-pool or a train-mode dropout after the ReLU raises gain_after."""
+    return 1.0 / math.sqrt(gain_after * fan_in)
 
 
 def is_weight_matrix(shape: tuple[int, ...]) -> bool:

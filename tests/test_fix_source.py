@@ -29,6 +29,7 @@ SOURCE_CASES = {
     "reinit_in_place": ({"NN101", "NN103"}, {}),              # nn.init calls edited in place, comments kept
     "exploding_cnn": ({"NN402", "NN103"}, {}),                # the init call inside a loop, edited once
     "deep_mlp": ({"NN401", "NN103"}, {}),                     # default init: one loop at the end of __init__
+    "pooled_chain": ({"NN401", "NN103"}, {}),                 # max-pools and dropouts: measured stds, one per layer
     "block_init": ({"NN203", "NN103"}, {}),                   # every Block alike: edits go into Block.__init__
     "block_mixed": ({"NN103"}, {"select": ["NN103"]}),        # only some Blocks: the parent names them
     "vgg_isinstance": ({"NN103", "NN401", "NN203"}, {}),      # modules() + isinstance, edited and added

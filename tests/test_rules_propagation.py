@@ -759,3 +759,42 @@ def test_the_fixes_clear_the_findings(name, code):
     result = nnlint.fix(loaded.model, loaded.batch, select=[code])
     assert result.applied and not result.failed
     assert result.report.diagnostics == []
+
+
+def _weight_layer_input_rms(model, batch):
+    """The RMS of every Linear/Conv input, in execution order, in the mode the model is in."""
+    seen = []
+    hooks = [m.register_forward_pre_hook(lambda m, args: seen.append(float(args[0].pow(2).mean().sqrt())))
+             for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    try:
+        with torch.no_grad():
+            torch.manual_seed(3)
+            logits = model(batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen, logits
+
+
+def test_nn401_chain_fix_holds_the_signal_through_max_pools_and_dropouts():
+    """Kaiming's gain leaves out AlexNet's max-pools and train-mode dropouts: a Kaiming chain grows the
+    signal 7x there and the head starts over-confident (benchmarks/TRIAGE.md, N2). The fix measures the
+    std that holds each next layer's input at the chain start's scale."""
+    model, batch = seeded(alexnet), images(16, size=64)
+    target = torch.randint(0, 10, (16,), generator=torch.Generator().manual_seed(0))
+    d = only(check(model, batch), "NN401")
+    assert d.fix.params.spec.initializer == "normal_" and "stds measured on the batch" in d.message
+    assert "Kaiming's gain leaves out the max_pool2d and dropout between the layers" in d.message
+    result = nnlint.fix(model, batch, target=target, loss_fn=nn.CrossEntropyLoss(), select=["NN401"])
+    assert [o.diagnostic.code for o in result.applied] == ["NN401"]
+    rms, logits = _weight_layer_input_rms(model, batch)
+    assert all(0.5 < r / rms[0] < 2.0 for r in rms), rms
+    loss = float(nn.functional.cross_entropy(logits, target))
+    assert abs(loss - math.log(10)) < 0.3, loss
+
+
+def test_nn401_chain_fix_stays_kaiming_where_kaiming_holds_the_signal():
+    d = only(check(seeded(lambda: mlp(depth=6, init="default")), features()), "NN401")
+    assert d.fix.params.spec == correct_init("relu")
+    assert all(c.spec == correct_init("relu") for c in d.fix.params.chain)
+    assert "gain-correct initializer" in d.message

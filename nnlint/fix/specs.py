@@ -71,11 +71,13 @@ def layer_inits(layer: LayerInit, priority: int, bias: Optional[float] = None, z
 
 def resolve(inits: list[ParamInit]) -> dict[str, ParamInit]:
     """One init per parameter: the highest-priority kind's; among equals an explicit one over an optional
-    companion (a dead-ReLU fix's 0.01 bias over a re-init's "zero bias if it is off"), else the first."""
+    companion (a dead-ReLU fix's 0.01 bias over a re-init's "zero bias if it is off"), then a std
+    measured for what runs around the layer over a named init (a chain re-init's std, which counts
+    the max-pools after the layer, over NN103's Kaiming for that layer alone), else the first."""
     chosen: dict[str, ParamInit] = {}
 
-    def rank(init: ParamInit) -> tuple[int, int]:
-        return (init.priority, 0 if init.optional else 1)
+    def rank(init: ParamInit) -> tuple[int, int, int]:
+        return (init.priority, 0 if init.optional else 1, 1 if init.spec.measured else 0)
 
     for init in inits:
         current = chosen.get(init.param)

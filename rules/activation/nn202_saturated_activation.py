@@ -3,7 +3,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from nnlint.initmath import InitSpec, expected_std
+from nnlint.initmath import expected_std, measured_normal
 from nnlint.registry import Chart, Faulty, Healthy, Rule
 from nnlint.rulekit import describe_op, fmt, location_for, pct, reinit_fix
 from nnlint.trace import ops as opnames
@@ -148,9 +148,8 @@ def _measured_scale(trace, op, feeding, fix, warning_fraction: float):
     predicted = z.std * xavier / p.std
     if math.erfc(FLAT_REGION[op.kind] / (predicted * math.sqrt(2))) <= warning_fraction / 2:
         return fix
-    std = float(f"{p.std * TARGET_STD[op.kind] / z.std:.3g}")
-    spec = InitSpec("normal_", (("std", std),),
-                    why=f"std measured on the batch, to keep the {op.kind} that follows out of its flat region")
+    spec = measured_normal(p.std * TARGET_STD[op.kind] / z.std,
+                           why=f"std measured on the batch, to keep the {op.kind} that follows out of its flat region")
     params = dataclasses.replace(fix.params, spec=spec)
     fix.params = params
     fix.description = (f"re-initialize {p.module}.{p.attr}: {params.call(p.module)} (measured: puts {op.kind}'s "

@@ -47,8 +47,9 @@ class ExplodingActivations(Rule):
 
     ## Fix safety
     Safe: re-initializes the first layer that grows the signal with its gain-correct initializer and
-    a zero bias; `fix.params.chain` lists the same re-init for every layer of the chain; where that
-    does not hold, the next step (unsafe) puts a normalization after each layer of the chain. For
+    a zero bias; `fix.params.chain` lists the same re-init for every layer of the chain (with stds
+    measured on the batch where pooling or dropout between the layers would carry the named init
+    more than 3x off, as NN401's fix does); where that does not hold, the next step (unsafe) puts a normalization after each layer of the chain. For
     non-finite activations the fix re-initializes the weight layer feeding the op, when there is one;
     for `exp` as a hidden activation, whose overflow a re-init only moves one layer down, the next step
     (unsafe) replaces it with a ReLU and a Kaiming re-init.
@@ -107,7 +108,7 @@ class ExplodingActivations(Rule):
         for drift in drifting_chains(structure, bad, shrinking=False):
             worst = drift.worst
             module = module_of(structure, drift.culprit)
-            fix = chain_fix(structure, drift, why="the signal's std explodes along the chain")
+            repair = chain_fix(structure, drift, why="the signal's std explodes along the chain")
             norms = insert_norm_fix(trace, [module_of(structure, l) for l in drift.path],
                                     why="the signal's std explodes along the chain")
             yield self.diagnostic(
@@ -115,14 +116,13 @@ class ExplodingActivations(Rule):
                 f"activation std grows {fmt(worst.factor)}x along the main path: from {start_text(drift)} to "
                 f"{fmt(worst.out_std)} at {module_of(structure, worst)}, over {len(drift.path)} layer(s) with no "
                 f"normalization in between ({describe_path(structure, drift)}){residual_note(drift)}: activations "
-                f"and gradients explode; re-init the chain with the gain-correct initializer, starting with "
-                f"{fix_call(fix)}",
+                f"and gradients explode; {repair.how}",
                 location=trace.location_of(module),
                 evidence={"factor": worst.factor, "start": drift.path[0].start.label,
                           "start_std": drift.path[0].start.std,
                           "layers": [module_of(structure, l) for l in drift.path],
                           "stds": [l.out_std for l in drift.path], "steps": [l.step for l in drift.path]},
-                fix=fix,
+                fix=repair.fix,
                 escalation=[norms],
             )
         yield from self._non_finite(structure)

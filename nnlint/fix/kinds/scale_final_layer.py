@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from nnlint.fix.kind import register
 from nnlint.fix.kinds._param_inits import ParamInitKind
 from nnlint.fix.specs import ParamInit, join
-from nnlint.initmath import InitSpec
+from nnlint.initmath import InitSpec, measured_normal
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,7 @@ class ScaleFinalLayer(ParamInitKind):
         if std is None or not std > 0:
             spec = InitSpec("zeros_", why="an output layer that starts unconfident")
         else:
-            spec = InitSpec("normal_", (("std", float(f"{p.factor * std:.3g}")),),
-                            why=f"{p.factor:g}x the current std: the output layer starts unconfident")
+            spec = measured_normal(p.factor * std, why=f"{p.factor:g}x the current std: the output layer starts unconfident")
         return [ParamInit(weight, spec, self.init_priority),
                 ParamInit(join(fix.target, "bias"), InitSpec("zeros_", why="uniform class scores at init"),
                           self.init_priority)]
