@@ -535,3 +535,50 @@ def test_a_saturated_tanh_no_gate_multiplies_is_still_reported():
     torch.manual_seed(0)
     report = nnlint.check(ConvGRURefiner(gated=False), torch.randn(4, 3, 16, 16), select=["NN201", "NN202"])
     assert {d.code for d in report.diagnostics if d.severity != "info"} >= {"NN202"}
+
+
+class WrittenOutMLP(nn.Module):
+    """GPT-2's MLP as Hugging Face writes it (benchmarks/TRIAGE.md, X3): NewGELUActivation is the
+    formula `0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3)))`, whose tanh multiplies `0.5 * x`,
+    computed beside it; `swish=True` writes SiLU out as `x * sigmoid(x)`."""
+
+    def __init__(self, bias: float = 0.0, weight_std: float = 0.02, swish: bool = False):
+        super().__init__()
+        self.swish = swish
+        self.c_fc, self.c_proj = nn.Linear(64, 256), nn.Linear(256, 64)
+        nn.init.normal_(self.c_fc.weight, std=weight_std)
+        nn.init.constant_(self.c_fc.bias, bias)
+        nn.init.normal_(self.c_proj.weight, std=0.02)
+
+    def forward(self, x):
+        h = self.c_fc(x)
+        if self.swish:
+            h = h * torch.sigmoid(h)
+        else:
+            h = 0.5 * h * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (h + 0.044715 * torch.pow(h, 3.0))))
+        return self.c_proj(h)
+
+
+def _tokens():
+    return torch.randn(4, 32, 64, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("swish", [False, True], ids=["gelu-tanh", "swish"])
+def test_a_written_out_activation_shut_by_a_negative_bias_is_dead_units_not_saturation(swish):
+    torch.manual_seed(0)
+    report = nnlint.check(WrittenOutMLP(bias=-10.0, swish=swish), _tokens(), select=["NN201", "NN202", "NN203"])
+    [d] = [d for d in report.diagnostics if d.severity != "info"]
+    assert (d.code, d.module, d.severity) == ("NN203", "", "error")
+    assert d.evidence["dead_fraction"] == 1.0 and d.evidence["feeding_layer"] == "c_fc"
+    assert ("GELU" if not swish else "SiLU") in d.message
+    assert d.fix.params.spec.family == "Kaiming" and d.fix.params.bias == 0.01
+
+
+@pytest.mark.parametrize("swish", [False, True], ids=["gelu-tanh", "swish"])
+def test_a_written_out_activation_at_large_inputs_is_a_relu_not_a_saturated_tanh(swish):
+    """Pre-activations at std 8: the gate is flat on both sides, so the unit is ReLU-like, passing x
+    above and 0 below, each unit on about half the positions: no saturation, no dead units."""
+    torch.manual_seed(0)
+    report = nnlint.check(WrittenOutMLP(weight_std=1.0, swish=swish), _tokens(), select=["NN201", "NN202", "NN203"])
+    assert loud(report) == []
+    assert loud(nnlint.check(WrittenOutMLP(swish=swish), _tokens(), select=["NN201", "NN202", "NN203"])) == []

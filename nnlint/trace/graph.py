@@ -269,8 +269,20 @@ class Graph:
         def formula(o: OpRecord) -> bool:
             return o.kind in ("add", "sub", "div") or o.kind in opnames.PASSTHROUGH
 
+        def from_the_input(s: int) -> bool:
+            # the activation's input itself, or a scalar scaling of it (`0.5 * x * (1 + tanh(...))`, HF's
+            # NewGELUActivation, multiplies by `0.5 * x`, computed beside the tanh's branch)
+            for _ in range(4):
+                if s in upstream:
+                    return True
+                prod = self.producer.get(s)
+                if prod is None or len(self.tensor_inputs(prod)) != 1:
+                    return False
+                s = self.tensor_inputs(prod)[0]
+            return False
+
         for nxt in self.walk(op, through=formula, limit=8):
-            if nxt.kind == "mul" and any(s in upstream for s in nxt.inputs if s not in downstream):
+            if nxt.kind == "mul" and any(from_the_input(s) for s in nxt.inputs if s not in downstream):
                 out = nxt.out
                 return shape is None or out is None or tuple(out.shape) == tuple(shape)
         return False

@@ -26,6 +26,11 @@ ACTIVATION_MODULES = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "ReLU", "lea
 # Where sigmoid and tanh are flat: |z| beyond which the derivative is under 5% of its peak
 # (tanh'(2.2) = 0.048; sigmoid'(4.4) / sigmoid'(0) = 0.047).
 FLAT_REGION = {"tanh": 2.2, "sigmoid": 4.4}
+# Inside an activation formula `x * f(x)` (a written-out GELU-tanh, HF's NewGELUActivation; Swish), the
+# tanh/sigmoid is a gate: below its flat region's negative edge the gate is shut, the unit outputs about
+# 0 and passes about no gradient, as a dead ReLU's does (GELU-tanh: the tanh's input is -2.24 where x is
+# ALIVE_ABOVE's -2.28). Above the positive edge the unit passes x: no harm.
+GATE_OPEN_ABOVE = {kind: -edge for kind, edge in FLAT_REGION.items()}
 
 _KIND_BY_NAME = {
     "linear": "linear", "bilinear": "bilinear",

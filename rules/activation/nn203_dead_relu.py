@@ -32,6 +32,12 @@ class DeadRelu(Rule):
     is dead for good. A large share of dead units at init wastes the layer, and usually means a bias
     that is too negative, weights too large or badly centered inputs.
 
+    An activation written out as a formula is judged by its gate: the tanh of `0.5 * x * (1 +
+    tanh(...))` (GELU's tanh approximation, Hugging Face's `NewGELUActivation` in GPT-2) and the sigmoid
+    of `x * sigmoid(x)` (SiLU). A unit whose gate input sits below the gate's flat edge (tanh -2.2,
+    sigmoid -4.4) on nearly every position outputs about 0 and passes about no gradient, as a dead ReLU
+    does (benchmarks/TRIAGE.md, X3).
+
     Measured per unit: a ReLU module called several times after different layers (torchvision's ResNet
     calls one `self.relu` three times per block) is judged at each call; one called after the same
     layer again and again (a refinement loop: RAFT's update block) is judged over all those calls, as
@@ -95,7 +101,7 @@ class DeadRelu(Rule):
     def _judged(self, trace, graph: Graph):
         """The activation calls to judge, each with its units' active fractions and positions."""
         for op in graph.ops:
-            if op.kind not in opnames.ALIVE_ABOVE:
+            if op.kind not in opnames.ALIVE_ABOVE and not _formula_gate(graph, op):
                 continue
             active = op.stats.get("unit_active")
             out, z = op.out, op.stats.get("in")
@@ -125,19 +131,28 @@ class DeadRelu(Rule):
         feeding = graph.feeding_weight_op(op)
         if feeding is not None and _degenerate(trace, feeding.weight):
             return   # an all-zero or constant layer upstream (NN101/NN102) is the cause: report that
+        gate = op.kind not in opnames.ALIVE_ABOVE      # the tanh/sigmoid of a written-out GELU or Swish
+        activation = FORMULA_ACTIVATION[op.kind] if gate else op.kind
         fix = None
         if feeding is not None and feeding.weight is not None:
-            fix = reinit_fix(trace, feeding.module, op.kind, graph.activation_slope(op),
+            fix = reinit_fix(trace, feeding.module, activation, graph.activation_slope(op),
                              why="and a small positive bias, 0.01, so that every unit starts active", bias=DEAD_BIAS)
         # Where a re-init cannot keep the units alive (a layer a few units wide), a LeakyReLU's units
         # cannot die: the ladder's next step, for the activations the swap knows.
         escalation = [swap_fix(trace, graph, op, "leaky_relu")] if op.kind in SWAPPABLE else []
-        flat = opnames.ALIVE_ABOVE[op.kind]
-        never = "never activate" if flat == 0 else f"sit in the flat region (pre-activation < {flat:g}, derivative under 5% of its peak)"
+        if gate:
+            never = (f"sit where the {op.kind} gate is shut (its input < {opnames.GATE_OPEN_ABOVE[op.kind]:g}: "
+                     f"the unit outputs about 0)")
+            what = f"the {FORMULA_NAME[op.kind]} {unit} computed with {describe_op(trace, op)} (written out as x * {op.kind}(...))"
+            unit = ""
+        else:
+            flat = opnames.ALIVE_ABOVE[op.kind]
+            never = "never activate" if flat == 0 else f"sit in the flat region (pre-activation < {flat:g}, derivative under 5% of its peak)"
+            what = describe_op(trace, op)
         over = f" over its {len(calls)} calls" if len(calls) > 1 else ""
         yield self.diagnostic(
             op.module,
-            f"{pct(frac)} of {describe_op(trace, op)} {unit} ({dead}/{len(active)}) {never} on this batch{over} "
+            f"{pct(frac)} of {what}{' ' + unit if unit else ''} ({dead}/{len(active)}) {never} on this batch{over} "
             f"(out of it on under {pct(self.opts['active_below'])} of {positions} positions): they pass (almost) no gradient"
             + (f"; re-init {feeding.module} with {fix.params.call(feeding.module)} and a small positive bias "
                f"({DEAD_BIAS:g})" if fix is not None else ""),
@@ -149,6 +164,17 @@ class DeadRelu(Rule):
             fix=fix,
             escalation=escalation,
         )
+
+
+# What a written-out activation formula x * f(x) is, by its gate: GELU's tanh approximation, Swish/SiLU.
+FORMULA_ACTIVATION = {"tanh": "gelu", "sigmoid": "silu"}
+FORMULA_NAME = {"tanh": "GELU", "sigmoid": "SiLU"}
+
+
+def _formula_gate(graph: Graph, op) -> bool:
+    """A tanh/sigmoid that gates its own input (`0.5 * x * (1 + tanh(...))`, `x * sigmoid(x)`): the
+    written-out activation's units die where the gate is shut, as a ReLU's do below 0."""
+    return op.kind in opnames.GATE_OPEN_ABOVE and graph.is_formula_gate(op)
 
 
 @dataclass
