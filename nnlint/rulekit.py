@@ -185,10 +185,12 @@ def computed_weight_sources(graph: Graph, op: OpRecord) -> set[str]:
     return sources if not queue else set()
 
 
-def is_all_off_relu(op: OpRecord) -> bool:
-    """A ReLU-family call where no unit fired at all on the batch: nothing passes it, forward or back."""
+def is_all_off_activation(op: OpRecord) -> bool:
+    """A ReLU-family call where no unit fired at all on the batch, or a tanh/sigmoid whose every unit
+    sat below its flat region (a written-out GELU's gate shut everywhere): nothing passes it, forward
+    or back."""
     active = op.stats.get("unit_active")
-    return op.kind in opnames.ALIVE_ABOVE and bool(active) and max(active) == 0.0
+    return (op.kind in opnames.ALIVE_ABOVE or op.kind in opnames.GATE_OPEN_ABOVE) and bool(active) and max(active) == 0.0
 
 
 def is_intentional_zero_layer(graph: Graph, op: OpRecord) -> bool:

@@ -582,3 +582,10 @@ def test_a_written_out_activation_at_large_inputs_is_a_relu_not_a_saturated_tanh
     report = nnlint.check(WrittenOutMLP(weight_std=1.0, swish=swish), _tokens(), select=["NN201", "NN202", "NN203"])
     assert loud(report) == []
     assert loud(nnlint.check(WrittenOutMLP(swish=swish), _tokens(), select=["NN201", "NN202", "NN203"])) == []
+
+
+def test_the_zero_gradient_behind_a_shut_written_out_gelu_names_it_as_the_cause():
+    torch.manual_seed(0)
+    report = nnlint.check(WrittenOutMLP(bias=-10.0), _tokens(), select=["NN406"])
+    by_module = {d.module: d.message for d in report.diagnostics if d.code == "NN406"}
+    assert "c_fc" in by_module and "so no gradient passes it back (see NN203)" in by_module["c_fc"]

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from nnlint.registry import Faulty, Healthy, Rule
-from nnlint.rulekit import input_location, is_all_off_relu
+from nnlint.rulekit import input_location, is_all_off_activation
 from nnlint.trace.graph import Graph
 from nnlint.trace.records import OpRecord, Trace
 
@@ -158,7 +158,7 @@ def _cut_off(trace: Trace, path: str) -> bool:
 
 
 def _blocks(trace: Trace, graph: Graph, op: OpRecord) -> bool:
-    if is_all_off_relu(op):
+    if is_all_off_activation(op):
         return True
     params = [trace.params.get(graph.param_serials[s]) for s in op.inputs if s in graph.param_serials]
     return op.kind in ("linear", "conv", "matmul", "mul", "bilinear") and \

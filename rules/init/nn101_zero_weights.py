@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from nnlint.pyexpr import module_expr
 from nnlint.registry import Faulty, Healthy, Rule
-from nnlint.rulekit import is_all_off_relu, is_intentional_zero_layer, layers_weighted_by, ops_using, reinit_fix
+from nnlint.rulekit import is_all_off_activation, is_intentional_zero_layer, layers_weighted_by, ops_using, reinit_fix
 from nnlint.trace.graph import Graph
 
 
@@ -119,7 +119,7 @@ def _consequence(graph: Graph, use, units: int, nonlin: str) -> str:
     gradient (and a whole stack of such layers trains slowly, if at all)."""
     has_inputs_before = graph.first(use, lambda o: o.weight is not None, up=True) is not None
     before = "; no gradient reaches the layers before it" if has_inputs_before else ""
-    dead = graph.first(use, is_all_off_relu, through=lambda o: o.weight is None, limit=8)
+    dead = graph.first(use, is_all_off_activation, through=lambda o: o.weight is None, limit=8)
     if dead is not None:
         return (f"every one of its {units} units outputs its bias, and the {nonlin} after it is off for all of "
                 f"them: dead, they pass no gradient, so it never learns{before}")

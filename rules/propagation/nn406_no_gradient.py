@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from nnlint.registry import Faulty, Healthy, Rule
-from nnlint.rulekit import is_all_off_relu
+from nnlint.rulekit import is_all_off_activation
 from nnlint.rules.propagation._gradients import short_location
 from nnlint.rules.structure.nn705_unused_module import unused_modules
 from nnlint.trace import ops as opnames
@@ -291,7 +291,7 @@ def _dead_cause_op(graph: Graph, uses: list[OpRecord]) -> Optional[tuple[OpRecor
     gradient is dL/dy times its input, and the input is all zeros)."""
     for up in (False, True):
         for use in uses:
-            dead = graph.first(use, is_all_off_relu, up=up)
+            dead = graph.first(use, is_all_off_activation, up=up)
             if dead is not None:
                 return dead, not up
     return None
