@@ -190,7 +190,7 @@ def is_all_off_activation(op: OpRecord) -> bool:
     sat below its flat region (a written-out GELU's gate shut everywhere): nothing passes it, forward
     or back."""
     active = op.stats.get("unit_active")
-    return (op.kind in opnames.ALIVE_ABOVE or op.kind in opnames.GATE_OPEN_ABOVE) and bool(active) and max(active) == 0.0
+    return op.kind in opnames.OPEN_ABOVE and bool(active) and max(active) == 0.0
 
 
 def is_intentional_zero_layer(graph: Graph, op: OpRecord) -> bool:

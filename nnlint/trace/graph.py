@@ -276,9 +276,10 @@ class Graph:
                 if s in upstream:
                     return True
                 prod = self.producer.get(s)
-                if prod is None or len(self.tensor_inputs(prod)) != 1:
+                operands = self.tensor_inputs(prod) if prod is not None else []
+                if len(operands) != 1:
                     return False
-                s = self.tensor_inputs(prod)[0]
+                s = operands[0]
             return False
 
         for nxt in self.walk(op, through=formula, limit=8):

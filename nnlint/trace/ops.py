@@ -31,6 +31,9 @@ FLAT_REGION = {"tanh": 2.2, "sigmoid": 4.4}
 # 0 and passes about no gradient, as a dead ReLU's does (GELU-tanh: the tanh's input is -2.24 where x is
 # ALIVE_ABOVE's -2.28). Above the positive edge the unit passes x: no harm.
 GATE_OPEN_ABOVE = {kind: -edge for kind, edge in FLAT_REGION.items()}
+# Per activation kind, the pre-activation above which a unit passes signal and gradient: what the
+# tracer's `unit_active` counts.
+OPEN_ABOVE = {**ALIVE_ABOVE, **GATE_OPEN_ABOVE}
 
 _KIND_BY_NAME = {
     "linear": "linear", "bilinear": "bilinear",

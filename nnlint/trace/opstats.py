@@ -115,7 +115,7 @@ def add_operands(x, op: OpRecord, ctx: StatContext) -> None:
         ctx.summarize(t, lambda s, i=i: store(i, s))
 
 
-@statistic("unit_active", kinds=set(opnames.ALIVE_ABOVE) | set(opnames.GATE_OPEN_ABOVE), on="input")
+@statistic("unit_active", kinds=opnames.OPEN_ABOVE, on="input")
 def unit_active(x, op: OpRecord, ctx: StatContext) -> None:
     """Per unit (channel of a conv map, feature of a linear layer), the fraction of positions where a
     ReLU-like activation's pre-activation is out of its flat region (ops.ALIVE_ABOVE): dead units. For
@@ -124,4 +124,4 @@ def unit_active(x, op: OpRecord, ctx: StatContext) -> None:
     unit_dim = ctx.unit_dim(x, ctx.serial)
     op.args["unit_dim"] = unit_dim % max(x.dim(), 1)
     stats.active_fraction_per_unit(x, unit_dim, ctx.pending, ctx.store(op, "unit_active"),
-                                   above=opnames.ALIVE_ABOVE.get(op.kind, opnames.GATE_OPEN_ABOVE.get(op.kind, 0.0)))
+                                   above=opnames.OPEN_ABOVE[op.kind])

@@ -143,16 +143,16 @@ class DeadRelu(Rule):
         if gate:
             never = (f"sit where the {op.kind} gate is shut (its input < {opnames.GATE_OPEN_ABOVE[op.kind]:g}: "
                      f"the unit outputs about 0)")
-            what = f"the {FORMULA_NAME[op.kind]} {unit} computed with {describe_op(trace, op)} (written out as x * {op.kind}(...))"
-            unit = ""
+            what = (f"the {opnames.ACTIVATION_MODULES[activation]} {unit} computed with {describe_op(trace, op)} "
+                    f"(written out as x * {op.kind}(...))")
         else:
             flat = opnames.ALIVE_ABOVE[op.kind]
             never = "never activate" if flat == 0 else f"sit in the flat region (pre-activation < {flat:g}, derivative under 5% of its peak)"
-            what = describe_op(trace, op)
+            what = f"{describe_op(trace, op)} {unit}"
         over = f" over its {len(calls)} calls" if len(calls) > 1 else ""
         yield self.diagnostic(
             op.module,
-            f"{pct(frac)} of {what}{' ' + unit if unit else ''} ({dead}/{len(active)}) {never} on this batch{over} "
+            f"{pct(frac)} of {what} ({dead}/{len(active)}) {never} on this batch{over} "
             f"(out of it on under {pct(self.opts['active_below'])} of {positions} positions): they pass (almost) no gradient"
             + (f"; re-init {feeding.module} with {fix.params.call(feeding.module)} and a small positive bias "
                f"({DEAD_BIAS:g})" if fix is not None else ""),
@@ -168,7 +168,6 @@ class DeadRelu(Rule):
 
 # What a written-out activation formula x * f(x) is, by its gate: GELU's tanh approximation, Swish/SiLU.
 FORMULA_ACTIVATION = {"tanh": "gelu", "sigmoid": "silu"}
-FORMULA_NAME = {"tanh": "GELU", "sigmoid": "SiLU"}
 
 
 def _formula_gate(graph: Graph, op) -> bool:

@@ -196,6 +196,8 @@ def _measured(structure: Structure, path: list[ChainLink], named: list[InitSpec]
     the batch: None when the named inits already keep it within KEPT_SCALE, or the chain cannot be
     measured (it crosses a residual add, or a layer's next input is unknown)."""
     trace, graph = structure.trace, structure.graph
+    if any(abs(link.residual_growth - 1.0) > 1e-6 for link in path):
+        return None
     gains: list[float] = []
     between: dict[str, None] = {}
     predicted, worst = 1.0, 1.0
@@ -203,8 +205,7 @@ def _measured(structure: Structure, path: list[ChainLink], named: list[InitSpec]
         p = trace.params.get(link.op.weight)
         nxt = path[i + 1].op if i + 1 < len(path) else graph.reaches_weight_layer(link.op)
         gain = _gain_after(structure, link, nxt)
-        if p is None or p.fan_in <= 0 or gain is None or abs(link.residual_growth - 1.0) > 1e-6 \
-                or (nxt is not None and i + 1 < len(path) and abs(path[i + 1].residual_growth - 1.0) > 1e-6):
+        if p is None or p.fan_in <= 0 or gain is None:
             return None
         gains.append(gain)
         if nxt is not None:
