@@ -45,6 +45,8 @@ CAUSES = [
     ("U", "NN203", r"(raft_small|ssd300)"),
     ("V", "NN406", r"mvit_v2"),
     ("W", "NN203", r"squeezenet"),
+    ("Y5", "NN702", r"hf/rwkv .*attention_mask"),
+    ("Z3", "NN405", r"ssdlite320"),
 ]
 
 

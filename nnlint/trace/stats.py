@@ -1,7 +1,8 @@
 """Statistics taken on the fly, on the tensor's own device, with cheap reductions.
 
-Nothing is synced to the host per op: every reduction is queued as a small tensor in a `PendingStats`
-and all of them are read back with one transfer per device at the end of the pass. The reductions are
+Nothing is synced to the host per op: every reduction on an accelerator is queued as a small tensor
+in a `PendingStats` and all of them are read back with one transfer per device at the end of the pass
+(CPU results, where a read is no sync, are read at once; their callbacks still run at the end). The reductions are
 the fast ones measured in DESIGN.md (sum, a sum of squares, a uint8 count), not var_mean.
 """
 from __future__ import annotations
