@@ -79,3 +79,21 @@ def test_a_sample_reads_far_fewer_elements_than_the_map_and_is_a_view():
     distance = sample.stride(0)
     assert all(distance % f for f in range(2, int(distance ** 0.5) + 1))   # prime: no channel or row aligns
     assert distance * (stats.SAMPLE_BLOCKS - 1) + stats.BLOCK <= x.numel()
+
+
+def test_cpu_results_are_read_at_once_not_kept_alive_until_the_end():
+    """Thousands of live 0-d results between the activations fragment glibc's heap (peak RSS 1.4x on
+    ViT-B/16): on the CPU the values are taken when queued, and the callbacks still wait for resolve,
+    in order, as they do for accelerator tensors."""
+    import weakref
+
+    pending, out = stats.PendingStats(), []
+    first, second = torch.tensor(3.0), torch.tensor([1, 2], dtype=torch.int32)
+    refs = [weakref.ref(first), weakref.ref(second)]
+    pending.defer([first], lambda v: out.append(("first", v)))
+    pending.defer([second, torch.tensor(True)], lambda v: out.append(("second", v)))
+    del first, second
+    assert [r() for r in refs] == [None, None]
+    assert out == []
+    pending.resolve()
+    assert out == [("first", [3.0]), ("second", [1, 2, True])]
