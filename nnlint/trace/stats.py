@@ -2,8 +2,8 @@
 
 Nothing is synced to the host per op: every reduction on an accelerator is queued as a small tensor
 in a `PendingStats` and all of them are read back with one transfer per device at the end of the pass
-(CPU results, where a read is no sync, are read at once; their callbacks still run at the end). The reductions are
-the fast ones measured in DESIGN.md (sum, a sum of squares, a uint8 count), not var_mean.
+(CPU results, where a read is no sync, are read at once; their callbacks still run at the end). The
+reductions are the fast ones measured in DESIGN.md (sum, a sum of squares, a uint8 count), not var_mean.
 """
 from __future__ import annotations
 
@@ -47,15 +47,16 @@ class PendingStats:
         defaults, `benchmarks/overhead.py`'s memory children: ViT-B/16's check 1.40x the plain step's
         with them kept, 1.10-1.14x read at once; the 6-layer Llama's 1.25x and 1.08x)."""
         if all(t.device.type == "cpu" for t in tensors):
-            tensors = _Read([v for t in tensors for v in t.detach().reshape(-1).tolist()])
+            # floats, as the accelerator path reads them (counts and flags included)
+            tensors = _Read([float(v) for t in tensors for v in t.detach().reshape(-1).tolist()])
         self._tensors.append(tensors)
         self._callbacks.append(callback)
 
     def resolve(self) -> None:
         import torch
 
-        # Grouped by device and dtype, so that each group is one cat and one conversion (a few thousand
-        # 0-d tensors converted one by one cost a ResNet-50 check 15 ms).
+        # What is left is on accelerators. Grouped by device and dtype, so that each group is one cat and
+        # one conversion to float64, not one kernel launch per 0-d tensor (thousands of them per pass).
         groups: dict[Any, list[Any]] = {}
         offsets: dict[Any, int] = {}
         flat_refs: list[list[tuple[Any, int, int]]] = []
