@@ -141,3 +141,36 @@ def test_module_construction_lines_from_source():
     lines = open(__file__).read().splitlines()
     assert "nn.Linear(4, 4)," in lines[trace.modules["body.0"].location.line - 1]
     assert "nn.ReLU()," in lines[trace.modules["body.1"].location.line - 1]
+
+
+def _weight_record(weight: torch.Tensor):
+    model = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    with torch.no_grad():
+        model.weight.copy_(weight)
+    return run_trace(model, torch.randn(4, weight.shape[1]), eval_pass=False).params["weight"]
+
+
+def test_weight_rows_are_judged_exactly_where_a_screen_could_mislead():
+    """The CPU path screens (rows 0 and 1, one row-norm pass); every answer must still be exact."""
+    w = torch.randn(8, 6)
+    w[1] = w[0]                                   # rows 0 and 1 equal, the others not: not all rows equal
+    rec = _weight_record(w)
+    assert (rec.rows_identical, rec.zero_rows) == (False, 0)
+    assert _weight_record(torch.ones(8, 6) * 0.5).rows_identical
+
+    tiny = torch.randn(8, 6)
+    tiny[2] = 1e-30                               # its squares underflow: a zero norm, not a zero row
+    tiny[5] = 0.0
+    tiny[6, 3] = 0.0                              # a zero value in a live row
+    rec = _weight_record(tiny)
+    assert rec.zero_rows == 1 and not rec.all_zero
+
+    huge = torch.randn(8, 6)
+    huge[3, 1] = 1e30                             # finite, but its square overflows the row's norm
+    rec = _weight_record(huge)
+    assert rec.std == rec.std and rec.std > 1e28  # not taken for non-finite (its sum of squares overflows to inf)
+
+    bad = torch.randn(8, 6)
+    bad[4, 2] = float("nan")
+    rec = _weight_record(bad)
+    assert rec.std != rec.std and not rec.rows_identical

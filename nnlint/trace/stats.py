@@ -181,13 +181,14 @@ def accumulation_dtype(x):
 
 @_dense_only
 def summarize(x, pending: PendingStats, store: Callable[[TensorSummary], None],
-              cache: dict | None = None, key: Any = None, extremes: Any = None) -> None:
+              cache: dict | None = None, key: Any = None, bounds: Any = None) -> None:
     """Queue mean/std/non-finite of a floating tensor; `store` receives the TensorSummary.
 
     With a `cache` and a `key` naming this value of this tensor, a tensor already summarized is not
     reduced again: one op's output is the next op's input and often a module's output as well.
-    `extremes`: the tensor's (max, min) as 0-d tensors, when the caller has them from a reduction of
-    its own (a weight's per-column max/min), so the whole tensor is not read again.
+    `bounds`: two 0-d tensors that are finite exactly when every value of the tensor is (its max and
+    min), when the caller has them from a reduction of its own (a weight's rows: inventory), so that the
+    whole tensor is not read again for the non-finite check.
     """
     import torch
 
@@ -210,10 +211,10 @@ def summarize(x, pending: PendingStats, store: Callable[[TensorSummary], None],
     squares = sum_of_squares(flat, acc)
     # Non-finite is decided by max and min over the whole tensor (not the sample: one NaN counts),
     # not by the sum: a float32 attention mask full of finfo.min overflows a sum yet is finite.
-    if extremes is None:
+    if bounds is None:
         lo, hi = torch.aminmax(whole)     # one pass for both
     else:
-        hi, lo = extremes
+        hi, lo = bounds
 
     def done(values: list[float]) -> None:
         total, sq, top, bottom = values
