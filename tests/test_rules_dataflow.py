@@ -289,6 +289,19 @@ def test_nn702_an_attention_mask_the_forward_never_reads():
     assert found(check(seeded(lambda: Masked(True)), padded()), "NN702") == []
 
 
+@pytest.mark.parametrize("masked", [slice(40, 64), slice(0, 24), slice(20, 30)], ids=["right", "left", "middle"])
+def test_nn702_a_long_sequence_masked_past_the_probes_cut_is_still_tested(masked):
+    """The probes look first at 8 of the 64 positions (their first and last 4): right or left padding
+    stays in view, and a mask that differs only in between is swapped at the batch's own size."""
+    ids = torch.randint(1, 100, (4, 64), generator=torch.Generator().manual_seed(4))
+    mask = torch.ones_like(ids)
+    mask[1, masked] = 0
+    batch = {"input_ids": ids, "attention_mask": mask}
+    (d,) = found(check(seeded(lambda: Masked(False)), batch), "NN702")
+    assert "batch['attention_mask'] has no influence" in d.message
+    assert found(check(seeded(lambda: Masked(True)), batch), "NN702") == []
+
+
 def test_nn702_an_input_that_is_the_same_in_every_sample_cannot_be_tested():
     batch = padded()
     batch["attention_mask"] = torch.ones_like(batch["attention_mask"])

@@ -48,13 +48,14 @@ class BatchMixing:
 def measure(d: Dependence, variants: Optional[list[Variant]] = None) -> tuple[Optional[compare.Change], Optional[Variant], list[int]]:
     """The largest change of the other samples over the variants, the variant that made it, and the
     outputs left out as pairwise."""
-    clean = d.clean().outputs
     shapes = d.full_output_shapes()
     best: Optional[compare.Change] = None
     chosen: Optional[Variant] = None
     pairwise: set[int] = set()
     for variant in variants if variants is not None else d.layout.variants:
-        found, skipped = compare.across_samples(clean, d.changed(variant).outputs, d.layout.k, shapes, d.layout.size)
+        dv = d.where_varied(variant)
+        found, skipped = compare.across_samples(dv.clean().outputs, dv.changed(variant).outputs, dv.layout.k, shapes,
+                                                dv.layout.size)
         pairwise.update(skipped)
         if found is not None and (best is None or found.relative > best.relative):
             best, chosen = found, variant

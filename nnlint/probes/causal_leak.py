@@ -76,15 +76,17 @@ class CausalLeakProbe(Probe):
 
 
 def _measure(d: Dependence) -> tuple[Optional[compare.Change], Optional[Variant]]:
-    clean = d.clean().outputs
     best: Optional[compare.Change] = None
     chosen: Optional[Variant] = None
     timed = {i.index for i in d.layout.inputs if i.timed}
     for variant in d.layout.variants:
         # only the sequence inputs change, and only from t0 on: any other input may move every position
-        if not set(variant.inputs) <= timed or not d.changed(variant).varied:
+        if not set(variant.inputs) <= timed:
             continue
-        found = compare.before(clean, d.changed(variant).outputs, d.seq_len, d.causal_from, d.layout.k)
+        dv = d.where_varied(variant)
+        if not dv.changed(variant).varied:
+            continue
+        found = compare.before(dv.clean().outputs, dv.changed(variant).outputs, dv.seq_len, dv.causal_from, dv.layout.k)
         if found is not None and (best is None or found.relative > best.relative):
             best, chosen = found, variant
     return best, chosen

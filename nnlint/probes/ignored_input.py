@@ -86,6 +86,7 @@ def _by_swap(d: Dependence, spec: Input) -> Optional[IgnoredInput]:
     variant = next((v for v in d.layout.variants if v.inputs == (spec.index,)), None)
     if variant is None:
         return None
+    d = d.where_varied(variant)
     changed = d.changed(variant)
     if not changed.varied or compare.anywhere(d.clean().outputs, changed.outputs) != 0.0:
         return None
@@ -98,7 +99,9 @@ def _unchanged(d: Dependence, spec: Input, found: IgnoredInput) -> bool:
     if spec.donor is None:
         return True   # nothing to swap with: the gradient has the last word
     features = None if found.whole else (found.feature_dim, tuple(found.features))
-    changed = d.changed(Variant(f"{spec.path} {features or ''}", (spec.index,), features))
+    variant = Variant(f"{spec.path} {features or ''}", (spec.index,), features)
+    d = d.where_varied(variant)
+    changed = d.changed(variant)
     return not changed.varied or compare.anywhere(d.clean().outputs, changed.outputs) == 0.0
 
 
