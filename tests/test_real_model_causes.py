@@ -335,6 +335,39 @@ def test_a_layer_layerdrop_skipped_by_chance_is_not_an_unused_module():
     assert [d.module for d in unused.diagnostics] == ["spare"]
 
 
+def test_an_expert_its_router_sent_no_token_is_not_an_unused_module():
+    """Switch Transformers' top-1 routing over a few tokens left one expert without a token in a corpus
+    sweep: which experts a batch reaches is data. A layer a loop forgets, beside no router, still counts."""
+    import sys
+    from pathlib import Path
+
+    import nnlint
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from zoo.moe import MixtralSparseMoeBlock
+
+    torch.manual_seed(0)
+    moe = MixtralSparseMoeBlock(16, 32, experts=4, top_k=1)
+    with torch.no_grad():
+        moe.gate.weight[3] = 0.0
+        moe.gate.weight[3, 0] = -1e3          # the router never picks expert 3 for these inputs
+    x = torch.randn(2, 8, 16)
+    x[..., 0] = x[..., 0].abs() + 1.0
+    routed = nnlint.check(moe, x, select=["NN705", "NN406"])
+    assert routed.diagnostics == [], routed.diagnostics
+
+    class Forgotten(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.ModuleList(torch.nn.Linear(16, 16) for _ in range(3))
+
+        def forward(self, x):
+            for layer in self.layers[:2]:        # the last layer forgotten
+                x = torch.relu(layer(x))
+            return x
+    unused = nnlint.check(Forgotten(), torch.randn(8, 16), select=["NN705"])
+    assert [d.module for d in unused.diagnostics] == ["layers.2"]
+
+
 class MatchedDetector(nn.Module):
     """SSD's loss in miniature (benchmarks/TRIAGE.md, Q): two feature levels each with a head, their
     anchors concatenated, and a loss that reads only the anchors a matcher picked (`logits[mask]`).

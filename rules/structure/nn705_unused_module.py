@@ -37,6 +37,28 @@ def _skipped_by_a_draw(name: str, drawing: set[str]) -> bool:
     return any(".".join(parts[:n]) in drawing for n in range(len(parts)))
 
 
+ROUTING_OPS = ("topk", "argmax")   # how a router picks the experts a token goes to
+
+
+def _skipped_by_a_router(name: str, trace: Trace, called: set[str]) -> bool:
+    """An expert of a mixture of experts that its router sent no token to on this batch (Switch
+    Transformers' top-1 routing over a few tokens, found in a corpus sweep 2026-12-02): a sibling of
+    its type was called in the training forward, and a top-k or an argmax ran there in the module that
+    holds their container (the MoE block: its router). Which experts a batch reaches is data, not
+    structure. A layer a loop forgets has no router beside it, and is still reported."""
+    parent = name.rpartition(".")[0]
+    kind = trace.modules[name].type
+    if not any(other in called for other, m in trace.modules.items()
+               if other != name and other.rpartition(".")[0] == parent and m.type == kind):
+        return False
+    block = parent.rpartition(".")[0]
+
+    def inside(module: str) -> bool:
+        return module == block or (block != "" and module.startswith(block + "."))
+
+    return any(op.kind in ROUTING_OPS and inside(op.module) for op in trace.ops_in("train"))
+
+
 class UnusedModule(Rule):
     """## What it does
     Finds modules with trainable parameters that the training forward never calls, and whose
@@ -47,7 +69,9 @@ class UnusedModule(Rule):
     Not reported: frozen modules (`requires_grad=False`), modules inside a TorchScript or C++ region
     the tracer cannot see into, and a module the eval forward calls where a module around it drew a
     random number in the training forward: LayerDrop skipped it by chance (Hugging Face WavLM at its
-    config's layerdrop 0.1 lost a layer in one corpus sweep of two, found 2026-12-02).
+    config's layerdrop 0.1 lost a layer in one corpus sweep of two, found 2026-12-02), and an expert of
+    a mixture of experts its router sent no token to on the sample batch, while other experts of its
+    block ran (Switch Transformers' top-1 routing over 16 tokens, found the same day).
 
     ## Why is this bad?
     A layer that is defined but never used never trains; usually the forward does not do what its
@@ -102,9 +126,10 @@ class UnusedModule(Rule):
 
     def check(self, trace: Trace):
         eval_called = {c.module for c in trace.calls if c.phase == "eval"}
+        train_called = {c.module for c in trace.calls if c.phase == "train"}
         drawing = {op.module for op in trace.ops_in("train") if op.kind == "random"}
         for name in unused_modules(trace):
-            if name in eval_called and _skipped_by_a_draw(name, drawing):
+            if name in eval_called and _skipped_by_a_draw(name, drawing) or _skipped_by_a_router(name, trace, train_called):
                 continue
             rec = trace.modules[name]
             params = [p for p in trace.params.values() if p.requires_grad and not p.tied_to
