@@ -396,6 +396,69 @@ def test_nn702_a_model_that_reads_only_past_the_cut_is_measured_at_full_length()
     assert found(check(seeded(Tail), ids), "NN702") == []
 
 
+class Stem(nn.Module):
+    """A small image classifier: a stem conv over every channel, or a depthwise one that keeps the
+    channels apart (and may drop one); `discard` computes the stem and throws it away."""
+
+    def __init__(self, depthwise=False, dropped=None, discard=False):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 3 if depthwise else 8, 3, padding=1, groups=3 if depthwise else 1)
+        self.head = nn.Linear(3 if depthwise else 8, 4)
+        self.dropped, self.discard = dropped, discard
+
+    def forward(self, x):
+        h = torch.relu(self.stem(x)).mean((2, 3))
+        if self.dropped is not None:
+            h = h.clone()
+            h[:, self.dropped] = 0
+        return self.head(h * 0 if self.discard else h)
+
+
+def images(n=8):
+    return torch.randn(n, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+
+
+@pytest.fixture
+def gradients_taken(monkeypatch):
+    """The inputs each clean probe pass took a gradient for."""
+    from nnlint.probes.passes import Dependence
+
+    taken, clean = [], Dependence._clean
+
+    def spy(self):
+        out = clean(self)
+        taken.append(sorted(self.layout.inputs[i].path for i in out.grads))
+        return out
+
+    monkeypatch.setattr(Dependence, "_clean", spy)
+    return taken
+
+
+def test_nn702_an_image_its_stem_conv_reads_whole_needs_no_gradient(gradients_taken):
+    """Every channel feeds every unit of the stem: no slice can go unread, so the probes skip the input
+    gradient (a backward at the image's size) and the swap they make anyway says whether it is read."""
+    assert found(check(seeded(Stem), images()), "NN702") == []
+    assert gradients_taken == [[]]
+    (d,) = found(check(seeded(lambda: Stem(discard=True)), images()), "NN702")
+    assert d.evidence["whole"] and d.evidence["how"] == "swapped" and d.evidence["outputs_constant"]
+
+
+def test_nn702_a_channel_a_depthwise_stem_keeps_apart_is_still_found_by_its_gradient(gradients_taken):
+    (d,) = found(check(seeded(lambda: Stem(depthwise=True, dropped=2)), images()), "NN702")
+    assert d.evidence["features"] == [[2, 2]] and d.evidence["how"] == "gradient"
+    assert "channels 2 of batch (1 of 3, dim 1)" in d.message
+    assert gradients_taken[0] == ["batch"]
+    assert found(check(seeded(lambda: Stem(depthwise=True)), images()), "NN702") == []
+
+
+def test_nn702_a_stem_whose_weights_skip_a_channel_is_differentiated():
+    model = seeded(Stem)
+    with torch.no_grad():
+        model.stem.weight[:, 1] = 0             # channel 1 reaches no unit of the stem
+    (d,) = found(check(model, images()), "NN702")
+    assert d.evidence["features"] == [[1, 1]] and "channels 1 of batch" in d.message
+
+
 # ---------------------------------------------------------------------------------------------
 # NN703 causal-leak
 

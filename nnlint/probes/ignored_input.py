@@ -9,6 +9,8 @@ Features that are zero in every sample of the batch are left out: nothing says t
 gradient is confirmed in the forward (sample 0's values there swapped for another sample's must leave
 every output bit-identical): a `.detach()`, `torch.no_grad()` or an `argmax` cuts the gradient of an
 input the model does read.
+An image its stem conv reads whole (every channel, nnlint.probes.first_layer) needs no gradient: it
+cannot be read in part, and is tested as an integer input is.
 Integer and bool inputs (token ids, masks) have no gradient: sample 0's values are swapped for
 another sample's (so they stay valid) and an input whose change leaves every output bit-identical is
 ignored (a mask the forward never reads). Whatever the small probe batch finds is measured again on
@@ -71,11 +73,11 @@ def _ignored(d: Dependence, ctx: ProbeContext) -> list[IgnoredInput]:
     for spec in d.layout.inputs:
         if not spec.batched:
             continue
-        if spec.is_float:
-            found = _by_gradient(spec, clean.grads.get(spec.index), ctx, records.get(spec.path))
+        if spec.is_float and spec.index in clean.grads:
+            found = _by_gradient(spec, clean.grads[spec.index], ctx, records.get(spec.path))
             if found is not None and not _unchanged(d, spec, found):
                 found = None   # the gradient is cut (detach, no_grad, argmax), but the values still flow
-        else:
+        else:   # an integer input, or a float one its first layers read whole (no gradient taken)
             found = _by_swap(d, spec)
         if found is not None:
             out.append(found)

@@ -17,9 +17,9 @@ own size (`where_varied`).
 
 A changed input takes another sample's values (a donor row of the batch, so token ids, masks and pixel
 values stay valid), for a causal model only from the middle of the sequence on. Every pass runs in
-eval mode without grad (the clean one with grad on the float inputs, for their gradients) under the
-same fixed seed, so a dropout left on in eval draws the same mask each time. Nothing here imports
-torch at module level.
+eval mode without grad (the clean one with grad on the float inputs, for their gradients, but for an
+image its stem conv reads whole: `gradient_inputs`) under the same fixed seed, so a dropout left on in
+eval draws the same mask each time. Nothing here imports torch at module level.
 """
 from __future__ import annotations
 
@@ -253,6 +253,22 @@ class Dependence:
                     t = t.narrow(d, (t.shape[d] - MAX_SIDE) // 2, MAX_SIDE)
         return t
 
+    @property
+    def gradient_inputs(self) -> list[Input]:
+        """The float inputs the clean pass takes gradients for: all of them, but for a lone float input
+        that goes straight into weight layers reading every feature (an image into a stem conv). Its
+        features cannot be read in part, and whether it is read at all is the swap of its variant, a pass
+        the batch-mixing probe makes anyway (nnlint.probes.first_layer)."""
+        from nnlint.probes.first_layer import reads_every_feature
+
+        floats = [i for i in self.layout.inputs if i.batched and i.is_float]
+        read = [i for i in floats if not i.loss_only]
+        if len(read) == 1 and read[0].donor is not None:
+            record = next((r for r in self.trace.inputs if r.path == read[0].path), None)
+            if reads_every_feature(self.trace, self.model, record):
+                return [i for i in floats if i is not read[0]]
+        return floats
+
     def probe_batch(self, variant: Optional[Variant] = None, *, requires_grad: bool = False):
         """k rows: sample 0 (with the variant's inputs taken from their donors), then samples 1 .. k-1.
         Returns the batch and whether the variant changed anything."""
@@ -307,7 +323,7 @@ class Dependence:
     def _clean(self) -> Pass:
         import torch
 
-        floats = [i for i in self.layout.inputs if i.batched and i.is_float]
+        floats = self.gradient_inputs
         batch, _ = self.probe_batch(requires_grad=bool(floats))
         leaves = list(iter_tensors(batch))
         outputs = self.run(batch, grad=bool(floats))
