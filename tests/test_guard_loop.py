@@ -4,7 +4,6 @@ spoil, the healthy twin stays quiet, and a guarded healthy run computes exactly 
 does."""
 from __future__ import annotations
 
-import copy
 import warnings
 
 import pytest
