@@ -439,8 +439,24 @@ def test_nn702_an_image_its_stem_conv_reads_whole_needs_no_gradient(gradients_ta
     gradient (a backward at the image's size) and the swap they make anyway says whether it is read."""
     assert found(check(seeded(Stem), images()), "NN702") == []
     assert gradients_taken == [[]]
+    gradients_taken.clear()
     (d,) = found(check(seeded(lambda: Stem(discard=True)), images()), "NN702")
-    assert d.evidence["whole"] and d.evidence["how"] == "swapped" and d.evidence["outputs_constant"]
+    # the swap finds it on the probe batch; the whole batch's gradient confirms it
+    assert d.evidence["whole"] and d.evidence["how"] == "gradient" and d.evidence["outputs_constant"]
+    assert gradients_taken == [[], ["batch"]]
+
+
+def test_nn702_an_image_dead_on_the_probes_samples_but_read_by_another_is_not_ignored(gradients_taken):
+    """Every unit of the stem is off for samples 0-2 (the probe's rows and its donor): swapping sample 0's
+    values changes nothing. Sample 5 turns units on, so the model does read the images: the whole batch's
+    gradient, which sums over every sample, says so where a swap of sample 0 cannot."""
+    model = seeded(Stem)
+    with torch.no_grad():
+        model.stem.bias.fill_(-3.0)
+    batch = images() * 0.01
+    batch[5] *= 1000
+    assert found(check(model, batch), "NN702") == []
+    assert gradients_taken == [[], ["batch"]]
 
 
 def test_nn702_a_channel_a_depthwise_stem_keeps_apart_is_still_found_by_its_gradient(gradients_taken):

@@ -9,8 +9,9 @@ Features that are zero in every sample of the batch are left out: nothing says t
 gradient is confirmed in the forward (sample 0's values there swapped for another sample's must leave
 every output bit-identical): a `.detach()`, `torch.no_grad()` or an `argmax` cuts the gradient of an
 input the model does read.
-An image its stem conv reads whole (every channel, nnlint.probes.first_layer) needs no gradient: it
-cannot be read in part, and is tested as an integer input is.
+An image its stem conv reads whole (every channel, nnlint.probes.first_layer) needs no gradient on the
+small probe batch: it cannot be read in part, and is tested as an integer input is; what that swap
+finds is measured again with the gradient on the whole batch.
 Integer and bool inputs (token ids, masks) have no gradient: sample 0's values are swapped for
 another sample's (so they stay valid) and an input whose change leaves every output bit-identical is
 ignored (a mask the forward never reads). Whatever the small probe batch finds is measured again on

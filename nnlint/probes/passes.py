@@ -149,9 +149,10 @@ def _donor(t, k: int) -> Optional[int]:
 class Dependence:
     """The passes on one probe batch (small, or at the batch's own size); each computed once."""
 
-    def __init__(self, model, batch, trace, lay: Layout, small: bool):
+    def __init__(self, model, batch, trace, lay: Layout, small: bool, every_gradient: bool = False):
         self.model, self.batch, self.trace, self.layout = model, batch, trace, lay
         self.small = small
+        self.every_gradient = every_gradient   # the last word on a finding: no input's gradient skipped
         self.seq_len = lay.seq_len if lay.seq_len is None or not small else min(lay.seq_len, MAX_TOKENS)
         self.selection, self.shrunk = self._select(batch, lay, small)
         self._passes: dict[str, Pass] = {}
@@ -210,11 +211,13 @@ class Dependence:
 
     def whole_batch(self) -> "Dependence":
         """The same passes on every sample of the batch: an input that has no influence on two samples
-        (a dead ReLU layer there) may still have one on the others."""
-        if self.layout.k == self.layout.size and not self.small:
+        (a dead ReLU layer there) may still have one on the others. It takes the gradient of every float
+        input: swapping sample 0's values says nothing of the other samples, the gradient sums over all."""
+        if self.layout.k == self.layout.size and not self.small and self.every_gradient:
             return self
         if self._whole is None:
-            self._whole = Dependence(self.model, self.batch, self.trace, _whole_batch(self.layout), small=False)
+            self._whole = Dependence(self.model, self.batch, self.trace, _whole_batch(self.layout), small=False,
+                                     every_gradient=True)
         return self._whole
 
     # -- the probe batch --
@@ -263,7 +266,7 @@ class Dependence:
 
         floats = [i for i in self.layout.inputs if i.batched and i.is_float]
         read = [i for i in floats if not i.loss_only]
-        if len(read) == 1 and read[0].donor is not None:
+        if len(read) == 1 and read[0].donor is not None and not self.every_gradient:
             record = next((r for r in self.trace.inputs if r.path == read[0].path), None)
             if reads_every_feature(self.trace, self.model, record):
                 return [i for i in floats if i is not read[0]]
