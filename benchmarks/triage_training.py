@@ -35,6 +35,8 @@ RUNS = [
     ("torchvision/alexnet", "NN401", "default init before ReLU: true (RULES.md calibration)?"),
     ("hf/albert", "NN401", "one small projection between two norms: false alarm?"),
     ("torchvision/squeezenet1_1", "NN203", "20-50% of un-normalized ReLU channels inactive at init: true?"),
+    ("timm/inception_v3", "NN103", "classifier drawn at std 0.1 (fan_in 2048, 3.9x the Xavier std): "
+                                   "over-confident at init (N1, true but mild?)"),
 ]
 
 
