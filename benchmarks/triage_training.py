@@ -10,7 +10,10 @@ nnlint's change beating both; a false alarm as no difference beyond the control'
 
 Tasks (no download): images get a 10-class task of fixed random prototypes plus noise (standardized,
 the corpus's resolution), trained with cross-entropy on the first 10 logits; Hugging Face masked LMs
-reconstruct their input ids (the model's own loss with labels = input ids).
+reconstruct their input ids (the model's own loss with labels = input ids); detectors find two
+rectangles per image, each filled with its class's colour over faint noise (the model's own loss dict,
+summed); optical-flow models track a smooth random texture shifted by a whole number of pixels (the
+L1 error of every refinement's flow, weighted 0.8 per step back from the last, as RAFT trains).
 """
 from __future__ import annotations
 
@@ -35,6 +38,10 @@ RUNS = [
     ("torchvision/alexnet", "NN401", "default init before ReLU: true (RULES.md calibration)?"),
     ("hf/albert", "NN401", "one small projection between two norms: false alarm?"),
     ("torchvision/squeezenet1_1", "NN203", "20-50% of un-normalized ReLU channels inactive at init: true?"),
+    ("torchvision/retinanet_resnet50_fpn", "NN103", "detection head convs at std 0.01 with no norm (S, true but "
+                                                    "mild?)"),
+    ("torchvision/raft_small", "NN403", "context encoder's residual blocks with no norm (norm_layer=None): "
+                                        "variance x1.9 per block (U, true but mild?)"),
     ("timm/inception_v3", "NN103", "classifier drawn at std 0.1 (fan_in 2048, 3.9x the Xavier std): "
                                    "over-confident at init (N1, true but mild?)"),
 ]
@@ -66,6 +73,58 @@ def text_task(batch: dict, steps: int, seed: int = 0):
 
 def text_loss(model, x, y):
     return model(**x, labels=y).loss
+
+
+def detection_task(batch, steps: int, seed: int = 0):
+    """Images of the corpus's size, two rectangles each, a fixed colour per class (1-10)."""
+    images, _ = batch
+    size = images[0].shape[-1]
+    g = torch.Generator().manual_seed(seed)
+    palette = torch.rand(11, 3, generator=g)
+    for _ in range(steps):
+        xs, targets = [], []
+        for _ in range(len(images)):
+            image = 0.1 * torch.rand(3, size, size, generator=g)
+            labels = torch.randint(1, 11, (2,), generator=g)
+            xy = (torch.rand(2, 2, generator=g) * size * 0.5).floor()
+            wh = (torch.rand(2, 2, generator=g) * size * 0.4 + size * 0.1).floor()
+            boxes = torch.cat([xy, xy + wh], dim=1)
+            for (x0, y0, x1, y1), label in zip(boxes.int().tolist(), labels.tolist()):
+                image[:, y0:y1, x0:x1] = palette[label].view(3, 1, 1)
+            xs.append(image)
+            targets.append({"boxes": boxes, "labels": labels})
+        yield (xs, targets), None
+
+
+def detection_loss(model, x, y):
+    return sum(model(*x).values())
+
+
+def flow_task(batch, steps: int, seed: int = 0):
+    """Pairs of frames: a smoothed noise texture and the same texture shifted by (dx, dy) in [-4, 4]."""
+    n, _, h, w = batch["image1"].shape
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        texture = F.avg_pool2d(torch.randn(n, 3, h, w, generator=g), 5, stride=1, padding=2)
+        texture = (texture - texture.mean()) / texture.std()
+        shift = torch.randint(-4, 5, (n, 2), generator=g)
+        moved = torch.stack([t.roll((int(dy), int(dx)), dims=(1, 2)) for t, (dx, dy) in zip(texture, shift.tolist())])
+        flow = shift.float().view(n, 2, 1, 1).expand(n, 2, h, w)
+        yield {**batch, "image1": texture, "image2": moved}, flow
+
+
+def flow_loss(model, x, flow):
+    predictions = model(**x)
+    last = len(predictions) - 1
+    return sum(0.8 ** (last - i) * (p - flow).abs().mean() for i, p in enumerate(predictions))
+
+
+def _is_flow(batch) -> bool:
+    return isinstance(batch, dict) and "image1" in batch and "image2" in batch
+
+
+def _is_detection(batch) -> bool:
+    return isinstance(batch, tuple) and len(batch) == 2 and isinstance(batch[1], list)
 
 
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.01}
@@ -132,7 +191,8 @@ def compare(name: str, code: str, steps: int, optimizer: str, seeds: int, lrs: l
     fixed = copy.deepcopy(built)
     applied = apply_suggested(fixed, batch, code)
     control = redrawn(built, [a.split()[1] for a in applied])
-    text = isinstance(batch, dict)
+    task_of, loss_fn = ((flow_task, flow_loss) if _is_flow(batch) else (text_task, text_loss) if isinstance(batch, dict)
+                        else (detection_task, detection_loss) if _is_detection(batch) else (image_task, image_loss))
     lines = []
     for label, model in (("as built", built), ("re-drawn", control), ("nnlint's fix", fixed)):
         per_lr = {}
@@ -140,13 +200,23 @@ def compare(name: str, code: str, steps: int, optimizer: str, seeds: int, lrs: l
             runs = []
             for seed in range(seeds):
                 torch.manual_seed(seed)
-                task = text_task(batch, steps, seed) if text else image_task(batch, steps, seed)
-                runs.append(train(copy.deepcopy(model), task, text_loss if text else image_loss, optimizer, lr))
+                runs.append(train(_copy(case, model), task_of(batch, steps, seed), loss_fn, optimizer, lr))
             per_lr[lr] = runs
         best = min(lrs, key=lambda lr: _tail_mean(per_lr[lr]))
         others = "; ".join(f"lr {lr:g}: {_tail_mean(per_lr[lr]):.3f}" for lr in lrs if lr != best)
         lines.append(f"    {label:13s} lr {best:g}: {_summary(per_lr[best])}" + (f" [{others}]" if others else ""))
     return f"{name} [{code}, {optimizer}] changes: {applied or 'none'}\n" + "\n".join(lines)
+
+
+def _copy(case, model):
+    """A copy to train; a model its forward left holding graph tensors (RAFT's correlation pyramid, from
+    nnlint.fix's own step) is built again and given the same weights."""
+    try:
+        return copy.deepcopy(model)
+    except RuntimeError:
+        fresh, _ = case.build()
+        fresh.load_state_dict(model.state_dict())
+        return fresh
 
 
 def _tails(runs: list[list[float]]) -> list[float]:
