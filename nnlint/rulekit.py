@@ -5,6 +5,7 @@ No torch here.
 """
 from __future__ import annotations
 
+import math
 from typing import Iterable, Optional
 
 from nnlint.diagnostics import Fix, Location
@@ -48,6 +49,25 @@ def reinit_fix(trace: Trace, module: str, nonlinearity: str, slope: Optional[flo
     params = ReinitParams(spec=correct_init(nonlinearity, slope), param=param, bias=bias)
     return Reinit.make(module, f"re-initialize {module}.{param}: {params.call(module)}" + (f" ({why})" if why else ""),
                        params)
+
+
+def measured_gain(trace: Trace, op: OpRecord) -> Optional[tuple[float, float]]:
+    """A weight layer's measured (std(W x) / rms(x), rms(x)), with the bias's share of the output variance
+    taken out: what it does to the signal, as NN103 judges it and the output hold predicts from."""
+    inp, out = op.stats.get("in"), op.stats.get("out")
+    if inp is None or out is None or inp.nonfinite or out.nonfinite:
+        return None
+    rms_in = math.sqrt(inp.std ** 2 + inp.mean ** 2)
+    if not rms_in > 1e-12:
+        return None
+    bias_var = 0.0
+    for s in op.inputs:
+        name = trace.param_serials.get(s)
+        if name is not None and name != op.weight:
+            b = trace.params.get(name)
+            if b is not None and len(b.shape) == 1:
+                bias_var += b.std ** 2
+    return math.sqrt(max(out.std ** 2 - bias_var, 0.0)) / rms_in, rms_in
 
 
 def is_functional(trace: Trace, op: OpRecord) -> bool:

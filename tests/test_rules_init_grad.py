@@ -183,6 +183,74 @@ def test_nn103_residual_branches_may_be_scaled_down_but_not_up():
     assert d.module == "0.c_fc" and d.evidence["direction"] == "large" and d.evidence["nonlinearity"] == "gelu"
 
 
+PRIOR_HEAD = Path(__file__).resolve().parent / "fix_cases" / "prior_head.py"
+
+
+def prior_head(prior: bool = True):
+    """RetinaNet v1's head in small (tests/fix_cases/prior_head.py): four std-0.01 convs, then the class
+    logits at std 0.01 with the focal-loss prior bias -4.6 (or a zero bias)."""
+    from nnlint.loader import load_target
+
+    loaded = load_target(str(PRIOR_HEAD))
+    if not prior:
+        nn.init.zeros_(loaded.model.cls_logits.bias)
+    return loaded.model, loaded.batch
+
+
+def logit_spread(model, batch) -> float:
+    with torch.no_grad():
+        return float(model(batch).std())
+
+
+def test_nn103_holds_a_prior_head_where_it_was_when_its_convs_are_re_initialized():
+    model, batch = prior_head()
+    diags = {d.module: d for d in found(check(model, batch, ["NN103"]), "NN103")}
+    assert sorted(diags) == ["conv.0.0", "conv.1.0", "conv.2.0", "conv.3.0"]
+    last = diags["conv.3.0"]
+    assert last.evidence["held_output"] == "cls_logits"
+    assert all(diags[m].evidence["held_output"] is None for m in ("conv.0.0", "conv.1.0", "conv.2.0"))
+    hold = next(c for c in last.fix.params.chain if c.target == "cls_logits")
+    growth = float(re.search(r"raises that layer's input ([\d.]+)x", last.message).group(1))
+    assert 50 < growth < 150                                # four convs 2.9x too small each
+    assert hold.spec.std(1, 1) == pytest.approx(0.01 / growth, rel=0.05)
+    assert "nn.init.normal_(model.cls_logits.weight, std=" in last.message
+
+    # Kaiming on the convs alone: the logits' spread around the prior grows ~growth-fold
+    unheld = seeded(lambda: prior_head()[0])
+    for conv in unheld.conv:
+        nn.init.kaiming_normal_(conv[0].weight, nonlinearity="relu")
+    as_built = logit_spread(model, batch)
+    assert logit_spread(unheld, batch) > 30 * as_built
+
+    result = nnlint.fix(model, batch, select=["NN103"])
+    assert sorted(o.diagnostic.module for o in result.applied) == sorted(diags)
+    assert all(float(conv[0].weight.detach().std()) == pytest.approx(math.sqrt(2 / 2304), rel=0.05) for conv in model.conv)
+    assert 0.67 < logit_spread(model, batch) / as_built < 1.5
+    assert torch.allclose(model.cls_logits.bias, torch.full((9,), -math.log(99)))   # the prior kept
+
+
+def test_nn103_lets_unconfident_logits_rise_but_holds_a_regression_output():
+    model, batch = prior_head(prior=False)      # zero bias, no loss: logits, 0.005 -> 0.47, still unconfident
+    last = next(d for d in found(check(model, batch, ["NN103"]), "NN103") if d.module == "conv.3.0")
+    assert last.evidence["held_output"] is None and all(c.target != "cls_logits" for c in last.fix.params.chain)
+
+    target = torch.zeros(2, 9 * 64)             # a regression onto targets near zero: the output's scale matters
+    last = next(d for d in found(check(model, batch, ["NN103"], target=target, loss_fn=nn.MSELoss()), "NN103")
+                if d.module == "conv.3.0")
+    assert last.evidence["held_output"] == "cls_logits"
+
+    class Detector(nn.Module):              # the loss computed in forward, as torchvision's detectors return it
+        def __init__(self):
+            super().__init__()
+            self.head = model
+
+        def forward(self, features):
+            return {"box_regression": F.l1_loss(self.head(features), torch.zeros(2, 9 * 64))}
+
+    last = next(d for d in found(check(Detector(), batch, ["NN103"]), "NN103") if d.module == "head.conv.3.0")
+    assert last.evidence["held_output"] == "head.cls_logits"
+
+
 # ---------------------------------------------------------------------------------------------
 # NN304 loss-at-init
 

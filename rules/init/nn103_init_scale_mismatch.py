@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Optional
 
 from nnlint.initmath import bounded_output_std, correct_init, symmetric_std
+from nnlint.pyexpr import module_expr
 from nnlint.registry import Faulty, Healthy, Rule
-from nnlint.rulekit import fmt, reinit_fix
+from nnlint.rules._output_hold import OutputHold, output_hold
+from nnlint.rulekit import fmt, measured_gain, reinit_fix
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
 from nnlint.trace.records import OpRecord, Trace
@@ -81,7 +84,12 @@ class InitScaleMismatch(Rule):
 
     ## Fix safety
     Safe: re-initializes the weight with the named initializer and zeroes the bias; the architecture is
-    unchanged.
+    unchanged. Where the too-small layers in line before the model's final layer raise its input more
+    than 3x once re-initialized and that layer's output spread is the author's choice (a prior bias, as
+    in RetinaNet v1's head: std-0.01 convs, then class logits at std 0.01 around -4.6; or a regression
+    or binary loss reading it), the fix of the last of them also scales the final layer's weight down
+    by as much, so the model's output starts where it was: Kaiming on RetinaNet's head convs alone
+    takes the first loss from 1.8 to 28.9 (rules/_output_hold.py; benchmarks/TRIAGE.md, S).
 
     ## References
     - He et al. 2015, Delving Deep into Rectifiers (Kaiming init).
@@ -122,16 +130,18 @@ class InitScaleMismatch(Rule):
         candidates: list[Mismatch] = []
         chains = _Chains()
         seen: set[str] = set()
+        successors: dict[int, list[int]] = {}
         for op in graph.ops:
             if not is_weight_layer(op) or op.kind not in ("linear", "conv") or op.weight in seen:
                 continue
             seen.add(op.weight)
+            successors[op.index] = [w.index for w in _direct_successors(graph, op)]
             p = trace.params.get(op.weight)
             if p is None or not p.requires_grad or p.tied_to or p.all_zero or op.weight in embedding_params \
                     or len(p.shape) < 2 or "transpose" in op.func:
                 continue   # all-zero is NN101's; a transposed conv's fans are not its weight's shape
             downstream = _downstream(graph, op)
-            chains.link(op.index, [w.index for w in _direct_successors(graph, op)])
+            chains.link(op.index, successors[op.index])
             final = not downstream.weights
             m = _measure(trace, graph, op, p.std, p.fan_in, p.fan_out, final)
             if m is None or m.ratio_outside <= self.opts["max_ratio"] or m.gain_drift <= self.opts["min_gain_drift"]:
@@ -143,8 +153,10 @@ class InitScaleMismatch(Rule):
             if final and not downstream.reaches_output:
                 continue
             candidates.append(m)
-        for m in self._compounding(candidates, chains):
-            yield self._report(trace, m)
+        reported = self._compounding(candidates, chains)
+        holds = _output_holds(trace, graph, reported, successors)
+        for m in reported:
+            yield self._report(trace, m, holds.get(m.op.index))
 
     def _compounding(self, candidates: list["Mismatch"], chains: "_Chains") -> list["Mismatch"]:
         """Too-large layers stand alone; too-small ones only where two or more in one un-normalized
@@ -167,7 +179,7 @@ class InitScaleMismatch(Rule):
             out.append(m)
         return out
 
-    def _report(self, trace: Trace, m: "Mismatch"):
+    def _report(self, trace: Trace, m: "Mismatch", hold: Optional[OutputHold] = None):
         direction = "too small" if m.too_small else "too large"
         initializer = correct_init(m.nonlinearity, m.slope).family
         slope = f" slope {fmt(m.slope)}" if m.slope is not None else ""
@@ -175,17 +187,23 @@ class InitScaleMismatch(Rule):
         chain = (f"; with the other too-small layers before the next normalization the signal shrinks "
                  f"{fmt(m.chain_shrink)}x" if m.too_small and m.chain_shrink > m.signal_drift * 1.01 else "")
         fix = reinit_fix(trace, m.op.module, m.nonlinearity, m.slope, why=f"weight std {fmt(m.std)} is {direction}")
+        held = ""
+        if hold is not None:
+            fix.params = dataclasses.replace(fix.params, chain=(hold.init,))
+            fix.description += f"; {hold.describe()}"
+            held = f"; {hold.describe()}: {hold.init.spec.render(module_expr(hold.init.target, hold.init.param))}"
         return self.diagnostic(
             m.op.module,
             f"weight std {fmt(m.std)}, expected {fmt(m.expected)} for {m.nonlinearity}{slope} ({initializer}{dropout}): "
             f"{fmt(m.ratio)}x {direction} (measured, it scales the signal's std by {fmt(m.gain)} where a "
-            f"gain-correct layer gives {fmt(m.correct_gain)}{chain}); re-init with {fix.params.call(m.op.module)}",
+            f"gain-correct layer gives {fmt(m.correct_gain)}{chain}); re-init with {fix.params.call(m.op.module)}{held}",
             location=trace.location_of(m.op.module),
             evidence={"param": m.op.weight, "std": m.std, "expected_std": m.expected, "critical_std": m.critical,
                       "ratio": m.ratio, "direction": "small" if m.too_small else "large",
                       "nonlinearity": m.nonlinearity, "slope": m.slope,
                       "initializer": initializer, "measured_gain": m.gain, "correct_gain": m.correct_gain,
-                      "dropout_p": m.dropout_p, "chain_shrink": m.chain_shrink if m.too_small else None},
+                      "dropout_p": m.dropout_p, "chain_shrink": m.chain_shrink if m.too_small else None,
+                      "held_output": hold.init.target if hold is not None else None},
             fix=fix,
         )
 
@@ -210,15 +228,21 @@ class Mismatch:
 
     @property
     def signal_drift(self) -> float:
-        """How much less signal (std) this layer passes on after its activation than a gain-correct layer
-        would on the same input. The gain drift, where the activation's output scales with its input
-        (ReLU-family exactly, linear, the near-linear rest); for a bounded one (tanh, sigmoid) the ratio
-        of its output stds at the two pre-activation stds (Gaussian, initmath): a correct tanh layer
+        """For a too-small layer, how much less signal (std) it passes on after its activation than a
+        gain-correct layer would on the same input (its `fix_growth`)."""
+        return self.fix_growth
+
+    @property
+    def fix_growth(self) -> float:
+        """How much its re-init multiplies the signal (std) this layer passes on after its activation
+        (> 1 for a too-small layer, < 1 for a too-large one). The ratio of the gains, where the
+        activation's output scales with its input (ReLU-family exactly, linear, the near-linear rest); for
+        a bounded one (tanh, sigmoid) the ratio of its output stds at the two pre-activation stds (Gaussian, initmath): a correct tanh layer
         saturates part of its larger signal away, so a too-small one loses less than its gain says."""
         correct = bounded_output_std(self.nonlinearity, self.correct_gain * self.rms_in)
         actual = bounded_output_std(self.nonlinearity, self.gain * self.rms_in)
         if correct is None or actual is None:
-            return self.gain_drift
+            return self.correct_gain / self.gain if self.gain > 0 else math.inf
         return correct / actual if actual > 0 else math.inf
 
 
@@ -243,7 +267,7 @@ def _measure(trace: Trace, graph: Graph, op: OpRecord, std: float, fan_in: int, 
     too_small = std < lo
     ratio_outside = lo / std if too_small else std / hi
     ratio = critical / std if too_small else std / critical
-    measured = _measured_gain(trace, op)
+    measured = measured_gain(trace, op)
     if measured is None:
         return None
     gain, rms_in = measured
@@ -255,24 +279,6 @@ def _measure(trace: Trace, graph: Graph, op: OpRecord, std: float, fan_in: int, 
     return Mismatch(op=op, std=std, expected=expected, critical=critical, ratio=ratio, ratio_outside=ratio_outside, too_small=too_small,
                     nonlinearity=nonlin, slope=slope, gain=gain, correct_gain=correct_gain, gain_drift=drift,
                     rms_in=rms_in, dropout_p=round(1.0 - keep, 4))
-
-
-def _measured_gain(trace: Trace, op: OpRecord) -> Optional[tuple[float, float]]:
-    """(std(W x) / rms(x), rms(x)), with the bias's share of the output variance taken out."""
-    inp, out = op.stats.get("in"), op.stats.get("out")
-    if inp is None or out is None or inp.nonfinite or out.nonfinite:
-        return None
-    rms_in = math.sqrt(inp.std ** 2 + inp.mean ** 2)
-    if not rms_in > 1e-12:
-        return None
-    bias_var = 0.0
-    for s in op.inputs:
-        name = trace.param_serials.get(s)
-        if name is not None and name != op.weight:
-            b = trace.params.get(name)
-            if b is not None and len(b.shape) == 1:
-                bias_var += b.std ** 2
-    return math.sqrt(max(out.std ** 2 - bias_var, 0.0)) / rms_in, rms_in
 
 
 def _dropout_before(graph: Graph, op: OpRecord) -> float:
@@ -344,3 +350,26 @@ class _Chains:
     def link(self, i: int, others: list[int]) -> None:
         for j in others:
             self.parent[self.root(j)] = self.root(i)
+
+
+def _output_holds(trace: Trace, graph: Graph, reported: list[Mismatch],
+                  successors: dict[int, list[int]]) -> dict[int, OutputHold]:
+    """Per reported layer that feeds the model's final layer: that layer's rescale, when the re-inits
+    of the reported layers in line before it (each the only input of the next) raise its input past
+    what the output hold allows (rules/_output_hold.py)."""
+    by_index = {m.op.index: m for m in reported}
+    feeders: dict[int, list[int]] = {}
+    for i, nxt in successors.items():
+        for j in nxt:
+            feeders.setdefault(j, []).append(i)
+    changed = {m.op.module for m in reported}
+    holds = {}
+    for m in reported:
+        growth, at = m.fix_growth, m.op.index
+        while len(feeders.get(at, ())) == 1 and feeders[at][0] in by_index and len(successors[feeders[at][0]]) == 1:
+            at = feeders[at][0]
+            growth *= by_index[at].fix_growth
+        hold = output_hold(trace, graph, m.op, growth, changed)
+        if hold is not None:
+            holds[m.op.index] = hold
+    return holds

@@ -12,6 +12,7 @@ from nnlint.diagnostics import Fix
 from nnlint.fix.specs import LayerInit
 from nnlint.initmath import InitSpec, correct_init, measured_normal, second_moment_std, symmetric_std
 from nnlint.rulekit import fmt, reinit_fix
+from nnlint.rules._output_hold import final_layer_fed, output_hold
 from nnlint.trace import ops as opnames, vocab
 from nnlint.trace.mainpath import ChainLink
 from nnlint.trace.structure import Structure
@@ -171,18 +172,36 @@ def chain_fix(structure: Structure, drift: Drift, why: str) -> ChainRepair:
         chain.append(LayerInit(module_of(structure, link), spec, p.attr if p is not None else "weight"))
         if link is drift.culprit:
             culprit_at = i
+    hold = output_hold(trace, graph, drift.layers[-1].op, _growth(structure, drift), {c.target for c in chain})
+    if hold is not None:
+        chain.append(hold.init)
     nonlin, slope = nonlins[culprit_at]
     fix = reinit_fix(trace, culprit_module, nonlin, slope, why=why)
     fix.params = dataclasses.replace(fix.params, spec=specs[culprit_at], chain=tuple(chain))
     if measured is not None:
         fix.description = f"re-initialize {culprit_module}.{fix.params.param}: {fix_call(fix)} ({measured.reason})"
-    others = [c.target for c in chain if c.target != culprit_module]
+    others = [c.target for c in chain if c.target != culprit_module and (hold is None or c is not hold.init)]
     if others:
         fix.description += "; then the rest of the chain the same way: " + ", ".join(others)
+    if hold is not None:
+        fix.description += f"; {hold.describe()}"
     how = (f"re-init the chain with stds measured on the batch ({measured.reason}), starting with {fix_call(fix)}"
            if measured is not None else
            f"re-init the chain with the gain-correct initializer, starting with {fix_call(fix)}")
+    if hold is not None:
+        how += f"; {hold.describe()}"
     return ChainRepair(fix, how)
+
+
+def _growth(structure: Structure, drift: Drift) -> float:
+    """How much the chain's re-init raises the input of the layer after it: the re-init holds the
+    signal near the chain start's scale (within KEPT_SCALE, or exactly with measured stds), where it
+    reached that layer at its measured scale. 1 when either is unknown."""
+    final = final_layer_fed(structure.graph, drift.layers[-1].op)
+    served = structure.main_input(final) if final is not None else None
+    start = structure.rms(drift.path[0].start.serial)
+    reached = structure.rms(served) if served is not None else None
+    return start / reached if start and reached else 1.0
 
 
 @dataclass
@@ -222,7 +241,7 @@ def _measured(structure: Structure, path: list[ChainLink], named: list[InitSpec]
              for l, g in zip(path, gains)]
     family = named[0].family
     name = family if all(s.family == family for s in named) else "the gain-correct init"
-    what = _and_list(list(between)) or "what runs between the layers"
+    what = _and_list(list(between)) or "ops"
     return _Measured(specs, f"{name}'s gain leaves out the {what} between the layers: "
                             f"it would {'grow' if worst > 1 else 'shrink'} the signal {fmt(max(worst, 1 / worst))}x")
 

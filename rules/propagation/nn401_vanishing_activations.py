@@ -59,8 +59,11 @@ class VanishingActivations(Rule):
     train-mode dropouts, which Kaiming's gain leaves out: torchvision's AlexNet, re-initialized with
     Kaiming, grows 7.5x and starts at a loss of 8 for 10 classes; benchmarks/TRIAGE.md, N2), every
     layer gets the std measured on the batch to hold it instead, `nn.init.normal_(w, std=...)`. The
-    architecture is unchanged. Where the
-    re-init does not hold (the fixer re-checks the model as a whole), the next step, unsafe, puts a
+    architecture is unchanged. Where the chain feeds the model's final layer and that layer's output
+    spread is the author's choice (a prior bias, as in RetinaNet v1's class logits at -4.6, or a
+    regression or binary loss reading it), the fix also scales that layer's weight down by the chain's
+    shrink, so the model's output starts where it was (rules/_output_hold.py; benchmarks/TRIAGE.md, S).
+    Where the re-init does not hold (the fixer re-checks the model as a whole), the next step, unsafe, puts a
     normalization after each layer of the chain (a LayerNorm after a Linear, a BatchNorm after a conv).
 
     ## References
