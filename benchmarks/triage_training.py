@@ -200,23 +200,12 @@ def compare(name: str, code: str, steps: int, optimizer: str, seeds: int, lrs: l
             runs = []
             for seed in range(seeds):
                 torch.manual_seed(seed)
-                runs.append(train(_copy(case, model), task_of(batch, steps, seed), loss_fn, optimizer, lr))
+                runs.append(train(copy.deepcopy(model), task_of(batch, steps, seed), loss_fn, optimizer, lr))
             per_lr[lr] = runs
         best = min(lrs, key=lambda lr: _tail_mean(per_lr[lr]))
         others = "; ".join(f"lr {lr:g}: {_tail_mean(per_lr[lr]):.3f}" for lr in lrs if lr != best)
         lines.append(f"    {label:13s} lr {best:g}: {_summary(per_lr[best])}" + (f" [{others}]" if others else ""))
     return f"{name} [{code}, {optimizer}] changes: {applied or 'none'}\n" + "\n".join(lines)
-
-
-def _copy(case, model):
-    """A copy to train; a model its forward left holding graph tensors (RAFT's correlation pyramid, from
-    nnlint.fix's own step) is built again and given the same weights."""
-    try:
-        return copy.deepcopy(model)
-    except RuntimeError:
-        fresh, _ = case.build()
-        fresh.load_state_dict(model.state_dict())
-        return fresh
 
 
 def _tails(runs: list[list[float]]) -> list[float]:

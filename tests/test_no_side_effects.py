@@ -101,3 +101,35 @@ def test_cuda_rng_state_is_restored():  # pragma: no cover - runs where a GPU is
     torch.cuda.manual_seed(7)
     nnlint.check(model, torch.randn(8, 3, 8, 8, device="cuda"))
     assert torch.equal(torch.rand(5, device="cuda"), expected)
+
+
+class CachingNet(nn.Module):
+    """A forward that keeps tensors on the module, as torchvision's RAFT keeps `self.corr_pyramid`: a
+    list it adds, and an attribute it replaces."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 4)
+        self.scale = torch.ones(4)              # a plain tensor attribute, neither parameter nor buffer
+
+    def forward(self, x):
+        y = self.fc(x)
+        self.pyramid = [y, y.pow(2)]
+        self.scale = y.detach().std(0)
+        return y * self.scale
+
+
+def test_tensors_a_forward_keeps_on_the_model_are_put_back_and_it_can_be_deep_copied():
+    import copy
+
+    torch.manual_seed(0)
+    model = CachingNet()
+    model(torch.randn(4, 8))
+    with pytest.raises(RuntimeError, match="deepcopy"):   # what a plain training forward leaves
+        copy.deepcopy(model)
+
+    model = CachingNet()
+    scale = model.scale
+    nnlint.check(model, torch.randn(16, 8))
+    assert not hasattr(model, "pyramid") and model.scale is scale
+    copy.deepcopy(model)

@@ -9,7 +9,13 @@ What a forward+backward can change, and how each is put back:
 - `requires_grad`: recorded and re-set;
 - the RNG of the CPU and of every initialized CUDA device (dropout consumes it).
 - plain attributes of every module (bools, numbers, strings, None): a flag a forward flips, as Hugging
-  Face's RWKV flips `layers_are_rescaled` when it rescales its weights for inference.
+  Face's RWKV flips `layers_are_rescaled` when it rescales its weights for inference;
+- tensors a forward keeps on a module (an attribute that is a tensor, or a list, tuple or dict of them;
+  not a parameter or buffer) where the forward set the attribute: put back to what it was, or removed
+  where the forward added it (a list the forward appends to is the same object, and stays). Kept, they
+  would hold the check's autograd graph: torchvision's RAFT stores its correlation pyramid as
+  `self.corr_pyramid`, and `copy.deepcopy(model)` after a check raised "Only Tensors created explicitly
+  by the user support the deepcopy protocol".
 Parameters are not copied by the traced step (a 1B model would double its memory); instead their
 version counters are compared, and an in-place write by the model's own forward is reported. The
 probes, which run the model's eval forward again, run under `ParameterWrites`: a parameter is copied
@@ -38,6 +44,8 @@ class ModelState:
     cpu_rng: Any = None
     cuda_rng: Any = None
     attributes: list[tuple[Any, dict]] = field(default_factory=list)
+    # (module, {name: value}) of every attribute the module had: a forward's tensors are put back to these
+    tensor_attributes: list[tuple[Any, dict]] = field(default_factory=list)
 
     @classmethod
     def capture(cls, model) -> "ModelState":
@@ -52,6 +60,8 @@ class ModelState:
             cpu_rng=torch.get_rng_state(),
             attributes=[(m, {k: v for k, v in vars(m).items() if isinstance(v, _PLAIN) and k != "training"})
                         for m in model.modules()],
+            tensor_attributes=[(m, {k: v for k, v in vars(m).items() if k not in _module_machinery()})
+                               for m in model.modules()],
         )
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             state.cuda_rng = torch.cuda.get_rng_state_all()
@@ -87,6 +97,12 @@ class ModelState:
             for k, v in attrs.items():
                 if getattr(module, k, v) is not v and getattr(module, k, v) != v:
                     setattr(module, k, v)
+        for module, kept in self.tensor_attributes:
+            for k, v in _tensor_attributes(module).items():
+                if k not in kept:
+                    delattr(module, k)
+                elif v is not kept[k]:
+                    setattr(module, k, kept[k])
         for p, flag in self.requires_grad:
             if p.requires_grad != flag:
                 p.requires_grad_(flag)
@@ -95,6 +111,40 @@ class ModelState:
         torch.set_rng_state(self.cpu_rng)
         if self.cuda_rng is not None:
             torch.cuda.set_rng_state_all(self.cuda_rng)
+
+
+def _tensor_attributes(module) -> dict:
+    """The module's attributes that hold tensors, other than its parameters and buffers (nn.Module's own
+    `_parameters`, `_buffers` and the rest of its machinery are skipped by name)."""
+    return {k: v for k, v in vars(module).items() if k not in _module_machinery() and _holds_tensors(v)}
+
+
+def _module_machinery() -> frozenset:
+    global _MACHINERY
+    if _MACHINERY is None:
+        import torch
+
+        _MACHINERY = frozenset(vars(torch.nn.Module()))
+    return _MACHINERY
+
+
+_MACHINERY = None
+
+
+def _holds_tensors(value, depth: int = 2) -> bool:
+    """A tensor, or a list, tuple or dict with one among its first items (two levels down): what a
+    forward caches on a module."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return True
+    if depth == 0:
+        return False
+    if isinstance(value, (list, tuple)):
+        return any(_holds_tensors(v, depth - 1) for v in value[:8])
+    if isinstance(value, dict):
+        return any(_holds_tensors(v, depth - 1) for v in list(value.values())[:8])
+    return False
 
 
 class ParameterWrites:
