@@ -12,10 +12,9 @@ author's choice: where the bias sets the output at an offset far from its spread
 logits at -4.6 with a spread of 0.02, every anchor at p = 0.01 by design; the focal loss's negatives grow
 as exp(4.5 spread^2)), or where the loss reads it as values or per-element logits (a regression, a
 binary loss, in the user's loss function or the model's own forward: the output's scale is the
-targets'). Softmax logits, and an output no loss nnlint sees
-reads, are left to rise: logits that end up over-confident are NN304's to find in the re-check and to
-scale down (a default-init MLP's hidden layers re-initialized take its logits from 0.13 to 0.74, which
-is fine as it comes). A head that collapsed with the rest of the model (every layer at std 1e-3) is
+targets'). Softmax logits, and an output no loss nnlint sees reads, are left to rise: logits that end
+up over-confident are NN304's to find in the re-check and to scale down (a default-init MLP's hidden
+layers re-initialized take its logits from 0.13 to 0.74, which is fine as it comes). A head that collapsed with the rest of the model (every layer at std 1e-3) is
 not held at its collapse (COLLAPSED), which would starve the layers before it of gradient. The bias,
 where a prior lives, is left as it is.
 """
@@ -74,14 +73,13 @@ def final_layer_fed(graph: Graph, op: OpRecord) -> Optional[OpRecord]:
     return final
 
 
-def output_hold(trace: Trace, graph: Graph, op: OpRecord, growth: float, changed: set[str]) -> Optional[OutputHold]:
-    """The final layer's rescale when a re-init raises what `op` hands it `growth`-fold, or None: no
-    final layer follows, the fix re-initializes it anyway (a module in `changed`), or its output stays
-    within HOLD_ABOVE of the held level."""
+def output_hold(trace: Trace, graph: Graph, final: OpRecord, growth: float, changed: set[str]) -> Optional[OutputHold]:
+    """The rescale of `final` (final_layer_fed) when a re-init raises its input `growth`-fold, or None:
+    the fix re-initializes it anyway (a module in `changed`), its spread is not the author's choice, or
+    its output stays within HOLD_ABOVE of the held level."""
     if not growth > HOLD_ABOVE or not math.isfinite(growth):
         return None
-    final = final_layer_fed(graph, op)
-    p = trace.params.get(final.weight) if final is not None else None
+    p = trace.params.get(final.weight)
     if p is None or p.module in changed or not p.requires_grad or p.tied_to or not p.std > 0:
         return None
     measured = measured_gain(trace, final)
@@ -90,21 +88,21 @@ def output_hold(trace: Trace, graph: Graph, op: OpRecord, growth: float, changed
     gain, rms_in = measured
     before = gain * rms_in
     held = max(before, COLLAPSED)
-    if not _scale_is_chosen(trace, final, before) or not before * growth > HOLD_ABOVE * held:
+    if not before * growth > HOLD_ABOVE * held or not _scale_is_chosen(trace, graph, final, before):
         return None
     std = p.std * held / (before * growth)
     spec = measured_normal(std, why=f"scaled to keep the output where it was: the re-init before it raises its input {fmt(growth)}x")
     return OutputHold(LayerInit(p.module, spec, p.attr), growth, before, held)
 
 
-def _scale_is_chosen(trace: Trace, final: OpRecord, before: float) -> bool:
+def _scale_is_chosen(trace: Trace, graph: Graph, final: OpRecord, before: float) -> bool:
     """The final layer's output spread is one the model's author chose: it sits at a prior, or a loss
     other than a softmax classification reads it (the module docstring says why)."""
     families = {call.family for call in loss_calls(trace)
                 if (fed := head(trace, call)) is not None and fed.weight == final.weight}
     # and the losses a model computes in its own forward (a detector's loss dict: RetinaNet's l1_loss on
     # its box deltas, which no Objective records)
-    families |= {LOSSES[o.func].family for o in Graph.of(trace).walk(final) if o.func in LOSSES}
+    families |= {LOSSES[o.func].family for o in graph.walk(final) if o.func in LOSSES}
     return _at_prior(final, before) or bool(families - {CLASS})
 
 

@@ -26,6 +26,7 @@ probes, and a model's size in peak memory).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,9 +44,9 @@ class ModelState:
     param_versions: list[tuple[str, Any, int]] = field(default_factory=list)
     cpu_rng: Any = None
     cuda_rng: Any = None
+    # (module, {name: value}) of every attribute the module had but `training` (restored above): plain
+    # values and the tensors a forward set are put back to these
     attributes: list[tuple[Any, dict]] = field(default_factory=list)
-    # (module, {name: value}) of every attribute the module had: a forward's tensors are put back to these
-    tensor_attributes: list[tuple[Any, dict]] = field(default_factory=list)
 
     @classmethod
     def capture(cls, model) -> "ModelState":
@@ -58,10 +59,7 @@ class ModelState:
             requires_grad=[(p, p.requires_grad) for _, p in params],
             param_versions=[(n, p, p._version) for n, p in params],
             cpu_rng=torch.get_rng_state(),
-            attributes=[(m, {k: v for k, v in vars(m).items() if isinstance(v, _PLAIN) and k != "training"})
-                        for m in model.modules()],
-            tensor_attributes=[(m, {k: v for k, v in vars(m).items() if k not in _module_machinery()})
-                               for m in model.modules()],
+            attributes=[(m, {k: v for k, v in vars(m).items() if k != "training"}) for m in model.modules()],
         )
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             state.cuda_rng = torch.cuda.get_rng_state_all()
@@ -93,11 +91,10 @@ class ModelState:
                     buf.copy_(saved)
         for module, flag in self.training:
             module.training = flag
-        for module, attrs in self.attributes:
-            for k, v in attrs.items():
-                if getattr(module, k, v) is not v and getattr(module, k, v) != v:
+        for module, kept in self.attributes:
+            for k, v in kept.items():
+                if isinstance(v, _PLAIN) and getattr(module, k, v) is not v and getattr(module, k, v) != v:
                     setattr(module, k, v)
-        for module, kept in self.tensor_attributes:
             for k, v in _tensor_attributes(module).items():
                 if k not in kept:
                     delattr(module, k)
@@ -119,16 +116,12 @@ def _tensor_attributes(module) -> dict:
     return {k: v for k, v in vars(module).items() if k not in _module_machinery() and _holds_tensors(v)}
 
 
+@functools.lru_cache(maxsize=None)
 def _module_machinery() -> frozenset:
-    global _MACHINERY
-    if _MACHINERY is None:
-        import torch
+    """The attributes every nn.Module has (`training`, `_parameters`, `_buffers`, the hook dicts)."""
+    import torch
 
-        _MACHINERY = frozenset(vars(torch.nn.Module()))
-    return _MACHINERY
-
-
-_MACHINERY = None
+    return frozenset(vars(torch.nn.Module()))
 
 
 def _holds_tensors(value, depth: int = 2) -> bool:

@@ -8,7 +8,7 @@ from typing import Optional
 from nnlint.initmath import bounded_output_std, correct_init, symmetric_std
 from nnlint.pyexpr import module_expr
 from nnlint.registry import Faulty, Healthy, Rule
-from nnlint.rules._output_hold import OutputHold, output_hold
+from nnlint.rules._output_hold import OutputHold, final_layer_fed, output_hold
 from nnlint.rulekit import fmt, measured_gain, reinit_fix
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
@@ -61,7 +61,7 @@ class InitScaleMismatch(Rule):
       positives).
       What a layer passes on is its output *after* the activation: for ReLU-family and linear layers
       that is the gain drift itself, but a bounded tanh/sigmoid saturates part of a correct layer's
-      larger signal away, so a too-small layer before it loses less (`Mismatch.signal_drift`, the
+      larger signal away, so a too-small layer before it loses less (`Mismatch.fix_growth`, the
       ratio of tanh's output stds at the two pre-activation stds, Gaussian). PyTorch's default init
       before tanh: gain 0.58 where Xavier-tanh gives 1.67, a 2.9x gain drift but about 1.8x after the
       tanh; two such layers shrink the signal 3.2x (quiet), five by far more than 5x (reported).
@@ -161,13 +161,13 @@ class InitScaleMismatch(Rule):
     def _compounding(self, candidates: list["Mismatch"], chains: "_Chains") -> list["Mismatch"]:
         """Too-large layers stand alone; too-small ones only where two or more in one un-normalized
         chain compound the shrink past `min_compound_shrink`: the product of their signal drifts, what
-        each passes on after its activation (`Mismatch.signal_drift`)."""
+        each passes on after its activation (`Mismatch.fix_growth`)."""
         shrink: dict[int, float] = {}
         count: dict[int, int] = {}
         for m in candidates:
             if m.too_small:
                 r = chains.root(m.op.index)
-                shrink[r] = shrink.get(r, 1.0) * m.signal_drift
+                shrink[r] = shrink.get(r, 1.0) * m.fix_growth
                 count[r] = count.get(r, 0) + 1
         out = []
         for m in candidates:
@@ -185,7 +185,7 @@ class InitScaleMismatch(Rule):
         slope = f" slope {fmt(m.slope)}" if m.slope is not None else ""
         dropout = (f"; after dropout p={m.dropout_p:g} the critical std is {fmt(m.critical)}" if m.dropout_p else "")
         chain = (f"; with the other too-small layers before the next normalization the signal shrinks "
-                 f"{fmt(m.chain_shrink)}x" if m.too_small and m.chain_shrink > m.signal_drift * 1.01 else "")
+                 f"{fmt(m.chain_shrink)}x" if m.too_small and m.chain_shrink > m.fix_growth * 1.01 else "")
         fix = reinit_fix(trace, m.op.module, m.nonlinearity, m.slope, why=f"weight std {fmt(m.std)} is {direction}")
         held = ""
         if hold is not None:
@@ -227,18 +227,14 @@ class Mismatch:
     chain_shrink: float = 1.0
 
     @property
-    def signal_drift(self) -> float:
-        """For a too-small layer, how much less signal (std) it passes on after its activation than a
-        gain-correct layer would on the same input (its `fix_growth`)."""
-        return self.fix_growth
-
-    @property
     def fix_growth(self) -> float:
-        """How much its re-init multiplies the signal (std) this layer passes on after its activation
-        (> 1 for a too-small layer, < 1 for a too-large one). The ratio of the gains, where the
-        activation's output scales with its input (ReLU-family exactly, linear, the near-linear rest); for
-        a bounded one (tanh, sigmoid) the ratio of its output stds at the two pre-activation stds (Gaussian, initmath): a correct tanh layer
-        saturates part of its larger signal away, so a too-small one loses less than its gain says."""
+        """How much its re-init multiplies the signal (std) this layer passes on after its activation:
+        for a too-small layer (> 1), how much less it passes on than a gain-correct layer would on the
+        same input; < 1 for a too-large one. The ratio of the gains, where the activation's output
+        scales with its input (ReLU-family exactly, linear, the near-linear rest); for a bounded one
+        (tanh, sigmoid) the ratio of its output stds at the two pre-activation stds (Gaussian,
+        initmath): a correct tanh layer saturates part of its larger signal away, so a too-small one
+        loses less than its gain says."""
         correct = bounded_output_std(self.nonlinearity, self.correct_gain * self.rms_in)
         actual = bounded_output_std(self.nonlinearity, self.gain * self.rms_in)
         if correct is None or actual is None:
@@ -365,11 +361,14 @@ def _output_holds(trace: Trace, graph: Graph, reported: list[Mismatch],
     changed = {m.op.module for m in reported}
     holds = {}
     for m in reported:
+        final = final_layer_fed(graph, m.op)
+        if final is None:
+            continue
         growth, at = m.fix_growth, m.op.index
         while len(feeders.get(at, ())) == 1 and feeders[at][0] in by_index and len(successors[feeders[at][0]]) == 1:
             at = feeders[at][0]
             growth *= by_index[at].fix_growth
-        hold = output_hold(trace, graph, m.op, growth, changed)
+        hold = output_hold(trace, graph, final, growth, changed)
         if hold is not None:
             holds[m.op.index] = hold
     return holds

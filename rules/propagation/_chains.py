@@ -172,15 +172,16 @@ def chain_fix(structure: Structure, drift: Drift, why: str) -> ChainRepair:
         chain.append(LayerInit(module_of(structure, link), spec, p.attr if p is not None else "weight"))
         if link is drift.culprit:
             culprit_at = i
-    hold = output_hold(trace, graph, drift.layers[-1].op, _growth(structure, drift), {c.target for c in chain})
-    if hold is not None:
-        chain.append(hold.init)
+    final = final_layer_fed(graph, drift.layers[-1].op)
+    hold = output_hold(trace, graph, final, _growth(structure, drift, final), {c.target for c in chain}) \
+        if final is not None else None
     nonlin, slope = nonlins[culprit_at]
     fix = reinit_fix(trace, culprit_module, nonlin, slope, why=why)
-    fix.params = dataclasses.replace(fix.params, spec=specs[culprit_at], chain=tuple(chain))
+    fix.params = dataclasses.replace(fix.params, spec=specs[culprit_at],
+                                     chain=tuple(chain) + ((hold.init,) if hold is not None else ()))
     if measured is not None:
         fix.description = f"re-initialize {culprit_module}.{fix.params.param}: {fix_call(fix)} ({measured.reason})"
-    others = [c.target for c in chain if c.target != culprit_module and (hold is None or c is not hold.init)]
+    others = [c.target for c in chain if c.target != culprit_module]
     if others:
         fix.description += "; then the rest of the chain the same way: " + ", ".join(others)
     if hold is not None:
@@ -193,12 +194,11 @@ def chain_fix(structure: Structure, drift: Drift, why: str) -> ChainRepair:
     return ChainRepair(fix, how)
 
 
-def _growth(structure: Structure, drift: Drift) -> float:
-    """How much the chain's re-init raises the input of the layer after it: the re-init holds the
-    signal near the chain start's scale (within KEPT_SCALE, or exactly with measured stds), where it
+def _growth(structure: Structure, drift: Drift, final) -> float:
+    """How much the chain's re-init raises the input of `final`, the layer after it: the re-init holds
+    the signal near the chain start's scale (within KEPT_SCALE, or exactly with measured stds), where it
     reached that layer at its measured scale. 1 when either is unknown."""
-    final = final_layer_fed(structure.graph, drift.layers[-1].op)
-    served = structure.main_input(final) if final is not None else None
+    served = structure.main_input(final)
     start = structure.rms(drift.path[0].start.serial)
     reached = structure.rms(served) if served is not None else None
     return start / reached if start and reached else 1.0
