@@ -218,7 +218,8 @@ def main():
             json.dump({"results": results, "fixed_cost": fixed}, f, indent=1)
 
 
-PHASES = ("setup", "train forward", "backward", "eval forward", "reading the statistics back", "probes", "rules")
+PHASES = ("setup", "train forward", "backward", "gradient statistics", "eval forward", "reading the statistics back",
+          "probes", "rules")
 
 
 if __name__ == "__main__":

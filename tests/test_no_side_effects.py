@@ -133,3 +133,32 @@ def test_tensors_a_forward_keeps_on_the_model_are_put_back_and_it_can_be_deep_co
     nnlint.check(model, torch.randn(16, 8))
     assert not hasattr(model, "pyramid") and model.scale is scale
     copy.deepcopy(model)
+
+
+class CacheFillingNet(nn.Module):
+    """A forward that fills a cache slot declared as a plain value (`self.cache = None`, a number) with
+    a tensor, and deletes a flag it was given: both as they were after the check."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 4)
+        self.cache = None
+        self.temperature = 2.0
+        self.first_call = True
+
+    def forward(self, x):
+        y = self.fc(x)
+        self.cache = y
+        self.temperature = y.detach().mean(0)   # a number replaced by a 4-value tensor
+        if hasattr(self, "first_call"):
+            del self.first_call
+        return y / 2.0
+
+
+def test_a_plain_slot_a_forward_fills_with_tensors_is_put_back():
+    import copy
+
+    model = CacheFillingNet()
+    nnlint.check(model, torch.randn(16, 8))
+    assert model.cache is None and model.temperature == 2.0 and model.first_call is True
+    copy.deepcopy(model)

@@ -65,6 +65,7 @@ class Recorder:
         self.failure: Optional[Failure] = None
         self.busy = False   # True while nnlint itself computes statistics: those calls are not the model's
         self.skeleton = False   # eval pass: compute ops return zeros of their shape (see stand_in)
+        self.stand_in_shapes: dict = {}   # stand_in's meta results, by the call's signature
         self.summaries: dict[tuple[int, int], list] = {}   # (serial, version) -> stores, see summarize()
         self.context = opstats.StatContext(pending, self.summarize, self.unit_dim)
         for name, module in model.named_modules(remove_duplicate=False):
@@ -174,7 +175,7 @@ class Recorder:
         kind = opnames.kind_of(name)
         if self.phase == "eval" and kind not in opnames.RANDOM_OPS:
             if self.skeleton and kind in opnames.COMPUTE_OPS:
-                out = stand_in(func, args, kwargs)
+                out = stand_in(func, args, kwargs, self.stand_in_shapes)
                 if out is not None:
                     return out
             return self._call(func, name, kind, args, kwargs)
@@ -248,10 +249,15 @@ class Recorder:
                 self.unit_kind[s] = k
 
 
-def stand_in(func, args, kwargs):
+def stand_in(func, args, kwargs, known: Optional[dict] = None):
     """Zeros of the shape, dtype and device `func(*args, **kwargs)` would return, without its FLOPs:
     the shape is inferred on the meta device. None when that cannot be done (an op with no meta
-    kernel, an output that is not a tensor): the op then runs for real."""
+    kernel, an output that is not a tensor): the op then runs for real.
+
+    `known` keeps the inferred (shape, dtype) by the call's signature (the function, every tensor's
+    shape, dtype and device, the other arguments): a transformer calls a handful of distinct shapes
+    dozens of times, and meta inference runs through Python decompositions (BERT-base's eval pass:
+    1.2 ms a linear, 0.09 s of its 0.16 s)."""
     import torch
 
     from nnlint.trace.batch import map_tensors
@@ -260,13 +266,50 @@ def stand_in(func, args, kwargs):
     if not tensors:
         return None
     device = tensors[0].device
+    key = _call_signature(func, args, kwargs) if known is not None else None
+    if key is not None and key in known:
+        shape, dtype = known[key]
+        return torch.zeros(shape, dtype=dtype, device=device)
     try:
         meta = func(*map_tensors(lambda t: t.to("meta"), args), **map_tensors(lambda t: t.to("meta"), kwargs))
     except Exception:
         return None
     if not isinstance(meta, torch.Tensor):
         return None
+    if key is not None:
+        known[key] = (meta.shape, meta.dtype)
     return torch.zeros(meta.shape, dtype=meta.dtype, device=device)
+
+
+_SIGNATURE_VALUES = (bool, int, float, str, type(None))
+
+
+def _call_signature(func, args, kwargs) -> Optional[tuple]:
+    """What a call's output shape and dtype depend on, hashable; None where an argument is neither a
+    plain tensor nor a plain value (a tensor subclass, an object), whose shape rules are its own."""
+    import torch
+
+    parts: list = [func]
+
+    def add(value) -> bool:
+        if type(value) is torch.Tensor or type(value) is torch.nn.Parameter:
+            parts.append((tuple(value.shape), value.dtype, value.device, value.layout))
+            return True
+        if isinstance(value, _SIGNATURE_VALUES) or isinstance(value, (torch.dtype, torch.device)):
+            parts.append(value)
+            return True
+        if isinstance(value, (tuple, list)):
+            parts.append(len(value))
+            return all(add(v) for v in value)
+        return False
+
+    if not all(add(a) for a in args):
+        return None
+    for k in sorted(kwargs):
+        parts.append(k)
+        if not add(kwargs[k]):
+            return None
+    return tuple(parts)
 
 
 def _make_mode(recorder: Recorder):

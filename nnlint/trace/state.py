@@ -44,8 +44,7 @@ class ModelState:
     param_versions: list[tuple[str, Any, int]] = field(default_factory=list)
     cpu_rng: Any = None
     cuda_rng: Any = None
-    # (module, {name: value}) of every attribute the module had but `training` (restored above): plain
-    # values and the tensors a forward set are put back to these
+    # (module, a copy of its __dict__): plain values and the tensors a forward set are put back to these
     attributes: list[tuple[Any, dict]] = field(default_factory=list)
 
     @classmethod
@@ -53,13 +52,14 @@ class ModelState:
         import torch
 
         params = list(model.named_parameters(remove_duplicate=True))
+        modules = list(model.modules())
         state = cls(
-            training=[(m, m.training) for m in model.modules()],
+            training=[(m, m.training) for m in modules],
             buffers=[(b, b.detach().clone()) for b in model.buffers() if b is not None],
             requires_grad=[(p, p.requires_grad) for _, p in params],
             param_versions=[(n, p, p._version) for n, p in params],
             cpu_rng=torch.get_rng_state(),
-            attributes=[(m, {k: v for k, v in vars(m).items() if k != "training"}) for m in model.modules()],
+            attributes=[(m, dict(vars(m))) for m in modules],
         )
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             state.cuda_rng = torch.cuda.get_rng_state_all()
@@ -92,14 +92,7 @@ class ModelState:
         for module, flag in self.training:
             module.training = flag
         for module, kept in self.attributes:
-            for k, v in kept.items():
-                if isinstance(v, _PLAIN) and getattr(module, k, v) is not v and getattr(module, k, v) != v:
-                    setattr(module, k, v)
-            for k, v in _tensor_attributes(module).items():
-                if k not in kept:
-                    delattr(module, k)
-                elif v is not kept[k]:
-                    setattr(module, k, kept[k])
+            _restore_attributes(module, kept)
         for p, flag in self.requires_grad:
             if p.requires_grad != flag:
                 p.requires_grad_(flag)
@@ -110,10 +103,28 @@ class ModelState:
             torch.cuda.set_rng_state_all(self.cuda_rng)
 
 
-def _tensor_attributes(module) -> dict:
-    """The module's attributes that hold tensors, other than its parameters and buffers (nn.Module's own
-    `_parameters`, `_buffers` and the rest of its machinery are skipped by name)."""
-    return {k: v for k, v in vars(module).items() if k not in _module_machinery() and _holds_tensors(v)}
+_MISSING = object()
+
+
+def _restore_attributes(module, kept: dict) -> None:
+    """Put back the plain values and tensors among a module's attributes as `kept` has them, and remove
+    the tensor-holding attributes the forward added. Other objects the forward replaced are left (a
+    module's own machinery, `_parameters` and the hook dicts, is the same object and is skipped at once
+    by identity: this runs for every module after every pass)."""
+    now = vars(module)
+    for k, v in kept.items():
+        current = now.get(k, _MISSING)
+        if current is v:
+            continue
+        if isinstance(v, _PLAIN):
+            if not isinstance(current, _PLAIN) or current != v:
+                setattr(module, k, v)
+        elif _holds_tensors(v) or _holds_tensors(current):
+            setattr(module, k, v)
+    if len(now) != len(kept) or now.keys() != kept.keys():
+        for k in [k for k in now if k not in kept]:
+            if k not in _module_machinery() and _holds_tensors(now[k]):
+                delattr(module, k)
 
 
 @functools.lru_cache(maxsize=None)

@@ -124,6 +124,7 @@ def run_trace(
                     trace.backward_ran = True
             if loss is not None:
                 stats.summarize(loss.reshape(1), pending, lambda s: setattr(trace, "loss", s.mean))
+        progress.phase = "gradient statistics"
         grad_stats(model, params, pending)
         if keep_gradients is not None:
             keep_gradients.update((n, p.grad) for n, p in model.named_parameters() if p.grad is not None)

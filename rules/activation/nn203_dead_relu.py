@@ -120,8 +120,13 @@ class DeadRelu(Rule):
         positions = sum(c.positions for c in calls)
         if positions < self.opts["min_positions"]:
             return
-        # A unit's share of active positions over every call with these weights
-        active = [sum(c.active[u] * c.positions for c in calls) / positions for u in range(len(calls[0].active))]
+        # A unit's share of active positions over every call with these weights (a transformer's MLP
+        # has thousands of units a call: one pass over each call's list, not one generator per unit)
+        if len(calls) == 1:
+            active = list(calls[0].active)
+        else:
+            weighted = [[a * c.positions for a in c.active] for c in calls]
+            active = [sum(column) / positions for column in zip(*weighted)]
         dead = sum(1 for a in active if a < self.opts["active_below"])
         frac = dead / len(active)
         if frac <= self.opts["warning_fraction"]:

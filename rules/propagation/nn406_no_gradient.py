@@ -343,12 +343,16 @@ def _group_by_module(trace: Trace, findings: dict[str, Finding]):
     """(module, findings) pairs: the highest module all of whose trainable parameters are affected, else
     each module with its own affected parameters. Never the whole model as one group."""
     trainable = [p for p in trace.params.values() if p.requires_grad and not p.tied_to and not p.grad_nonfinite]
+    under: dict[str, list] = {}   # module -> the trainable parameters inside it, in order
+    for p in trainable:
+        parts = p.name.split(".")
+        for depth in range(1, len(parts)):
+            under.setdefault(".".join(parts[:depth]), []).append(p)
     done: set[str] = set()
     for module in trace.modules:
         if module == "":
             continue
-        prefix = module + "."
-        inside = [p for p in trainable if p.name.startswith(prefix)]
+        inside = under.get(module, [])
         if not inside or all(p.name in done for p in inside):
             continue
         if all(p.name in findings for p in inside) and _same_kind(findings, inside):
