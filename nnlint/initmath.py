@@ -186,6 +186,12 @@ def is_weight_matrix(shape: tuple[int, ...]) -> bool:
 NEAR_ZERO = 1e-2
 
 
+# The bias a fix gives a layer whose ReLU units must start active: a dead ReLU's layer (NN203), or a
+# zero-initialized last layer of a residual branch that ends in a ReLU (NN403), where every unit then
+# outputs relu(0.01) > 0 and passes gradient (relu(0) would pass none).
+ACTIVE_BIAS = 0.01
+
+
 def starts_near_zero(std: float, fan_in: int) -> bool:
     return fan_in > 0 and std < NEAR_ZERO / math.sqrt(fan_in)
 

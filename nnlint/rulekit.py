@@ -216,7 +216,9 @@ def is_all_off_activation(op: OpRecord) -> bool:
 def is_intentional_zero_layer(graph: Graph, op: OpRecord) -> bool:
     """Zero-init is a known good practice for: the last layer of a residual branch (each block starts
     as the identity), the model's final layer (no weight layer downstream), and gate/modulation
-    projections (their output multiplies)."""
+    projections (their output multiplies). A branch may end in a norm, or in an activation whose every
+    unit is open on the batch (a zero layer outputs its bias there: a ReLU branch given a small positive
+    bias, as NN403's fix does; with a unit shut, the layer is dead for good and not intentional)."""
     if graph.reaches_weight_layer(op) is None:
         return True
     current = op
@@ -230,8 +232,20 @@ def is_intentional_zero_layer(graph: Graph, op: OpRecord) -> bool:
         if f.kind == "norm" and f.op is not None:
             current = f.op
             continue
+        if f.kind == "activation" and f.op is not None and is_every_unit_open(f.op):
+            current = f.op
+            continue
         return False
     return False
+
+
+def is_every_unit_open(op: OpRecord) -> bool:
+    """A ReLU-family, tanh or sigmoid call where every unit passed signal somewhere on the batch (its
+    `unit_active` count); True for an activation with no closed region (softsign, hardtanh)."""
+    if op.kind not in opnames.OPEN_ABOVE:
+        return True
+    active = op.stats.get("unit_active")
+    return bool(active) and min(active) > 0.0
 
 
 def normalize_call(mean: list[float], std: list[float]) -> str:

@@ -35,6 +35,7 @@ SOURCE_CASES = {
     "vgg_isinstance": ({"NN103", "NN401", "NN203"}, {}),      # modules() + isinstance, edited and added
     "residual_blocks": ({"NN403"}, {}),                       # after the parent's init loop, one loop
     "bn_residual": ({"NN403"}, {}),                           # the last norm weight, in Block.__init__
+    "relu_end_residual": ({"NN403"}, {}),                     # a branch ending in ReLU: zero weight, bias 0.01
     "tanh_head": ({"NN202", "NN103"}, {}),                    # the measured std, where Xavier still saturates
     "overconfident_head": ({"NN304"}, {}),                    # final layer scaled down, bias zeroed
     "prior_head": ({"NN103"}, {}),                            # the convs' Kaiming, and the logits held at their spread

@@ -662,6 +662,74 @@ def test_nn403_post_ln_blocks_with_scale_preserving_branches_are_not_a_run():
     assert loud(check(model, tokens())) == []
 
 
+class ReluEndBlock(nn.Module):
+    """torchvision RAFT's context-encoder bottleneck without norms: every conv of the branch, the last
+    included, is followed by a ReLU before the add."""
+
+    def __init__(self, c, bias=True):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 1, bias=bias)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=bias)
+        self.conv3 = nn.Conv2d(c, c, 1, bias=bias)
+        for conv in (self.conv1, self.conv2, self.conv3):
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+
+    def forward(self, x):
+        y = F.relu(self.conv3(F.relu(self.conv2(F.relu(self.conv1(x))))))
+        return F.relu(x + y)
+
+
+class ReluEndNet(nn.Module):
+    def __init__(self, blocks=4, c=16, bias=True):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.blocks = nn.Sequential(*[ReluEndBlock(c, bias) for _ in range(blocks)])
+        self.head = nn.Linear(c, 10)
+
+    def forward(self, x):
+        return self.head(self.blocks(F.relu(self.stem(x))).mean((2, 3)))
+
+
+def test_nn403_a_branch_ending_in_relu_is_zero_initialized_with_a_positive_bias():
+    # Zeroing conv3 alone leaves relu(bias): the channels with a negative bias dead for good (NN101 said
+    # so on the re-check, and the fix was undone on RAFT-small's context encoder).
+    growth = [d for d in check(seeded(ReluEndNet), images()) if d.code == "NN403"]
+    assert [d.module for d in growth] == [f"blocks.{i}.conv3" for i in range(4)]
+    first = growth[0]
+    assert first.fix.kind == "zero_init" and first.fix.params.bias == 0.01
+    assert "nn.init.constant_(model.blocks[0].conv3.bias, 0.01)" in first.message
+
+    model = seeded(ReluEndNet)
+    result = nnlint.fix(model, images())
+    assert [o.diagnostic.code for o in result.failed] == []
+    assert {o.diagnostic.module for o in result.applied if o.diagnostic.code == "NN403"} == \
+        {f"blocks.{i}.conv3" for i in range(4)}
+    for block in model.blocks:
+        assert bool((block.conv3.weight == 0).all()) and bool((block.conv3.bias == 0.01).all())
+    assert loud(result.report.diagnostics) == []
+
+
+def test_nn403_a_relu_ended_branch_without_bias_gets_advice_not_a_dead_layer():
+    growth = [d for d in check(seeded(lambda: ReluEndNet(bias=False)), images()) if d.code == "NN403"]
+    assert growth and all(d.fix is None for d in growth)
+    assert "no automatic fix" in growth[0].message
+
+
+def test_nn101_a_zeroed_last_branch_layer_before_a_relu_is_intentional_only_while_its_units_are_open():
+    def zeroed(bias):
+        model = seeded(ReluEndNet)
+        with torch.no_grad():
+            for block in model.blocks:
+                block.conv3.weight.zero_()
+                block.conv3.bias.fill_(bias)
+        return model
+
+    assert [d for d in nnlint.check(zeroed(0.01), images(), select=["NN101"]).diagnostics] == []
+    dead = nnlint.check(zeroed(0.0), images(), select=["NN101"]).diagnostics
+    assert [d.module for d in dead] == [f"blocks.{i}.conv3" for i in range(4)]
+    assert "dead" in dead[0].message
+
+
 def test_nn403_option_min_blocks():
     model = seeded(lambda: ResMLP(blocks=4))
     config = Config(rule_options={"NN403": {"min_blocks": 5}})

@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from nnlint.initmath import ACTIVE_BIAS
 from nnlint.registry import Chart, Faulty, Healthy, Rule
 from nnlint.rulekit import describe_op, location_for, pct, reinit_fix, swap_fix
 from nnlint.trace import ops as opnames
@@ -11,7 +12,6 @@ from nnlint.trace.records import OpRecord
 from nnlint.trace.vocab import applies_weights
 
 
-DEAD_BIAS = 0.01   # the bias the fix gives the layer feeding dead units: each unit starts active on about half
 SWAPPABLE = ("relu", "gelu", "silu", "elu", "mish", "softplus")
 
 
@@ -141,7 +141,7 @@ class DeadRelu(Rule):
         fix = None
         if feeding is not None and feeding.weight is not None:
             fix = reinit_fix(trace, feeding.module, activation, graph.activation_slope(op),
-                             why="and a small positive bias, 0.01, so that every unit starts active", bias=DEAD_BIAS)
+                             why="and a small positive bias, 0.01, so that every unit starts active", bias=ACTIVE_BIAS)
         # Where a re-init cannot keep the units alive (a layer a few units wide), a LeakyReLU's units
         # cannot die: the ladder's next step, for the activations the swap knows.
         escalation = [swap_fix(trace, graph, op, "leaky_relu")] if op.kind in SWAPPABLE else []
@@ -160,7 +160,7 @@ class DeadRelu(Rule):
             f"{pct(frac)} of {what} ({dead}/{len(active)}) {never} on this batch{over} "
             f"(out of it on under {pct(self.opts['active_below'])} of {positions} positions): they pass (almost) no gradient"
             + (f"; re-init {feeding.module} with {fix.params.call(feeding.module)} and a small positive bias "
-               f"({DEAD_BIAS:g})" if fix is not None else ""),
+               f"({ACTIVE_BIAS:g})" if fix is not None else ""),
             severity=severity,
             location=location_for(trace, op.module, op),
             evidence={"dead_fraction": frac, "dead_units": dead, "units": len(active), "positions": positions,

@@ -24,8 +24,11 @@ class ZeroWeights(Rule):
     the first steps, but training starts without signal, and a stack of such layers trains slowly.
 
     Zero-init is intentional, and not reported, for the last layer of a residual branch (each block
-    then starts as the identity: Fixup, SkipInit, `zero_init_residual`), for the model's final layer, and
-    for gate or modulation projections whose output multiplies (adaLN-Zero).
+    then starts as the identity: Fixup, SkipInit, `zero_init_residual`), also where a norm or an
+    activation whose every unit is open on the batch lies between it and the add (a ReLU-ended branch
+    zeroed with a positive bias, NN403's fix; with a negative or zero bias its units are dead, and it is
+    reported), for the model's final layer, and for gate or modulation projections whose output
+    multiplies (adaLN-Zero).
 
     ## Options
     - `min_rows` (2), `min_fraction` (0.1): how many output units of a layer must be zero, in number

@@ -4,8 +4,10 @@ from typing import Optional
 
 from nnlint.diagnostics import Fix
 from nnlint.fix.kinds.zero_init import ZeroInit, ZeroInitParams
+from nnlint.initmath import ACTIVE_BIAS
 from nnlint.registry import Chart, Faulty, Healthy, Rule
 from nnlint.rulekit import fmt
+from nnlint.trace import ops as opnames
 from nnlint.trace.records import OpRecord
 from nnlint.trace.structure import StreamStep, Structure
 from nnlint.pyexpr import module_expr
@@ -70,6 +72,11 @@ class ResidualVarianceGrowth(Rule):
     ## Fix safety
     Safe: zero-initializes the weight of the branch's last weight layer (for the info: the branch's
     last norm weight, like torchvision's `zero_init_residual=True`); the architecture is unchanged.
+    Where a ReLU (or ReLU6) follows that layer inside the branch (torchvision RAFT's norm-free context
+    encoder: `relu(conv3(...))` before the add), a zero layer outputs relu(bias), dead for good in
+    every channel whose bias is not positive (NN101 said so on the re-check, and on RAFT-small the
+    fix was undone); there the fix also sets the layer's bias to 0.01, so every unit starts open and
+    the block starts as the identity plus a constant 0.01. Without a bias there is no automatic fix.
 
     ## References
     - Zhang, Dauphin & Ma 2019, Fixup Initialization: Residual Learning Without Normalization.
@@ -175,24 +182,40 @@ class ResidualVarianceGrowth(Rule):
     def _growth_diagnostic(self, structure: Structure, run: list[StreamStep], members: list[StreamStep],
                            step: StreamStep, growth: float):
         trace = structure.trace
-        target = _param_target(structure, structure.last_weight_layer(step.block))
+        last = structure.last_weight_layer(step.block)
+        target = _param_target(structure, last)
         if target is None:
             return None
         module, attr = target
+        shut = _shut_at_zero(structure, last)
         factors = [run[0].var_out / run[0].var_in] + [s.factor for s in run[1:]]
         names = [structure.block_name(s.block) for s in run]
         block = structure.block_name(step.block)
         shown = _listed([fmt(f) + (" (downsampling)" if s.block.projection else "") for f, s in zip(factors, run)], 10)
         between = len(run) - len(members)
         count = f"{len(members)} such blocks" + (f", {len(run)} with the downsampling blocks between them" if between else "")
-        fix = _zero_init_fix(module, attr, f"so block {block} starts as the identity")
+        weight = module_expr(module, attr)
+        if shut is None:
+            advice = f"zero-init the branch's last layer, nn.init.zeros_({weight}), so each block starts as the identity"
+            fix = _zero_init_fix(module, attr, f"so block {block} starts as the identity")
+        elif f"{module}.bias" in trace.params:
+            # relu(0) passes no gradient: the zeroed layer's bias keeps every unit open
+            bias = module_expr(module, "bias")
+            advice = (f"zero-init the branch's last layer with a small positive bias, nn.init.zeros_({weight}) and "
+                      f"nn.init.constant_({bias}, {ACTIVE_BIAS:g}) (the {shut} after it stays open: relu(0) would "
+                      "pass no gradient), so each block starts as the identity")
+            fix = _zero_init_fix(module, attr, f"and its bias to {ACTIVE_BIAS:g} so that the {shut} after it stays "
+                                               f"open, so block {block} starts as the identity", bias=ACTIVE_BIAS)
+        else:
+            advice = (f"the {shut} after the branch's last layer would leave a zero-initialized layer without a bias "
+                      f"dead, so no automatic fix: end the branch in a normalization, or scale {weight} down")
+            fix = None
         return self.diagnostic(
             module,
             f"residual block {block}: its branch has no normalization and keeps the signal's scale (gain "
             f"Var(f(x))/Var(x) = {fmt(step.gain)}), so its add multiplies the stream's variance by "
             f"{fmt(step.var_out / step.var_in)}; along the run {names[0]} .. {names[-1]} ({count}) the variance grows "
-            f"{fmt(growth)}x (per block {shown}); zero-init the branch's last layer, "
-            f"nn.init.zeros_({module_expr(module, attr)}), so each block starts as the identity",
+            f"{fmt(growth)}x (per block {shown}); {advice}",
             location=trace.location_of(module),
             evidence={"block": block, "branch_gain": step.gain, "add_factor": step.var_out / step.var_in,
                       "var_in": step.var_in, "var_out": step.var_out, "run_blocks": names,
@@ -234,9 +257,20 @@ class ResidualVarianceGrowth(Rule):
         )
 
 
-def _zero_init_fix(module: str, attr: str, why: str, targets: tuple[str, ...] = ()) -> Fix:
+def _zero_init_fix(module: str, attr: str, why: str, targets: tuple[str, ...] = (),
+                   bias: Optional[float] = None) -> Fix:
     return ZeroInit.make(module, f"zero-initialize {module}.{attr}: nn.init.zeros_({module_expr(module, attr)}), {why}",
-                         ZeroInitParams(targets or (f"{module}.{attr}",)))
+                         ZeroInitParams(targets or (f"{module}.{attr}",), bias=bias))
+
+
+def _shut_at_zero(structure: Structure, last: OpRecord) -> Optional[str]:
+    """The activation between the branch's last weight layer and its add that passes no gradient where
+    its input is 0 (ReLU, ReLU6): a zeroed layer before it needs a positive bias. None when there is
+    none (the layer feeds the add, or a GELU/SiLU, open at 0)."""
+    f = structure.graph.follower(last)
+    if f.kind == "activation" and opnames.OPEN_ABOVE.get(f.activation, float("-inf")) >= 0.0:
+        return f.activation
+    return None
 
 
 def _listed(items: list[str], limit: int) -> str:

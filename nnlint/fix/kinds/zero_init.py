@@ -3,10 +3,11 @@ block starts as the identity."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from nnlint.fix.kind import register
 from nnlint.fix.kinds._param_inits import ParamInitKind
-from nnlint.fix.specs import ParamInit
+from nnlint.fix.specs import LayerInit, ParamInit, layer_inits
 from nnlint.initmath import InitSpec
 
 
@@ -14,6 +15,9 @@ from nnlint.initmath import InitSpec
 class ZeroInitParams:
     params: tuple[str, ...]               # qualified parameter names
     why: str = "each residual block starts as the identity"
+    # A value for the bias of each parameter's module: a zero layer before a ReLU keeps its units active
+    # with a small positive bias (relu(0) passes no gradient). None: the bias is left as it is.
+    bias: Optional[float] = None
 
 
 @register
@@ -24,4 +28,11 @@ class ZeroInit(ParamInitKind):
 
     def inits(self, fix, std_of):
         p: ZeroInitParams = fix.params
-        return [ParamInit(name, InitSpec("zeros_", why=p.why), self.init_priority) for name in p.params]
+        out = []
+        for name in p.params:
+            module, _, attr = name.rpartition(".")
+            if p.bias is None:
+                out.append(ParamInit(name, InitSpec("zeros_", why=p.why), self.init_priority))
+            else:
+                out += layer_inits(LayerInit(module, InitSpec("zeros_", why=p.why), attr), self.init_priority, p.bias)
+        return out
