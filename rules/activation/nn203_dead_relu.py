@@ -141,7 +141,7 @@ class DeadRelu(Rule):
         fix = None
         if feeding is not None and feeding.weight is not None:
             fix = reinit_fix(trace, feeding.module, activation, graph.activation_slope(op),
-                             why="and a small positive bias, 0.01, so that every unit starts active", bias=ACTIVE_BIAS)
+                             why=f"and a small positive bias, {ACTIVE_BIAS:g}, so that every unit starts active", bias=ACTIVE_BIAS)
         # Where a re-init cannot keep the units alive (a layer a few units wide), a LeakyReLU's units
         # cannot die: the ladder's next step, for the activations the swap knows.
         escalation = [swap_fix(trace, graph, op, "leaky_relu")] if op.kind in SWAPPABLE else []

@@ -28,11 +28,9 @@ class ZeroInit(ParamInitKind):
 
     def inits(self, fix, std_of):
         p: ZeroInitParams = fix.params
-        out = []
+        out: list[ParamInit] = []
         for name in p.params:
             module, _, attr = name.rpartition(".")
-            if p.bias is None:
-                out.append(ParamInit(name, InitSpec("zeros_", why=p.why), self.init_priority))
-            else:
-                out += layer_inits(LayerInit(module, InitSpec("zeros_", why=p.why), attr), self.init_priority, p.bias)
+            out += layer_inits(LayerInit(module, InitSpec("zeros_", why=p.why), attr), self.init_priority, p.bias,
+                               zero_bias=False)
         return out
