@@ -58,23 +58,40 @@ class OutputHold:
                 f"{fmt(self.before)} to {fmt(self.before * self.growth)}")
 
 
-def final_layer_fed(graph: Graph, op: OpRecord) -> Optional[OpRecord]:
-    """The model's final weight layer that `op`'s output feeds as its only signal (through activations,
-    views, pooling and dropout; no norm, nothing else mixed in), or None."""
+def final_layers_fed(graph: Graph, op: OpRecord) -> tuple[OpRecord, ...]:
+    """The model's final weight layers that `op`'s output feeds as their only signal (through
+    activations, views, pooling and dropout; no norm, nothing else mixed in), one op per weight; () where
+    any weight layer it feeds that way is not final. A detector's box head feeds two: the class scores
+    and the box deltas (torchvision's Faster R-CNN `fc7` -> `cls_score`, `bbox_pred`)."""
     def single(o: OpRecord) -> bool:
         return len(graph.tensor_inputs(o)) == 1 and not normalizes(o) and not applies_weights(o)
 
-    fed = [o for o in graph.walk(op, through=single) if applies_weights(o)]
-    if len({o.weight for o in fed}) != 1 or fed[0].weight is None:
-        return None
-    final = fed[0]
-    if graph.reaches_weight_layer(final) is not None or not graph.reaches_output(final):
-        return None
-    return final
+    fed = {}
+    for o in graph.walk(op, through=single):
+        if applies_weights(o):
+            if o.weight is None:
+                return ()
+            fed.setdefault(o.weight, o)     # a head shared across levels (RetinaNet's FPN): its first call
+    finals = tuple(fed.values())
+    if any(graph.reaches_weight_layer(f) is not None or not graph.reaches_output(f) for f in finals):
+        return ()
+    return finals
+
+
+def output_holds(trace: Trace, graph: Graph, finals: tuple[OpRecord, ...], growth: float,
+                 changed: set[str]) -> tuple[OutputHold, ...]:
+    """The rescales of the final layers `finals` (final_layers_fed) whose input a re-init raises
+    `growth`-fold: each judged on its own (a detector's box deltas held, its softmax class scores left to
+    rise)."""
+    return tuple(h for f in finals if (h := output_hold(trace, graph, f, growth, changed)) is not None)
+
+
+def describe_holds(holds: tuple[OutputHold, ...]) -> str:
+    return "; ".join(h.describe() for h in holds)
 
 
 def output_hold(trace: Trace, graph: Graph, final: OpRecord, growth: float, changed: set[str]) -> Optional[OutputHold]:
-    """The rescale of `final` (final_layer_fed) when a re-init raises its input `growth`-fold, or None:
+    """The rescale of `final` (final_layers_fed) when a re-init raises its input `growth`-fold, or None:
     the fix re-initializes it anyway (a module in `changed`), its spread is not the author's choice, or
     its output stays within HOLD_ABOVE of the held level."""
     if not growth > HOLD_ABOVE or not math.isfinite(growth):

@@ -73,3 +73,14 @@ def test_messages_of_another_shape_are_not_merged_into_nonsense():
     merged = merged_message(["dead: 60% of units", "the model is on the meta device"])
     assert merged == "dead: 60% of units (and 1 more like it; --verbose lists them)"
     assert merged_message(["std 2.9x, 63%", "std 2.8x, 59%"]) == "std 2.8-2.9x, 59-63%"
+
+
+def test_a_fix_of_two_calls_that_differ_per_module_says_so_once_after_the_last():
+    merged = merged_message([
+        "run nn.init.zeros_(model.blocks[0].w) and nn.init.constant_(model.blocks[0].b, 0.01), so",
+        "run nn.init.zeros_(model.blocks[1].w) and nn.init.constant_(model.blocks[1].b, 0.01), so",
+    ])
+    assert merged == ("run nn.init.zeros_(model.blocks[0].w) and nn.init.constant_(model.blocks[0].b, 0.01) "
+                      "(for the first; likewise for the others), so")
+    # a call that is the same in every message gets no note
+    assert merged_message(["call torch.f() at 2", "call torch.f() at 3"]) == "call torch.f() at 2-3"

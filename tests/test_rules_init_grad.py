@@ -207,8 +207,8 @@ def test_nn103_holds_a_prior_head_where_it_was_when_its_convs_are_re_initialized
     diags = {d.module: d for d in found(check(model, batch, ["NN103"]), "NN103")}
     assert sorted(diags) == ["conv.0.0", "conv.1.0", "conv.2.0", "conv.3.0"]
     last = diags["conv.3.0"]
-    assert last.evidence["held_output"] == "cls_logits"
-    assert all(diags[m].evidence["held_output"] is None for m in ("conv.0.0", "conv.1.0", "conv.2.0"))
+    assert last.evidence["held_outputs"] == ["cls_logits"]
+    assert all(diags[m].evidence["held_outputs"] == [] for m in ("conv.0.0", "conv.1.0", "conv.2.0"))
     hold = next(c for c in last.fix.params.chain if c.target == "cls_logits")
     growth = float(re.search(r"raises that layer's input ([\d.]+)x", last.message).group(1))
     assert 50 < growth < 150                                # four convs 2.9x too small each
@@ -232,12 +232,12 @@ def test_nn103_holds_a_prior_head_where_it_was_when_its_convs_are_re_initialized
 def test_nn103_lets_unconfident_logits_rise_but_holds_a_regression_output():
     model, batch = prior_head(prior=False)      # zero bias, no loss: logits, 0.005 -> 0.47, still unconfident
     last = next(d for d in found(check(model, batch, ["NN103"]), "NN103") if d.module == "conv.3.0")
-    assert last.evidence["held_output"] is None and all(c.target != "cls_logits" for c in last.fix.params.chain)
+    assert last.evidence["held_outputs"] == [] and all(c.target != "cls_logits" for c in last.fix.params.chain)
 
     target = torch.zeros(2, 9 * 64)             # a regression onto targets near zero: the output's scale matters
     last = next(d for d in found(check(model, batch, ["NN103"], target=target, loss_fn=nn.MSELoss()), "NN103")
                 if d.module == "conv.3.0")
-    assert last.evidence["held_output"] == "cls_logits"
+    assert last.evidence["held_outputs"] == ["cls_logits"]
 
     class Detector(nn.Module):              # the loss computed in forward, as torchvision's detectors return it
         def __init__(self):
@@ -248,7 +248,52 @@ def test_nn103_lets_unconfident_logits_rise_but_holds_a_regression_output():
             return {"box_regression": F.l1_loss(self.head(features), torch.zeros(2, 9 * 64))}
 
     last = next(d for d in found(check(Detector(), batch, ["NN103"]), "NN103") if d.module == "head.conv.3.0")
-    assert last.evidence["held_output"] == "head.cls_logits"
+    assert last.evidence["held_outputs"] == ["head.cls_logits"]
+
+
+class BoxHead(nn.Module):
+    """torchvision's Faster R-CNN box head in small: TwoMLPHead (fc6, fc7 at PyTorch's default init
+    before ReLU, 2.5x too small each) feeding two final layers, the class scores at std 0.01 and the box
+    deltas at 0.001, with the losses computed in forward as `fastrcnn_loss` does."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc6 = nn.Linear(256, 256)
+        self.fc7 = nn.Linear(256, 256)
+        self.cls_score = nn.Linear(256, 5)
+        self.bbox_pred = nn.Linear(256, 20)
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        for layer in (self.cls_score, self.bbox_pred):
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x):
+        x = F.relu(self.fc7(F.relu(self.fc6(x.flatten(1)))))
+        labels = torch.arange(x.shape[0]) % 5
+        return {"loss_classifier": F.cross_entropy(self.cls_score(x), labels),
+                "loss_box_reg": F.smooth_l1_loss(self.bbox_pred(x), torch.zeros(x.shape[0], 20), beta=1 / 9)}
+
+
+def test_nn103_holds_the_box_deltas_of_a_two_headed_box_head_and_lets_the_class_scores_rise():
+    model = seeded(BoxHead)
+    x = seeded(lambda: torch.randn(64, 256))
+    diags = {d.module: d for d in found(check(model, x, ["NN103"]), "NN103")}
+    assert sorted(diags) == ["fc6", "fc7"]
+    assert diags["fc7"].evidence["held_outputs"] == ["bbox_pred"]     # a regression: its scale is the targets'
+    [hold] = [c for c in diags["fc7"].fix.params.chain]
+    growth = float(re.search(r"raises that layer's input ([\d.]+)x", diags["fc7"].message).group(1))
+    assert 4 < growth < 9                                              # 2.5x too small, twice
+    assert hold.target == "bbox_pred" and hold.spec.std(1, 1) == pytest.approx(0.001 / growth, rel=0.1)
+
+    def deltas(m):
+        with torch.no_grad():
+            return float(m.bbox_pred(F.relu(m.fc7(F.relu(m.fc6(x))))).std())
+
+    as_built = deltas(model)
+    result = nnlint.fix(model, x, select=["NN103"])
+    assert sorted(o.diagnostic.module for o in result.applied) == ["fc6", "fc7"]
+    assert 0.67 < deltas(model) / as_built < 1.5
+    assert float(model.cls_score.weight.detach().std()) == pytest.approx(0.01, rel=0.1)  # the class scores left to rise
 
 
 # ---------------------------------------------------------------------------------------------

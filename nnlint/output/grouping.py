@@ -104,6 +104,10 @@ def merged_message(messages: list[str], known_modules: frozenset = frozenset()) 
         return f"{messages[0]} (and {len(messages) - 1} more like it; --verbose lists them)"
     skeleton = parsed[0][0]
     slots = list(zip(*(p[1] for p in parsed)))
+    # the note that a code span differs goes after the last such span only: a fix of two calls reads
+    # "a(...) and b(...) (for the first; ...)", not the note twice
+    kinds = [ch for ch in skeleton if ch in (CODE, MODULE, NUMBER)]
+    differing_codes = [j for j, (kind, values) in enumerate(zip(kinds, slots)) if kind == CODE and len(set(values)) > 1]
     out, k = [], 0
     for ch in skeleton:
         if ch not in (CODE, MODULE, NUMBER):
@@ -112,7 +116,8 @@ def merged_message(messages: list[str], known_modules: frozenset = frozenset()) 
         values = slots[k]
         k += 1
         if ch == CODE:
-            out.append(values[0] + ("" if len(set(values)) == 1 else " (for the first; likewise for the others)"))
+            out.append(values[0] + (" (for the first; likewise for the others)"
+                                    if differing_codes and k - 1 == differing_codes[-1] else ""))
         elif ch == MODULE:
             names = list(dict.fromkeys(values))
             out.append(names[0] if len(names) == 1 else compact(names))

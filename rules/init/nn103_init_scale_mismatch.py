@@ -8,7 +8,7 @@ from typing import Optional
 from nnlint.initmath import bounded_output_std, correct_init, symmetric_std
 from nnlint.pyexpr import module_expr
 from nnlint.registry import Faulty, Healthy, Rule
-from nnlint.rules._output_hold import OutputHold, final_layer_fed, output_hold
+from nnlint.rules._output_hold import OutputHold, describe_holds, final_layers_fed, output_holds
 from nnlint.rulekit import fmt, measured_gain, reinit_fix
 from nnlint.trace import ops as opnames
 from nnlint.trace.graph import Graph
@@ -156,7 +156,7 @@ class InitScaleMismatch(Rule):
         reported = self._compounding(candidates, chains)
         holds = _output_holds(trace, graph, reported, successors)
         for m in reported:
-            yield self._report(trace, m, holds.get(m.op.index))
+            yield self._report(trace, m, holds.get(m.op.index, ()))
 
     def _compounding(self, candidates: list["Mismatch"], chains: "_Chains") -> list["Mismatch"]:
         """Too-large layers stand alone; too-small ones only where two or more in one un-normalized
@@ -179,7 +179,7 @@ class InitScaleMismatch(Rule):
             out.append(m)
         return out
 
-    def _report(self, trace: Trace, m: "Mismatch", hold: Optional[OutputHold] = None):
+    def _report(self, trace: Trace, m: "Mismatch", holds: tuple[OutputHold, ...] = ()):
         direction = "too small" if m.too_small else "too large"
         initializer = correct_init(m.nonlinearity, m.slope).family
         slope = f" slope {fmt(m.slope)}" if m.slope is not None else ""
@@ -188,10 +188,11 @@ class InitScaleMismatch(Rule):
                  f"{fmt(m.chain_shrink)}x" if m.too_small and m.chain_shrink > m.fix_growth * 1.01 else "")
         fix = reinit_fix(trace, m.op.module, m.nonlinearity, m.slope, why=f"weight std {fmt(m.std)} is {direction}")
         held = ""
-        if hold is not None:
-            fix.params = dataclasses.replace(fix.params, chain=(hold.init,))
-            fix.description += f"; {hold.describe()}"
-            held = f"; {hold.describe()}: {hold.init.spec.render(module_expr(hold.init.target, hold.init.param))}"
+        if holds:
+            fix.params = dataclasses.replace(fix.params, chain=tuple(h.init for h in holds))
+            fix.description += f"; {describe_holds(holds)}"
+            held = "".join(f"; {h.describe()}: {h.init.spec.render(module_expr(h.init.target, h.init.param))}"
+                           for h in holds)
         return self.diagnostic(
             m.op.module,
             f"weight std {fmt(m.std)}, expected {fmt(m.expected)} for {m.nonlinearity}{slope} ({initializer}{dropout}): "
@@ -203,7 +204,7 @@ class InitScaleMismatch(Rule):
                       "nonlinearity": m.nonlinearity, "slope": m.slope,
                       "initializer": initializer, "measured_gain": m.gain, "correct_gain": m.correct_gain,
                       "dropout_p": m.dropout_p, "chain_shrink": m.chain_shrink if m.too_small else None,
-                      "held_output": hold.init.target if hold is not None else None},
+                      "held_outputs": [h.init.target for h in holds]},
             fix=fix,
         )
 
@@ -349,7 +350,7 @@ class _Chains:
 
 
 def _output_holds(trace: Trace, graph: Graph, reported: list[Mismatch],
-                  successors: dict[int, list[int]]) -> dict[int, OutputHold]:
+                  successors: dict[int, list[int]]) -> dict[int, tuple[OutputHold, ...]]:
     """Per reported layer that feeds the model's final layer: that layer's rescale, when the re-inits
     of the reported layers in line before it (each the only input of the next) raise its input past
     what the output hold allows (rules/_output_hold.py)."""
@@ -361,14 +362,14 @@ def _output_holds(trace: Trace, graph: Graph, reported: list[Mismatch],
     changed = {m.op.module for m in reported}
     holds = {}
     for m in reported:
-        final = final_layer_fed(graph, m.op)
-        if final is None:
+        finals = final_layers_fed(graph, m.op)
+        if not finals:
             continue
         growth, at = m.fix_growth, m.op.index
         while len(feeders.get(at, ())) == 1 and feeders[at][0] in by_index and len(successors[feeders[at][0]]) == 1:
             at = feeders[at][0]
             growth *= by_index[at].fix_growth
-        hold = output_hold(trace, graph, final, growth, changed)
-        if hold is not None:
-            holds[m.op.index] = hold
+        held = output_holds(trace, graph, finals, growth, changed)
+        if held:
+            holds[m.op.index] = held
     return holds

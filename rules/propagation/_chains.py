@@ -12,7 +12,7 @@ from nnlint.diagnostics import Fix
 from nnlint.fix.specs import LayerInit
 from nnlint.initmath import InitSpec, correct_init, measured_normal, second_moment_std, symmetric_std
 from nnlint.rulekit import fmt, reinit_fix
-from nnlint.rules._output_hold import final_layer_fed, output_hold
+from nnlint.rules._output_hold import describe_holds, final_layers_fed, output_holds
 from nnlint.trace import ops as opnames, vocab
 from nnlint.trace.mainpath import ChainLink
 from nnlint.trace.structure import Structure
@@ -172,25 +172,25 @@ def chain_fix(structure: Structure, drift: Drift, why: str) -> ChainRepair:
         chain.append(LayerInit(module_of(structure, link), spec, p.attr if p is not None else "weight"))
         if link is drift.culprit:
             culprit_at = i
-    final = final_layer_fed(graph, drift.layers[-1].op)
-    hold = output_hold(trace, graph, final, _growth(structure, drift, final), {c.target for c in chain}) \
-        if final is not None else None
+    finals = final_layers_fed(graph, drift.layers[-1].op)
+    holds = output_holds(trace, graph, finals, _growth(structure, drift, finals[0]), {c.target for c in chain}) \
+        if finals else ()
     nonlin, slope = nonlins[culprit_at]
     fix = reinit_fix(trace, culprit_module, nonlin, slope, why=why)
     fix.params = dataclasses.replace(fix.params, spec=specs[culprit_at],
-                                     chain=tuple(chain) + ((hold.init,) if hold is not None else ()))
+                                     chain=tuple(chain) + tuple(h.init for h in holds))
     if measured is not None:
         fix.description = f"re-initialize {culprit_module}.{fix.params.param}: {fix_call(fix)} ({measured.reason})"
     others = [c.target for c in chain if c.target != culprit_module]
     if others:
         fix.description += "; then the rest of the chain the same way: " + ", ".join(others)
-    if hold is not None:
-        fix.description += f"; {hold.describe()}"
+    if holds:
+        fix.description += f"; {describe_holds(holds)}"
     how = (f"re-init the chain with stds measured on the batch ({measured.reason}), starting with {fix_call(fix)}"
            if measured is not None else
            f"re-init the chain with the gain-correct initializer, starting with {fix_call(fix)}")
-    if hold is not None:
-        how += f"; {hold.describe()}"
+    if holds:
+        how += f"; {describe_holds(holds)}"
     return ChainRepair(fix, how)
 
 
