@@ -40,6 +40,10 @@ RUNS = [
     ("torchvision/squeezenet1_1", "NN203", "20-50% of un-normalized ReLU channels inactive at init: true?"),
     ("torchvision/retinanet_resnet50_fpn", "NN103", "detection head convs at std 0.01 with no norm (S, true but "
                                                     "mild?)"),
+    ("torchvision/fasterrcnn_mobilenet_v3_large_320_fpn", "NN103", "R-CNN box head fc6/fc7 at PyTorch's default "
+                                                                   "init before ReLU; the fix holds bbox_pred (N2)"),
+    ("torchvision/ssdlite320_mobilenet_v3_large", "NN405", "stem conv at std 0.03 before a BatchNorm: relative "
+                                                           "gradient 2449x the later layers' (Z3, true?)"),
     ("torchvision/raft_small", "NN403", "context encoder's residual blocks with no norm (norm_layer=None): "
                                         "variance x1.9 per block (U, true but mild?)"),
     ("timm/inception_v3", "NN103", "classifier drawn at std 0.1 (fan_in 2048, 3.9x the Xavier std): "

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import nnlint
+from nnlint.config import Config
 
 CODES = ["NN103", "NN304", "NN404", "NN405", "NN406"]
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -403,6 +404,26 @@ def test_nn405_tiny_weights_before_batchnorm_get_a_huge_relative_gradient():
     [d] = check(seeded(lambda: build(1e-4)), x, ["NN404", "NN405"])
     assert d.code == "NN405" and d.module == "0" and d.severity == "warning" and d.evidence["ratio"] > 1e4
     assert check(seeded(lambda: build(math.sqrt(2 / 64))), x, ["NN404", "NN405"]) == []
+
+    # the remedy is the weight's scale, not a norm it already has: re-drawn at Kaiming, the step is in line
+    assert d.evidence["normalized"] and "add nn.BatchNorm" not in d.message
+    assert 'nn.init.kaiming_normal_(model[0].weight, nonlinearity="relu")' in d.message
+    model = seeded(lambda: build(1e-4))
+    result = nnlint.fix(model, x, select=["NN405"])
+    assert [o.diagnostic.module for o in result.applied] == ["0"] and result.report.diagnostics == []
+    assert float(model[0].weight.detach().std()) == pytest.approx(math.sqrt(2 / 64), rel=0.1)
+    # the re-init's predicted ratio is what the re-check measures, within 2x
+    after = check(model, x, ["NN405"], config=Config(rule_options={"NN405": {"max_ratio": 1e-9}}))
+    assert 0.5 < d.evidence["predicted_ratio"] / after[0].evidence["ratio"] < 2
+
+
+def test_nn405_a_normalized_first_layer_already_at_scale_gets_warmup_advice_not_a_norm_or_a_reinit():
+    model = seeded(lambda: nn.Sequential(nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 64),
+                                         nn.ReLU(), nn.Linear(64, 10)))
+    kaiming(model[0])
+    [d] = check(model, torch.randn(64, 64), ["NN405"], config=Config(rule_options={"NN405": {"max_ratio": 1e-9}}))
+    assert d.evidence["normalized"] and d.fix is None and d.evidence["predicted_ratio"] is None
+    assert "warm the learning rate up" in d.message and "add nn.BatchNorm" not in d.message
 
 
 def test_nn405_nan_gradient_from_a_finite_forward_names_the_sqrt():

@@ -121,7 +121,7 @@ def earliest_vs_last(trace: Trace) -> Optional[GradientRatio]:
         return None
     graph = Graph.of(trace)
     first = groups[0]
-    hidden = [g for g in groups[1:] if _feeds_weight_layer(graph, g.op) and not _before_norm(graph, g.op)]
+    hidden = [g for g in groups[1:] if _feeds_weight_layer(graph, g.op) and not before_norm(graph, g.op)]
     if not hidden:
         return None
     reference = max(hidden, key=lambda g: g.relative)
@@ -130,7 +130,7 @@ def earliest_vs_last(trace: Trace) -> Optional[GradientRatio]:
     return GradientRatio(first, reference)
 
 
-def _before_norm(graph: Graph, op: OpRecord) -> bool:
+def before_norm(graph: Graph, op: OpRecord) -> bool:
     """The layer's output meets a normalization before anything else that weighs it: straight, or
     through its activation (ModernBERT's head: dense -> GELU -> LayerNorm). Such a layer is
     scale-invariant, so its relative gradient is set by its own init."""

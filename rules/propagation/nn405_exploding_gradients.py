@@ -2,10 +2,19 @@ from __future__ import annotations
 
 import math
 
+from dataclasses import dataclass
+from typing import Optional
+
+from nnlint.diagnostics import Fix
+from nnlint.initmath import expected_std, fans
 from nnlint.registry import Faulty, Healthy, Rule
-from nnlint.rulekit import fmt
-from nnlint.rules.propagation._gradients import describe, earliest_vs_last, evidence, short_location, surrogate_note
+from nnlint.rulekit import fmt, reinit_fix
+from nnlint.rules.propagation._gradients import (GradientRatio, before_norm, describe, earliest_vs_last, evidence,
+                                                 short_location, surrogate_note)
 from nnlint.trace.graph import Graph
+
+# A weight drawn this much under its gain-correct std is re-drawn at it; closer, the init is not the cause.
+UNDER_INIT = 1.2
 
 
 class ExplodingGradients(Rule):
@@ -36,8 +45,19 @@ class ExplodingGradients(Rule):
     - `max_ratio` (default 1e3): report when the earliest layer's relative gradient exceeds this
       multiple of the best-fed later hidden layer's.
 
+    Where the earliest layer's output is normalized, the message says so and names what sets its step:
+    its weight's norm. A weight drawn more than 1.2x under the fan-in gain-correct std gets that re-init
+    as the fix, with the ratio it predicts (the relative gradient scales as (std_before / std_after)^2:
+    torchvision's SSDlite320 draws every backbone conv at std 0.03; its stem conv, before a BatchNorm
+    where fan-in Kaiming gives 0.27, measures 2449 with the model's own loss and is predicted at 30; the
+    re-check after the fix finds no NN405). Where the weight is already at that scale the growth comes through
+    the depth of normalized blocks (the gradient explosion of BatchNorm networks at init, Yang et al.
+    2019): warm the learning rate up and clip; adding a normalization would not help, it is there.
+
     ## Fix safety
-    No automatic fix: the cause decides the remedy (NN103's re-init, normalization, a bounded activation).
+    Safe where offered: the layer's output is normalized, so re-drawing its weight at a larger std
+    changes nothing the next layer sees in training mode, only how far a step moves it. Elsewhere no
+    automatic fix: the cause decides the remedy (NN103's re-init, normalization, a bounded activation).
     """
 
     code = "NN405"
@@ -75,15 +95,42 @@ class ExplodingGradients(Rule):
         r = earliest_vs_last(trace)
         if r is None or not r.ratio > self.opts["max_ratio"]:
             return
+        advice = self._advice(trace, r)
         yield self.diagnostic(
             r.first.module,
             f"gradients explode: {describe(r)}, over the {self.opts['max_ratio']:g} limit{surrogate_note(trace)}; "
-            "one SGD step moves the early layers far more than the rest. Re-init with the gain-correct "
-            "initializer (nn.init.kaiming_normal_ before ReLU, xavier_normal_ before tanh), add "
-            "nn.BatchNorm/nn.LayerNorm, and clip with torch.nn.utils.clip_grad_norm_",
+            f"one SGD step moves the early layers far more than the rest. {advice.text}",
             location=trace.location_of(r.first.module),
-            evidence=evidence(r),
+            evidence={**evidence(r), "normalized": advice.normalized, "predicted_ratio": advice.predicted_ratio},
+            fix=advice.fix,
         )
+
+    def _advice(self, trace, r: GradientRatio) -> "_Advice":
+        graph = Graph.of(trace)
+        if not before_norm(graph, r.first.op):
+            return _Advice("Re-init with the gain-correct initializer (nn.init.kaiming_normal_ before ReLU, "
+                           "xavier_normal_ before tanh), add nn.BatchNorm/nn.LayerNorm, and clip with "
+                           "torch.nn.utils.clip_grad_norm_", False)
+        module = r.first.module
+        text = ("That layer's output is normalized, so its weight's norm sets its step: the relative gradient "
+                "grows as 1/‖W‖²")
+        p = trace.params.get(r.first.param)
+        nonlinearity, slope = graph.nonlinearity_after(r.first.op)
+        fan_in, fan_out = fans(p.shape) if p is not None else (0, 0)
+        expected = expected_std(fan_in, fan_out, nonlinearity, slope) if fan_in else 0.0
+        if p is not None and p.std > 0 and p.std * UNDER_INIT < expected:
+            predicted = r.ratio * (p.std / expected) ** 2
+            fix = reinit_fix(trace, module, nonlinearity, slope, why=f"weight std {fmt(p.std)} before a norm")
+            text += (f", and its weight std {fmt(p.std)} is {fmt(expected / p.std)}x under the fan-in gain-correct "
+                     f"{fmt(expected)}: re-init with {fix.params.call(module)}, which takes the ratio to about "
+                     f"{fmt(predicted)}")
+            if predicted > self.opts["max_ratio"]:
+                text += "; then warm the learning rate up and clip with torch.nn.utils.clip_grad_norm_"
+            return _Advice(text, True, predicted, fix)
+        text += (f"; its weight is at the gain-correct scale, so the growth comes through the depth of the normalized "
+                 "layers after it: warm the learning rate up over the first steps and clip with "
+                 "torch.nn.utils.clip_grad_norm_ (a normalization is there already)")
+        return _Advice(text, True)
 
     def _non_finite(self, trace, bad):
         order = trace.module_order
@@ -130,3 +177,11 @@ def _singular_op_after(trace, param: str):
 
 def _input_non_finite(trace) -> bool:
     return any(i.is_float and i.summary.nonfinite for i in trace.inputs)
+
+
+@dataclass
+class _Advice:
+    text: str
+    normalized: bool                         # the earliest layer's output is normalized: its norm sets its step
+    predicted_ratio: Optional[float] = None  # the ratio after the fix's re-init
+    fix: Optional[Fix] = None
