@@ -39,6 +39,7 @@ SOURCE_CASES = {
     "tanh_head": ({"NN202", "NN103"}, {}),                    # the measured std, where Xavier still saturates
     "overconfident_head": ({"NN304"}, {}),                    # final layer scaled down, bias zeroed
     "prior_head": ({"NN103"}, {}),                            # the convs' Kaiming, and the logits held at their spread
+    "normalized_stem": ({"NN405"}, {}),                       # a stem under its BatchNorm drawn at 0.001: Kaiming
     "module_level": ({"NN102", "NN203", "NN301"}, {"unsafe": True}),   # after the module-level statements
     "sequential_sigmoid": ({"NN201"}, {"unsafe": True}),      # `return nn.Sequential(...)` bound to a name
     "functional_calls": ({"NN201", "NN501"}, {"unsafe": True}),   # torch.sigmoid -> torch.relu; training=

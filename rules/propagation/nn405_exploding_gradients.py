@@ -66,6 +66,7 @@ class ExplodingGradients(Rule):
     summary = "gradients are non-finite, or the earliest layer's relative gradient is over 1e3x the later layers'"
     reads = frozenset({"gradients"})
     options = {"max_ratio": 1e3}
+    fixable = "safe"     # only for a normalized earliest layer drawn under its gain-correct std
 
     examples = (
         Faulty("""
