@@ -38,6 +38,7 @@ RUNTIME_CASES = {
     "NN401": "propagation_vanishing_mlp.py",
     "NN402": "propagation_exploding_cnn.py",
     "NN403": "propagation_residual_no_norm.py",
+    "NN405": "gradients_normalized_stem.py",
     "NN501": "mode_dropout_active_in_eval.py",
     "NN502": "mode_mixed_train_eval.py",
     "NN503": "mode_batchnorm_no_running_stats.py",

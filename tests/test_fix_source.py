@@ -39,7 +39,6 @@ SOURCE_CASES = {
     "tanh_head": ({"NN202", "NN103"}, {}),                    # the measured std, where Xavier still saturates
     "overconfident_head": ({"NN304"}, {}),                    # final layer scaled down, bias zeroed
     "prior_head": ({"NN103"}, {}),                            # the convs' Kaiming, and the logits held at their spread
-    "normalized_stem": ({"NN405"}, {}),                       # a stem under its BatchNorm drawn at 0.001: Kaiming
     "module_level": ({"NN102", "NN203", "NN301"}, {"unsafe": True}),   # after the module-level statements
     "sequential_sigmoid": ({"NN201"}, {"unsafe": True}),      # `return nn.Sequential(...)` bound to a name
     "functional_calls": ({"NN201", "NN501"}, {"unsafe": True}),   # torch.sigmoid -> torch.relu; training=
@@ -53,6 +52,7 @@ SOURCE_CASES = {
     "propagation_exp_hidden": ({"NN402"}, {"unsafe": True}),           # re-init fails: exp -> relu
     "activation_dead_relu_deep": ({"NN203"}, {"unsafe": True}),        # re-init fails: relu -> leaky_relu
     "propagation_scaled_chain": ({"NN401"}, {"unsafe": True}),         # re-init fails: a norm per layer
+    "gradients_normalized_stem": ({"NN405"}, {}),                     # a stem under its BatchNorm at 0.001: Kaiming
     "double_softmax": ({"NN601"}, {"unsafe": True}),         # nn.Softmax(dim=1) -> nn.Identity()
     "sigmoid_output": ({"NN601"}, {"unsafe": True}),         # torch.sigmoid(x) -> x
     "imbalanced_head": ({"NN606"}, {}),                       # the bias at the log-priors, before the return
