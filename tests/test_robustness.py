@@ -214,3 +214,30 @@ def test_generator_and_list_batches():
     batches = [torch.randn(16, 4), torch.randn(16, 3)]
     assert nnlint.check(TwoInputs(), batches).trace.backward_ran
     assert nnlint.check(Small(), (t for t in [torch.randn(16, 8)])).trace.backward_ran
+
+
+class DictForward(nn.Module):
+    """`forward(self, data)` reading its inputs out of one dict, as graph and detection code does."""
+
+    def __init__(self, leak: bool = False):
+        super().__init__()
+        self.leak = leak
+        self.fc = nn.Linear(8, 4)
+        nn.init.xavier_normal_(self.fc.weight)
+
+    def forward(self, data):
+        x = data["x"] * data["mask"].unsqueeze(-1)
+        if self.leak:
+            x = x - x.mean(0)          # every sample's output now depends on the others
+        return self.fc(x)
+
+
+def test_a_forward_that_takes_the_dict_whole_is_called_with_it_and_probed():
+    torch.manual_seed(0)
+    batch = {"x": torch.randn(16, 8), "mask": torch.ones(16)}
+    healthy = nnlint.check(DictForward(), batch)
+    assert [d for d in healthy.diagnostics if d.severity != "info"] == []
+    leaky = nnlint.check(DictForward(leak=True), batch)
+    assert [d.code for d in leaky.diagnostics if d.severity == "error"] == ["NN701"]
+    # keywords still go in as keywords where forward names them
+    assert nnlint.check(nn.Bilinear(8, 8, 4), {"input1": torch.randn(16, 8), "input2": torch.randn(16, 8)}).ok

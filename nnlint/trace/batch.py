@@ -114,12 +114,35 @@ def map_tensors(fn: Callable[[Any], Any], obj: Any, depth: int = 0) -> Any:
 
 
 def call_model(model, batch):
-    """A Tensor is called as model(batch), a tuple/list as model(*batch), a dict as model(**batch)."""
+    """A Tensor is called as model(batch), a tuple/list as model(*batch), a dict as model(**batch), or
+    as model(batch) where forward takes the dict as its one argument (`def forward(self, data)` reading
+    `data["x"]`, as graph and detection code often does) and cannot take its keys as keywords."""
     if isinstance(batch, Mapping):
+        if _takes_the_dict_whole(model, batch):
+            return model(batch)
         return model(**batch)
     if isinstance(batch, (tuple, list)):
         return model(*batch)
     return model(batch)
+
+
+def _takes_the_dict_whole(model, batch: Mapping) -> bool:
+    import inspect
+
+    try:
+        signature = inspect.signature(model.forward if hasattr(model, "forward") else model)
+    except (TypeError, ValueError):
+        return False
+    try:
+        signature.bind(**{str(k): None for k in batch})
+        return False
+    except TypeError:
+        pass
+    try:
+        signature.bind(batch)
+        return True
+    except TypeError:
+        return False
 
 
 def describe_batch(batch: Any, depth: int = 0) -> str:
