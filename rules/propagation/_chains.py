@@ -173,6 +173,7 @@ def chain_fix(structure: Structure, drift: Drift, why: str) -> ChainRepair:
         if link is drift.culprit:
             culprit_at = i
     finals = final_layers_fed(graph, drift.layers[-1].op)
+    # every final layer reads the same signal (the chain's last output), so one growth serves them all
     holds = output_holds(trace, graph, finals, _growth(structure, drift, finals[0]), {c.target for c in chain}) \
         if finals else ()
     nonlin, slope = nonlins[culprit_at]

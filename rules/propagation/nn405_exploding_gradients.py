@@ -115,11 +115,10 @@ class ExplodingGradients(Rule):
         module = r.first.module
         text = ("That layer's output is normalized, so its weight's norm sets its step: the relative gradient "
                 "grows as 1/‖W‖²")
-        p = trace.params.get(r.first.param)
+        p = trace.params[r.first.param]      # weight_layers keeps only recorded parameters of norm > 0
         nonlinearity, slope = graph.nonlinearity_after(r.first.op)
-        fan_in, fan_out = fans(p.shape) if p is not None else (0, 0)
-        expected = expected_std(fan_in, fan_out, nonlinearity, slope) if fan_in else 0.0
-        if p is not None and p.std > 0 and p.std * UNDER_INIT < expected:
+        expected = expected_std(*fans(p.shape), nonlinearity, slope)
+        if 0 < p.std * UNDER_INIT < expected:      # a constant weight (std 0) is NN102's
             predicted = r.ratio * (p.std / expected) ** 2
             fix = reinit_fix(trace, module, nonlinearity, slope, why=f"weight std {fmt(p.std)} before a norm")
             text += (f", and its weight std {fmt(p.std)} is {fmt(expected / p.std)}x under the fan-in gain-correct "
