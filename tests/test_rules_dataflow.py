@@ -238,6 +238,51 @@ def test_nn701_long_sequences_are_cut_for_the_first_look_and_the_finding_measure
     assert d.evidence["origin"] == "view"
 
 
+class FixedSizeViT(nn.Module):
+    """A Hugging Face-style vision transformer: patch tokens plus learned positions for 96x96 images;
+    another size raises unless the call asks to interpolate the positions. `mixes`: a batch-mean token
+    added to every sample (the fault)."""
+
+    def __init__(self, mixes=False):
+        super().__init__()
+        self.mixes = mixes
+        self.patch = nn.Conv2d(3, 16, 16, stride=16)
+        self.pos = nn.Parameter(torch.randn(1, 16, 6, 6) * 0.02)
+        self.head = nn.Linear(16, 4)
+        self.sides = []                                       # the image sides each call saw
+
+    def forward(self, pixel_values, interpolate_pos_encoding=False):
+        self.sides.append((pixel_values.shape[-1], interpolate_pos_encoding))
+        h = self.patch(pixel_values)
+        if h.shape[-2:] != self.pos.shape[-2:]:
+            if not interpolate_pos_encoding:
+                raise ValueError(f"Input image size ({pixel_values.shape[-1]}) doesn't match model (96).")
+            h = h + F.interpolate(self.pos, size=h.shape[-2:], mode="bicubic", align_corners=False)
+        else:
+            h = h + self.pos
+        tokens = h.flatten(2).mean(-1)
+        if self.mixes:
+            tokens = tokens + tokens.mean(0, keepdim=True)
+        return self.head(tokens)
+
+
+@pytest.mark.parametrize("mixes", [False, True])
+def test_nn701_a_vision_transformer_of_a_fixed_size_is_probed_on_the_crop_with_interpolated_positions(mixes):
+    model = seeded(lambda: FixedSizeViT(mixes))
+    images = torch.randn(4, 3, 96, 96, generator=torch.Generator().manual_seed(4))
+    report = check(model, images)
+    probe_calls = [s for s in model.sides[1:]]                # the first call is the traced training step
+    assert model.sides[0] == (96, False)
+    # the first look: 64-pixel crops with the positions interpolated, not two passes at the model's size
+    assert (64, True) in probe_calls and all(s == (64, True) or s == (96, False) for s in probe_calls)
+    assert not any("did not run" in n for n in report.trace.notes)
+    if not mixes:
+        assert found(report, "NN701") == [] and (96, False) not in probe_calls[1:]
+    else:
+        (d,) = found(report, "NN701")                        # measured again at 96 pixels, as the user calls it
+        assert (96, False) in probe_calls and d.evidence["origin"] == "mean"
+
+
 # ---------------------------------------------------------------------------------------------
 # NN702 ignored-input
 

@@ -96,9 +96,11 @@ def iter_tensors(obj: Any) -> Iterator[Any]:
     kind = type(obj)
     if kind in _LEAF_TYPES:
         return
-    if (kind is tuple or kind is list) and all(type(v) in _LEAF_TYPES or _is_tensor(v) for v in obj):
-        yield from (v for v in obj if _is_tensor(v))
-        return
+    if kind is tuple or kind is list or kind is dict:
+        values = obj.values() if kind is dict else obj
+        if all(type(v) in _LEAF_TYPES or _is_tensor(v) for v in values):
+            yield from (v for v in values if _is_tensor(v))
+            return
     yield from (t for _, t in named_tensors(obj))
 
 
@@ -113,17 +115,18 @@ def map_tensors(fn: Callable[[Any], Any], obj: Any, depth: int = 0) -> Any:
     return rebuild([map_tensors(fn, child, depth + 1) for _, child in pairs])
 
 
-def call_model(model, batch):
+def call_model(model, batch, **keywords):
     """A Tensor is called as model(batch), a tuple/list as model(*batch), a dict as model(**batch), or
     as model(batch) where forward takes the dict as its one argument (`def forward(self, data)` reading
-    `data["x"]`, as graph and detection code often does) and cannot take its keys as keywords."""
+    `data["x"]`, as graph and detection code often does) and cannot take its keys as keywords.
+    `keywords` are passed besides (a probe's, nnlint.probes.passes)."""
     if isinstance(batch, Mapping):
         if _takes_the_dict_whole(model, batch):
-            return model(batch)
-        return model(**batch)
+            return model(batch, **keywords)
+        return model(**batch, **keywords)
     if isinstance(batch, (tuple, list)):
-        return model(*batch)
-    return model(batch)
+        return model(*batch, **keywords)
+    return model(batch, **keywords)
 
 
 def _takes_the_dict_whole(model, batch: Mapping) -> bool:

@@ -82,6 +82,10 @@ class ModelState:
     def mutated_parameters(self) -> list[str]:
         return [n for n, p, v in self.param_versions if p._version != v]
 
+    def take_parameter_versions(self) -> None:
+        """The parameters' versions now are the ones to compare with next (after nnlint wrote them back)."""
+        self.param_versions = [(n, p, p._version) for n, p, _ in self.param_versions]
+
     def restore(self) -> None:
         import torch
 
