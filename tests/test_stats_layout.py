@@ -97,3 +97,28 @@ def test_cpu_results_are_read_at_once_not_kept_alive_until_the_end():
     assert out == []
     pending.resolve()
     assert out == [("first", [3.0]), ("second", [1, 2, True])]
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_one_non_finite_value_of_a_sampled_map_is_seen_where_the_sample_does_not_reach(bad):
+    """The sample reads runs of a large map; the non-finite check reads all of it (on the CPU, by the
+    sum over every value)."""
+    x = torch.randn(8, 64, 56, 56)
+    assert x.numel() >= stats.SAMPLE_ABOVE
+    flat = x.reshape(-1)
+    flat[stats.BLOCK + 1] = bad          # inside the gap between the first two runs
+    assert torch.isfinite(stats._sample_of(flat)).all()
+    assert summary(x).nonfinite
+
+
+@pytest.mark.parametrize("numel", [64, 3 << 20])
+def test_finite_values_whose_sum_overflows_are_finite_and_their_scale_infinite(numel):
+    """A float32 attention mask full of finfo.min: its sum is -inf, yet every value is finite."""
+    s = summary(torch.full((numel,), torch.finfo(torch.float32).min))
+    assert not s.nonfinite and s.std == math.inf
+
+
+def test_the_mean_of_a_sampled_map_is_exact_on_the_cpu():
+    torch.manual_seed(0)
+    x = torch.randn(8, 64, 56, 56) + torch.linspace(-3, 3, 56)
+    assert summary(x).mean == pytest.approx(x.double().mean().item(), abs=1e-5)

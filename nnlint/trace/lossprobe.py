@@ -211,10 +211,11 @@ def loss_calls(serial_of: Callable[[Any], Optional[int]] = lambda t: None, *, fo
     location is the innermost user line below the frame `within` (the one that called the loss function:
     an `nn.CrossEntropyLoss()` called by nnlint has none)."""
     from torch.overrides import TorchFunctionMode
-    from torch.utils.weak import WeakTensorKeyDictionary
+
+    from nnlint.trace.tensormap import TensorMap
 
     calls: list[LossCall] = []
-    origins = WeakTensorKeyDictionary()    # tensor -> (serial of the model tensor, ops since)
+    origins = TensorMap()    # tensor -> (serial of the model tensor, ops since)
 
     def origin(t) -> tuple[Optional[int], tuple[str, ...]]:
         s = serial_of(t)

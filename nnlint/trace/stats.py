@@ -8,6 +8,7 @@ reductions are the fast ones measured in DESIGN.md (sum, a sum of squares, a uin
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -48,7 +49,7 @@ class PendingStats:
         with them kept, 1.10-1.14x read at once; the 6-layer Llama's 1.25x and 1.08x)."""
         if all(t.device.type == "cpu" for t in tensors):
             # floats, as the accelerator path reads them (counts and flags included)
-            tensors = _Read([float(v) for t in tensors for v in t.detach().reshape(-1).tolist()])
+            tensors = _Read(_floats(tensors))
         self._tensors.append(tensors)
         self._callbacks.append(callback)
 
@@ -94,6 +95,17 @@ class PendingStats:
             callback(out)
         self._tensors.clear()
         self._callbacks.clear()
+
+
+def _floats(tensors: list[Any]) -> list[float]:
+    """The values of CPU tensors as floats, in order (a 0-d one, most of them, with one `item()`)."""
+    out: list[float] = []
+    for t in tensors:
+        if t.dim() == 0:
+            out.append(float(t.item()))
+        else:
+            out.extend(float(v) for v in t.detach().reshape(-1).tolist())
+    return out
 
 
 @dataclass
@@ -207,14 +219,24 @@ def summarize(x, pending: PendingStats, store: Callable[[TensorSummary], None],
     flat = _sample_of(whole)
     n = flat.numel()
     acc = accumulation_dtype(flat)
-    s = torch.sum(flat, dtype=acc)
     squares = sum_of_squares(flat, acc)
-    # Non-finite is decided by max and min over the whole tensor (not the sample: one NaN counts),
-    # not by the sum: a float32 attention mask full of finfo.min overflows a sum yet is finite.
-    if bounds is None:
-        lo, hi = torch.aminmax(whole)     # one pass for both
+    # Non-finite is decided over the whole tensor (not the sample: one NaN counts). On the CPU, where
+    # a value is read at once, by the sum over every value: finite, every value is (a NaN or an inf
+    # would make it NaN or inf). Only a sum that is not (a NaN, an inf, or finite values that
+    # overflow it: a float32 attention mask full of finfo.min) is looked at again, by its max and min.
+    # That drops a third of the reads (ResNet-50's forward at 8x224: 0.02 s) and makes the mean exact.
+    # On an accelerator, where a read would sync, max and min are queued with the rest.
+    if bounds is None and whole.device.type == "cpu":
+        s, n_sum = torch.sum(whole, dtype=acc), whole.numel()
+        hi = lo = s if math.isfinite(s.item()) else None
+        if hi is None:
+            lo, hi = torch.aminmax(whole)
     else:
-        hi, lo = bounds
+        s, n_sum = torch.sum(flat, dtype=acc), n
+        if bounds is None:
+            lo, hi = torch.aminmax(whole)     # one pass for both
+        else:
+            hi, lo = bounds
 
     def done(values: list[float]) -> None:
         total, sq, top, bottom = values
@@ -223,7 +245,7 @@ def summarize(x, pending: PendingStats, store: Callable[[TensorSummary], None],
             store(TensorSummary(shape, dtype, float("nan"), float("nan"), True))
             return
         # Finite values whose sum of squares overflows the accumulator: report the scale as inf.
-        mean = total / n
+        mean = total / n_sum
         var = sq / n - mean * mean if sq != float("inf") else float("inf")
         store(TensorSummary(shape, dtype, mean, max(var, 0.0) ** 0.5, False))
 
